@@ -1,0 +1,16 @@
+"""Build the Cython kernels at install time (metadata lives in pyproject.toml)."""
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "surgbox._kernels",
+        ["src/surgbox/_kernels.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"],
+    )
+]
+
+setup(ext_modules=cythonize(extensions, language_level="3", compiler_directives={"boundscheck": False, "wraparound": False}))

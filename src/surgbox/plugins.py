@@ -1,0 +1,235 @@
+"""The plugin manager: discovery through the ``surgbox`` entry-point group, lookup by name.
+
+>>> from surgbox.plugins import get_plugins
+>>> enc = get_plugins().create("encoder", "libx264", preset="veryfast")   # doctest: +SKIP
+
+Names may be qualified with the providing package (``"surgbox:libx264"``) to pick one of
+several registrations of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginConflictError, PluginNotFoundError, PluginUnavailableError
+from .hookspecs import REGISTRATION_HOOKS
+
+ENTRY_POINT_GROUP = "surgbox"
+KINDS = tuple(REGISTRATION_HOOKS)
+DEFAULT_PRIORITY = -100  # priority of surgbox's own plugins: any vendor plugin of the same name wins
+
+
+@attrs.frozen
+class PluginEntry:
+    """One registered component: ``kind`` / ``name`` / ``factory`` and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    package: str
+    description: str = ""
+    check: Callable[[], str | None] | None = None
+    priority: int = 0
+
+    def unavailable_reason(self) -> str | None:
+        """``None`` when the plugin can run here, else why not (``check`` errors count as reasons)."""
+        if self.check is None:
+            return None
+        try:
+            return self.check()
+        except Exception as exc:  # a broken check must not break listing
+            return f"availability check failed: {type(exc).__name__}: {exc}"
+
+    def to_dict(self) -> dict[str, Any]:
+        reason = self.unavailable_reason()
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "package": self.package,
+            "available": reason is None,
+            "reason": reason,
+            "description": self.description,
+            "priority": self.priority,
+        }
+
+
+@attrs.define(eq=False)
+class Plugins:
+    """A pluggy manager plus the component registry built from the registration hooks.
+
+    Build one with :meth:`build` (tests pass ``entry_points=False`` for a hermetic manager) or
+    use the process-wide :func:`get_plugins`.
+    """
+
+    pm: pluggy.PluginManager
+    packages: dict[str, str] = attrs.field(factory=dict)  # pluggy plugin name -> distribution
+    broken: list[tuple[str, str]] = attrs.field(factory=list)  # (entry point, error)
+    _entries: dict[str, list[PluginEntry]] | None = attrs.field(default=None, alias="_entries")
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, alias="_lock")
+
+    @classmethod
+    def build(cls, *, entry_points: bool = True, plugins: Iterable[tuple[Any, str]] = ()) -> Plugins:
+        """A new manager; ``entry_points`` loads the ``surgbox`` group; ``plugins`` adds
+        ``(plugin_object, package_name)`` pairs directly (tests, embedded apps)."""
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        self = cls(pm)
+        if entry_points:
+            self._load_entry_points()
+        for plugin, package in plugins:
+            self.add(plugin, package)
+        return self
+
+    def _load_entry_points(self) -> None:
+        for dist in importlib.metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or self.pm.get_plugin(ep.name) is not None:
+                    continue
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # a broken vendor package must not break the others
+                    self.broken.append((f"{dist.metadata['Name']}:{ep.name}", f"{type(exc).__name__}: {exc}"))
+                    continue
+                self.pm.register(plugin, name=ep.name)
+                self.packages[ep.name] = dist.metadata["Name"]
+
+    def add(self, plugin: Any, package: str, name: str | None = None) -> None:
+        """Register a plugin object (module or instance with hookimpls) under ``package``."""
+        name = name or package
+        self.pm.register(plugin, name=name)
+        self.packages[name] = package
+        self._entries = None
+
+    @property
+    def hook(self) -> Any:
+        """Lifecycle notifications: ``plugins.hook.recording_started(recording=...)``."""
+        return self.pm.hook
+
+    def _collect(self) -> dict[str, list[PluginEntry]]:
+        with self._lock:
+            if self._entries is not None:
+                return self._entries
+            entries: dict[str, list[PluginEntry]] = {k: [] for k in KINDS}
+            for kind, hook_name in REGISTRATION_HOOKS.items():
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    package = self.packages.get(impl.plugin_name, impl.plugin_name)
+
+                    def register(name: str, factory: Callable[..., Any], *, description: str = "",
+                                 check: Callable[[], str | None] | None = None, priority: int = 0,
+                                 _kind: str = kind, _package: str = package) -> None:
+                        if not callable(factory):
+                            raise TypeError(f"plugin {_package!r} registered {_kind} {name!r} with a non-callable factory {factory!r}")
+                        entries[_kind].append(PluginEntry(_kind, str(name), factory, _package, description, check, priority))
+
+                    impl.function(register=register)
+            self._entries = entries
+            return entries
+
+    def entries(self, kind: str | None = None) -> list[PluginEntry]:
+        """All registrations (of one ``kind``), sorted by kind then name then priority (high first)."""
+        data = self._collect()
+        kinds = [self._check_kind(kind)] if kind else list(KINDS)
+        return [e for k in kinds for e in sorted(data[k], key=lambda e: (e.name, -e.priority, e.package))]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted({e.name for e in self.entries(kind)})
+
+    @staticmethod
+    def _check_kind(kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+        return kind
+
+    def entry(self, kind: str, name: str) -> PluginEntry:
+        """The registration selected by ``name`` (``"pkg:name"`` to pick a package).
+
+        Raises :class:`PluginNotFoundError` listing the available names, or
+        :class:`PluginConflictError` when two packages tie at the highest priority.
+        """
+        package, _, bare = name.rpartition(":")
+        candidates = [e for e in self.entries(kind) if e.name == bare and (not package or e.package == package)]
+        if not candidates:
+            raise PluginNotFoundError(kind, name, self.names(kind))
+        best = max(e.priority for e in candidates)
+        top = [e for e in candidates if e.priority == best]
+        if len(top) > 1:
+            pkgs = ", ".join(sorted(e.package for e in top))
+            raise PluginConflictError(
+                f"{kind} {bare!r} is registered by several packages at priority {best}: {pkgs}; "
+                f"select one as 'PACKAGE:{bare}' or uninstall one of them"
+            )
+        return top[0]
+
+    def create(self, kind: str, name: str, /, **options: Any) -> Any:
+        """Build the component ``kind``/``name`` with ``options``; raises
+        :class:`PluginUnavailableError` with the plugin's own reason when it cannot run here."""
+        e = self.entry(kind, name)
+        reason = e.unavailable_reason()
+        if reason is not None:
+            raise PluginUnavailableError(kind, name, reason)
+        return e.factory(**options)
+
+    def table(self) -> list[dict[str, Any]]:
+        """JSON-ready rows for ``surgbox plugins --json``."""
+        return [e.to_dict() for e in self.entries()]
+
+
+_default: Plugins | None = None
+_default_lock = threading.Lock()
+
+
+def get_plugins() -> Plugins:
+    """The process-wide manager, built on first use from installed entry points."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Plugins.build()
+        return _default
+
+
+def set_plugins(plugins: Plugins | None) -> None:
+    """Replace the process-wide manager (``None`` rebuilds it on next use)."""
+    global _default
+    with _default_lock:
+        _default = plugins
+
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A factory for ``"package.module:Attribute"`` that imports it only when first called.
+
+    Registration must stay cheap (no torch, no hardware): register ``lazy("acme.cam:Camera")``
+    instead of importing ``Camera`` at module level.
+    """
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ValueError(f"lazy target {target!r} must look like 'package.module:Attribute'")
+
+    def factory(**options: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(**options)
+
+    factory.__qualname__ = factory.__name__ = f"lazy({target})"
+    factory.target = target  # type: ignore[attr-defined]
+    return factory
+
+
+def requires(*modules: str, install: str) -> Callable[[], str | None]:
+    """An availability check: ``None`` when every module is importable, else a reason naming the
+    missing module and the ``install`` command that brings it."""
+
+    def check() -> str | None:
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"needs the Python package(s) {', '.join(missing)}: {install}"
+        return None
+
+    return check

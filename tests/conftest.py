@@ -1,0 +1,48 @@
+"""Shared fixtures. Tests use real components (FFmpeg via PyAV, ffprobe, SQLite, ptys, loopback servers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout; tests that need it skip cleanly when it is absent."""
+    if not (SHARED / "data").is_dir():
+        pytest.skip("../shared is not present beside this checkout (optional test data)")
+    return SHARED
+
+
+@pytest.fixture
+def hermetic_plugins():
+    """A plugin manager with no installed entry points: tests add exactly the plugins they need."""
+    from surgbox.plugins import Plugins
+
+    return Plugins.build(entry_points=False)
+
+
+@pytest.fixture
+def default_plugins():
+    """A fresh manager with surgbox_ext only (no other installed distributions leak in)."""
+    import surgbox_ext.plugin
+    from surgbox.plugins import Plugins
+
+    return Plugins.build(entry_points=False, plugins=[(surgbox_ext.plugin, "surgbox")])
+
+
+def ffprobe_json(path: Path | str, *args: str) -> dict:
+    """Run the real ffprobe on ``path`` and return its JSON (streams + format unless ``args`` say otherwise)."""
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        pytest.fail("ffprobe is not installed: apt-get install ffmpeg (.ci/run installs it)")
+    cmd = [exe, "-v", "error", "-of", "json", *(args or ("-show_streams", "-show_format")), str(path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
