@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping, Sequence
+from fractions import Fraction
 from typing import IO, Any, ClassVar
 
 import numpy as np
@@ -117,13 +118,22 @@ class Compositor(_Lifecycle):
 class Encoder(_Lifecycle):
     """Encodes and muxes video (and optional audio) into a container.
 
-    Lifecycle: ``open_output(target, ...)``, then ``write_video``/``write_audio`` in any
-    interleaving, then ``close()`` which flushes the codecs and finalizes the container.
+    Lifecycle: ``open_output(target, ...)``, then ``write_video`` / ``write_audio`` /
+    ``copy_audio`` in any interleaving, then ``close()``, which flushes the codecs and finalizes
+    the container (``close()`` after an error still leaves what was written playable).
 
-    Contract: timestamps are nanoseconds on the recording's output time line (0 = first frame),
-    derived from the master clock, never from counting frames. ``target`` is a path or a
-    writable binary file object. A crash at any moment leaves every completed segment/fragment
-    playable. Errors raise :class:`~surgbox.errors.EncoderError` naming the output and the cause.
+    Contract:
+
+    * Timestamps are nanoseconds on the output time line (0 = first frame), derived from the
+      master clock or copied from an input, never from counting frames. The encoder converts
+      them to ``time_base`` (``pts = round(time_ns * time_base / 1e9)``), so a caller that passes
+      an input stream's time base gets its timestamps back exactly.
+    * ``target`` is a path or a writable binary file object.
+    * ``audio_template``: an input ``av`` audio stream whose packets are passed unchanged through
+      ``copy_audio(packet)`` (stream copy, used by de-identification); otherwise ``audio_rate``
+      opens an AAC (or codec-specific) audio encoder fed by ``write_audio``.
+    * A crash at any moment leaves every completed segment/fragment playable.
+    * Errors raise :class:`~surgbox.errors.EncoderError` naming the output and the cause.
     """
 
     @abc.abstractmethod
@@ -133,9 +143,11 @@ class Encoder(_Lifecycle):
         *,
         width: int,
         height: int,
-        fps: float,
+        fps: float | Fraction,
+        time_base: Fraction | None = None,
         audio_rate: int | None = None,
         audio_channels: int = 1,
+        audio_template: Any = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Create the output."""
@@ -145,8 +157,12 @@ class Encoder(_Lifecycle):
         """Encode one picture (``av.VideoFrame`` or ``HxWx3 uint8`` RGB array) shown at ``time_ns``."""
 
     def write_audio(self, samples: np.ndarray, time_ns: int) -> None:
-        """Encode float32 planar audio ``(channels, n)`` starting at ``time_ns``."""
-        raise NotImplementedError(f"{type(self).__name__} does not record audio")
+        """Encode float32 planar audio ``(channels, n)`` whose first sample plays at ``time_ns``."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode audio")
+
+    def copy_audio(self, packet: Any) -> None:
+        """Mux an ``av.Packet`` from ``audio_template``'s stream unchanged."""
+        raise NotImplementedError(f"{type(self).__name__} does not copy audio")
 
     def open(self) -> None:
         raise TypeError(f"{type(self).__name__}: use open_output(target, ...) to open an encoder")
