@@ -1,0 +1,1 @@
+"""Example surgbox plugin package (see README.md)."""

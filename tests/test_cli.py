@@ -1,0 +1,53 @@
+"""The console script: --version, plugins table and JSON, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import surgbox
+from surgbox.cli import main
+
+KINDS = {"source", "compositor", "encoder", "detector", "store"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "surgbox", *args], capture_output=True, text=True)
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"surgbox {surgbox.__version__}"
+
+
+def test_console_script_installed():
+    import shutil
+
+    exe = shutil.which("surgbox")
+    assert exe, "the 'surgbox' console script is not on PATH; install the package (README)"
+    assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("surgbox ")
+
+
+def test_plugins_json_lists_objects_with_required_fields():
+    out = run_cli("plugins", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows, "no plugins listed"
+    for r in rows:
+        assert {"kind", "name", "package", "available", "reason"} <= set(r)
+        assert r["kind"] in KINDS
+        assert isinstance(r["available"], bool)
+        assert (r["reason"] is None) == r["available"]
+
+
+def test_plugins_table_has_header_and_rows():
+    out = run_cli("plugins", "--kind", "detector")
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "PACKAGE", "STATUS"]
+    assert all(line.startswith("detector") for line in lines[1:])
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: surgbox" in capsys.readouterr().out
