@@ -42,6 +42,7 @@ class ThreadedSource(Source):
     _error: BaseException | None = attrs.field(default=None, init=False, alias="_error")
     _captured: int = attrs.field(default=0, init=False, alias="_captured")
     _dropped: int = attrs.field(default=0, init=False, alias="_dropped")
+    _ended: bool = attrs.field(default=False, init=False, alias="_ended")
 
     def __attrs_post_init__(self) -> None:
         if self.queue_size < 1:
@@ -53,7 +54,8 @@ class ThreadedSource(Source):
         """Acquire the device (runs in ``start``, on the caller's thread)."""
 
     def _capture(self) -> Item | None:
-        """Capture one item (runs on the capture thread). Return ``None`` when nothing was ready."""
+        """Capture one item (runs on the capture thread). Return ``None`` when nothing was ready;
+        raise ``StopIteration`` when a finite source has ended normally (no error is recorded)."""
         raise NotImplementedError
 
     def _close(self) -> None:
@@ -83,6 +85,8 @@ class ThreadedSource(Source):
                 item = self._capture()
                 if item is not None:
                     self.put(item)
+        except StopIteration:  # a finite source (a file without loop) ended normally
+            self._ended = True
         except BaseException as exc:  # reported through .error, never raised in the consumer
             self._error = exc
             log.warning("source %r stopped: %s", self.name, exc)
@@ -122,7 +126,12 @@ class ThreadedSource(Source):
 
     def stats(self) -> Mapping[str, Any]:
         with self._cond:
-            return {"captured": self._captured, "dropped": self._dropped, "queued": len(self._queue), "error": repr(self._error) if self._error else None}
+            return {"captured": self._captured, "dropped": self._dropped, "queued": len(self._queue), "ended": self._ended, "error": repr(self._error) if self._error else None}
+
+    @property
+    def ended(self) -> bool:
+        """True once a finite source reached its end normally (see ``_capture``)."""
+        return self._ended
 
     @property
     def error(self) -> BaseException | None:
