@@ -1,0 +1,125 @@
+"""Master keys: key files (0600, raw or hex), passphrase keys (scrypt), key ids, key rings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+import pytest
+
+from surgbox.crypto.keys import (
+    KeyFileError,
+    KeyRing,
+    MasterKey,
+    ScryptParams,
+    WrongKeyError,
+    key_id_of,
+    load_key,
+    load_keyring,
+)
+
+FAST = {"n": 1 << 10, "r": 8, "p": 1}  # cheap scrypt for tests; the default is n = 2**17
+
+
+def test_save_creates_0600_hex_file_and_never_overwrites(tmp_path):
+    old = os.umask(0)  # even a permissive umask must not widen it
+    try:
+        k = MasterKey.generate()
+        p = k.save(tmp_path / "k")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert p.read_text().strip() == k.material.hex() and len(p.read_text().strip()) == 64
+    assert load_key(p) == k
+    with pytest.raises(KeyFileError, match="already exists"):
+        MasterKey.generate().save(p)
+    assert load_key(p) == k
+
+
+def test_binary_and_hex_key_files(tmp_path):
+    raw = os.urandom(32)
+    (tmp_path / "bin").write_bytes(raw)
+    (tmp_path / "hex").write_text("  " + raw.hex().upper() + "\r\n")
+    assert load_key(tmp_path / "bin").material == raw
+    assert load_key(tmp_path / "hex").material == raw
+    b = MasterKey.generate()
+    b.save(tmp_path / "b2", binary=True)
+    assert (tmp_path / "b2").read_bytes() == b.material
+
+
+@pytest.mark.parametrize("content", [b"", b"short", os.urandom(31), os.urandom(33), b"zz" * 32, b"ab" * 31])
+def test_bad_key_files_are_refused_with_the_fix(tmp_path, content):
+    p = tmp_path / "k"
+    p.write_bytes(content)
+    with pytest.raises(KeyFileError, match="32 raw bytes or 64 hex"):
+        load_key(p)
+
+
+def test_missing_key_file(tmp_path):
+    with pytest.raises(KeyFileError, match="does not exist.*keygen"):
+        load_key(tmp_path / "nope")
+
+
+def test_loose_permissions_warn(tmp_path, caplog):
+    p = tmp_path / "k"
+    p.write_text(os.urandom(32).hex())
+    p.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="surgbox.crypto.keys"):
+        load_key(p)
+    assert "chmod 600" in caplog.text
+
+
+def test_key_id_is_stable_and_does_not_reveal_the_key():
+    k = MasterKey(bytes(32))
+    assert k.key_id == key_id_of(bytes(32)) and len(k.key_id) == 16
+    assert k.key_id != bytes(32).hex()[:16]
+    assert MasterKey(bytes(31) + b"\x01").key_id != k.key_id
+    assert k.material.hex() not in repr(k)
+    with pytest.raises(ValueError):
+        MasterKey(b"x" * 16)
+
+
+def test_passphrase_key_round_trip_and_wrong_passphrase(tmp_path):
+    p = tmp_path / "pass.key"
+    params, key = ScryptParams.create(p, "correct horse", **FAST)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert params.key_id == key.key_id and b"correct" not in p.read_bytes()
+    assert load_key(p, "correct horse") == key
+    assert load_key(p, b"correct horse") == key
+    with pytest.raises(WrongKeyError, match="wrong passphrase"):
+        load_key(p, "wrong horse")
+    with pytest.raises(KeyFileError, match="passphrase key"):
+        load_key(p)
+    # parameters are stored: a fresh salt gives a different key for the same passphrase
+    _, other = ScryptParams.create(tmp_path / "p2", "correct horse", **FAST)
+    assert other != key
+
+
+def test_corrupt_passphrase_file(tmp_path):
+    p = tmp_path / "k"
+    p.write_text('{"kdf": "argon9"}')
+    with pytest.raises(KeyFileError, match="only 'scrypt'"):
+        load_key(p, "x")
+    with pytest.raises(ValueError):
+        ScryptParams(b"salt", n=1000)
+
+
+def test_keyring_rotation_and_lookup(tmp_path):
+    old, new = MasterKey.generate(), MasterKey.generate()
+    ring = KeyRing.of(old)
+    rotated = ring.rotated(new)
+    assert rotated.primary == new and rotated.get(old.key_id) == old
+    assert rotated.ids == [new.key_id, old.key_id]
+    with pytest.raises(WrongKeyError, match="written with key id ffff.*--key-file"):
+        ring.get("ffffffffffffffff", "object 'a'")
+    with pytest.raises(ValueError):
+        KeyRing((old, old))
+    with pytest.raises(ValueError):
+        KeyRing(())
+    old.save(tmp_path / "old")
+    new.save(tmp_path / "new")
+    loaded = load_keyring([tmp_path / "new", tmp_path / "old"])
+    assert loaded.primary == new and loaded.ids == rotated.ids
+    with pytest.raises(KeyFileError, match="--key-file"):
+        load_keyring([])
