@@ -1,0 +1,294 @@
+"""The catalog's SQLite database: connection settings, versioned migrations, transactions.
+
+Crash safety: the database runs in WAL mode with ``synchronous=FULL`` (every commit is fsynced
+to the WAL before ``COMMIT`` returns, so a committed change survives a power loss as well as a
+``kill -9``; NORMAL would only survive process death and could lose the last commits of the
+audit trail or a key destruction on power loss), ``foreign_keys=ON``, ``secure_delete=ON``
+(deleted rows are overwritten with zeros, so a destroyed event key does not linger in free
+pages), and ``temp_store=MEMORY`` (no temporary files outside the database). Every change
+runs in one ``BEGIN IMMEDIATE`` transaction that either commits whole or not at all.
+
+Schema versions are recorded in the ``schema_migrations`` table; :data:`MIGRATIONS` lists them
+in order and :meth:`Database.open` applies the missing ones, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Migration:
+    """One schema step: ``version`` (1, 2, ...), a short ``name`` and its SQL ``statements``."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_V1 = (
+    """CREATE TABLE meta(
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE users(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'surgeon', 'operator', 'viewer', 'auditor')),
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        failed_logins INTEGER NOT NULL DEFAULT 0 CHECK (failed_logins >= 0),
+        locked_until TEXT,
+        physician_enc BLOB,
+        physician_hash BLOB,
+        created_at TEXT NOT NULL,
+        last_login TEXT
+    )""",
+    """CREATE TABLE events(
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('created', 'recording', 'stopped')),
+        created_at TEXT NOT NULL,
+        created_by INTEGER REFERENCES users(id),
+        started_at TEXT,
+        finished_at TEXT,
+        place TEXT NOT NULL DEFAULT '',
+        procedure TEXT NOT NULL DEFAULT '',
+        patient_enc BLOB NOT NULL,
+        patient_hash BLOB NOT NULL,
+        mrn_enc BLOB NOT NULL,
+        mrn_hash BLOB NOT NULL,
+        notes_enc BLOB,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX events_created_at ON events(created_at)",
+    "CREATE INDEX events_started_at ON events(started_at)",
+    "CREATE INDEX events_patient_hash ON events(patient_hash)",
+    "CREATE INDEX events_mrn_hash ON events(mrn_hash)",
+    """CREATE TABLE event_physicians(
+        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        name_enc BLOB NOT NULL,
+        name_hash BLOB NOT NULL,
+        PRIMARY KEY (event_id, position)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX event_physicians_hash ON event_physicians(name_hash)",
+    """CREATE TABLE event_tokens(
+        token BLOB NOT NULL,
+        field TEXT NOT NULL,
+        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        PRIMARY KEY (token, field, event_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX event_tokens_event ON event_tokens(event_id)",
+    """CREATE TABLE event_keys(
+        event_id TEXT PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL,
+        wrapped BLOB NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE files(
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('segment', 'snapshot', 'data', 'report', 'deid')),
+        name TEXT NOT NULL,
+        store_key TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+        key_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (event_id, name)
+    )""",
+    "CREATE INDEX files_event ON files(event_id)",
+    """CREATE TABLE audit(
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        mac BLOB NOT NULL
+    )""",
+    # Guards against accidental edits; deliberate tampering (dropping these) is caught by verify().
+    """CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+    """CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "events, files, users, audit", _V1),)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def utcnow() -> datetime:
+    """The current UTC time (aware)."""
+    return datetime.now(timezone.utc)
+
+
+def to_text(when: datetime | None) -> str | None:
+    """Store a time as ISO-8601 UTC with microseconds (sorts as text)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        raise ValueError(f"time {when!r} has no time zone; pass an aware datetime (UTC)")
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def from_text(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty database file with mode 0600 (SQLite gives -wal/-shm the same mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+@attrs.define(eq=False)
+class Database:
+    """One SQLite catalog file. ``open()`` connects and migrates; ``close()`` checkpoints and closes.
+
+    The connection is shared by the threads of one process under a lock (the recorder may call
+    the event manager from its own thread); other processes coordinate through SQLite's locks
+    (``busy_timeout_ms``).
+    """
+
+    path: Path = attrs.field(converter=Path)
+    busy_timeout_ms: int = 10_000
+    _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
+
+    def open(self, *, create: bool = False) -> Database:
+        if self._conn is not None:
+            return self
+        if not self.path.exists():
+            if not create:
+                raise CatalogError(f"catalog database {self.path} does not exist; run `surgbox init` first")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self.busy_timeout_ms / 1000)
+            conn.row_factory = sqlite3.Row
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise CatalogError(f"catalog {self.path}: cannot switch to WAL mode (got {mode}); "
+                                   f"put SURGBOX_HOME on a local file system")
+            for pragma in ("synchronous=FULL", "foreign_keys=ON", "secure_delete=ON", "temp_store=MEMORY",
+                           f"busy_timeout={int(self.busy_timeout_ms)}"):
+                conn.execute(f"PRAGMA {pragma}")
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"cannot open catalog database {self.path}: {exc}; check the file "
+                               f"(restore it from a backup if it is damaged)") from exc
+        self._conn = conn
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:  # another process holds it; the WAL stays valid
+                pass
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Database:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise CatalogError(f"catalog database {self.path} is not open; call open() first")
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``with db.transaction() as c:`` runs the block in ``BEGIN IMMEDIATE`` … ``COMMIT``
+        (``ROLLBACK`` on any exception). Not re-entrant."""
+        with self._lock:
+            conn = self.conn
+            if conn.in_transaction:
+                raise CatalogError("nested catalog transaction; finish the current one first")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise CatalogError(f"catalog {self.path} is locked by another process ({exc}); retry") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """Run a read-only statement and return all rows."""
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchone()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it (used after deletions so that
+        destroyed keys leave the WAL too)."""
+        with self._lock:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.warning("catalog %s: WAL checkpoint blocked by a reader; it completes on a later checkpoint", self.path)
+
+    def schema_version(self) -> int:
+        row = self.query_one("SELECT max(version) FROM schema_migrations")
+        return int(row[0] or 0)
+
+    def check(self) -> list[str]:
+        """Problems found by ``PRAGMA integrity_check`` and ``foreign_key_check`` (empty: healthy)."""
+        problems = [r[0] for r in self.query("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"foreign key violation: {tuple(r)}" for r in self.query("PRAGMA foreign_key_check")]
+        return problems
+
+    def _migrate(self) -> None:
+        with self.transaction() as c:
+            c.execute("""CREATE TABLE IF NOT EXISTS schema_migrations(
+                             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)""")
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise CatalogError(f"catalog {self.path} has schema version {current}, newer than this surgbox "
+                               f"understands ({SCHEMA_VERSION}); upgrade surgbox")
+        for m in MIGRATIONS:
+            if m.version <= current:
+                continue
+            with self.transaction() as c:
+                for stmt in m.statements:
+                    c.execute(stmt)
+                c.execute("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                          (m.version, m.name, to_text(utcnow())))
+            log.info("catalog %s: applied migration %d (%s)", self.path, m.version, m.name)

@@ -1,0 +1,51 @@
+"""Shared CLI helpers: ``--home``/``--user`` options and logging in (``SURGBOX_USER``, ``SURGBOX_PASSWORD``)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import SurgboxError
+
+USER_ENV = "SURGBOX_USER"
+PASSWORD_ENV = "SURGBOX_PASSWORD"
+
+
+def add_home_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", metavar="DIR", help="the surgbox home (default: $SURGBOX_HOME or the per-user data folder)")
+
+
+def add_auth_options(p: argparse.ArgumentParser) -> None:
+    """``--home`` and ``--user`` (the password comes from $SURGBOX_PASSWORD or a prompt)."""
+    add_home_option(p)
+    p.add_argument("--user", metavar="NAME", help=f"log in as NAME (default: ${USER_ENV}); password from ${PASSWORD_ENV} or a prompt")
+
+
+def read_secret(prompt: str, env: str | None = None, *, confirm: bool = False) -> str:
+    """A secret from ``env`` (if set) or typed at a prompt (twice with ``confirm``)."""
+    if env and os.environ.get(env) is not None:
+        return os.environ[env]
+    if not sys.stdin.isatty():
+        raise SurgboxError(f"no password given and no terminal to ask for one: set {env or 'the option'}")
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != first:
+        raise SurgboxError("the two passwords differ; nothing was changed")
+    return first
+
+
+@contextmanager
+def login(args: argparse.Namespace) -> Iterator[Any]:
+    """``with login(args) as session:`` an authenticated :class:`~surgbox.catalog.Session`."""
+    from ..catalog import Catalog
+
+    user = getattr(args, "user", None) or os.environ.get(USER_ENV)
+    if not user:
+        raise SurgboxError(f"who are you? pass --user NAME or set {USER_ENV}")
+    password = read_secret(f"password for {user}: ", PASSWORD_ENV)
+    with Catalog.at(getattr(args, "home", None)) as catalog:
+        yield catalog.login(user, password)

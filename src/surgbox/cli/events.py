@@ -1,0 +1,220 @@
+"""``surgbox events``: create, start, stop, list, search, show, attach, export, play, delete, retention."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+from typing import Any
+
+from ._auth import add_auth_options, login
+
+DEFAULT_PLAYERS = (("ffplay", "ffplay -autoexit -loglevel error -i pipe:0"), ("mpv", "mpv --really-quiet -"))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("events", help="event catalog: create/start/stop, list/search/show, export, play, delete, retention",
+                       description="Manage surgical events and their encrypted files (docs/catalog.md).")
+    es = p.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+
+    def cmd(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        c = es.add_parser(name, help=help, description=help)
+        add_auth_options(c)
+        c.set_defaults(func=func)
+        return c
+
+    c = cmd("create", "create an event; prints its id on the last line", _create)
+    c.add_argument("--patient", required=True, metavar="NAME")
+    c.add_argument("--medical-record", required=True, metavar="MRN")
+    c.add_argument("--procedure", required=True, metavar="TEXT")
+    c.add_argument("--physician", action="append", default=[], metavar="NAME", help="repeat for each physician")
+    c.add_argument("--place", default="", metavar="TEXT", help="operating room, e.g. 'OR 3'")
+    c.add_argument("--notes", default="", metavar="TEXT")
+    c.add_argument("--start", action="store_true", help="also start it (status recording)")
+
+    c = cmd("start", "mark an event as recording", _start)
+    c.add_argument("id")
+    c = cmd("stop", "mark an event as stopped and store its PDF report", _stop)
+    c.add_argument("id")
+    c.add_argument("--no-report", action="store_true", help="do not make the report now")
+
+    c = cmd("list", "the newest events you may see", _search)
+    _output_options(c)
+    c = cmd("search", "events matching every filter given", _search)
+    c.add_argument("--from", dest="date_from", metavar="DATE", help="started on or after (YYYY-MM-DD, local)")
+    c.add_argument("--to", dest="date_to", metavar="DATE", help="started on or before (YYYY-MM-DD, local)")
+    c.add_argument("--place", metavar="TEXT")
+    c.add_argument("--procedure", metavar="TEXT", help="substring, case/accent-insensitive")
+    c.add_argument("--physician", metavar="NAME", help="whole name or all of its words")
+    c.add_argument("--patient", metavar="NAME", help="whole name or all of its words")
+    c.add_argument("--medical-record", metavar="MRN", help="exact")
+    c.add_argument("--text", metavar="WORDS", help="every word must occur in some field")
+    c.add_argument("--status", choices=["created", "recording", "stopped"])
+    _output_options(c)
+
+    c = cmd("show", "one event with its files", _show)
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("attach", "encrypt a local file into the store as a file of the event", _attach)
+    c.add_argument("id")
+    c.add_argument("path", metavar="FILE")
+    c.add_argument("--kind", required=True, choices=["segment", "snapshot", "data", "report", "deid"])
+    c.add_argument("--name", metavar="NAME", help="name in the event (default: the file's name)")
+
+    c = cmd("export", "decrypt (or re-encrypt for another key) an event's files into a folder, verifying checksums", _export)
+    c.add_argument("id")
+    c.add_argument("--to", required=True, metavar="DIR", help="destination folder (outside SURGBOX_HOME)")
+    c.add_argument("--key-file", metavar="KEY", help="re-encrypt every file for this 32-byte key file instead of decrypting")
+    c.add_argument("--file", action="append", dest="names", metavar="NAME", help="only this file (repeatable)")
+
+    c = cmd("play", "stream decrypted recordings into a player (no plaintext file)", _play)
+    c.add_argument("id")
+    c.add_argument("--file", action="append", dest="names", metavar="NAME", help="play this file (default: the segments)")
+    c.add_argument("--player", metavar="CMD", help="player command reading the media from stdin "
+                   "(default: 'ffplay -autoexit -loglevel error -i pipe:0', else 'mpv --really-quiet -')")
+
+    c = cmd("delete", "delete an event: destroy its key, catalog rows and stored files", _delete)
+    c.add_argument("id")
+
+    c = cmd("retention", "delete every stopped event older than N days (crypto-shredding)", _retention)
+    c.add_argument("--keep-days", type=float, required=True, metavar="N")
+    c.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    c.add_argument("--json", action="store_true")
+
+
+def _output_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--limit", type=int, default=100, metavar="N")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _local(when: Any) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "-"
+
+
+def _create(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        ev = s.events.create(patient=args.patient, medical_record=args.medical_record, procedure=args.procedure,
+                             physicians=args.physician, place=args.place, notes=args.notes)
+        if args.start:
+            ev = s.events.start_event(ev.id)
+    print(f"created event ({ev.status}):")
+    print(ev.id)
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        ev = s.events.start_event(args.id)
+    print(f"{ev.id} recording since {_local(ev.started_at)}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        ev = s.events.stop_event(args.id, report=not args.no_report)
+    reports = [f.name for f in ev.files if f.kind == "report"]
+    print(f"{ev.id} stopped at {_local(ev.finished_at)}" + (f"; report {reports[-1]}" if reports else ""))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    filters = {k: getattr(args, k, None) for k in ("date_from", "date_to", "place", "procedure", "physician",
+                                                   "patient", "medical_record", "text", "status")}
+    with login(args) as s:
+        events = s.events.search(limit=args.limit, **filters)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in events], indent=1, ensure_ascii=False))
+        return 0
+    rows = [("ID", "STATUS", "START", "FINISH", "PLACE", "PROCEDURE", "PATIENT", "PHYSICIANS")]
+    rows += [(e.id, e.status, _local(e.started_at), _local(e.finished_at), e.place, e.procedure, e.patient,
+              "; ".join(e.physicians)) for e in events]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if not events:
+        print("(no events)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        ev = s.events.get(args.id)
+    if args.json:
+        print(json.dumps(ev.to_dict(), indent=1, ensure_ascii=False))
+        return 0
+    for label, value in (("id", ev.id), ("status", ev.status), ("created", f"{_local(ev.created_at)} by {ev.created_by}"),
+                         ("start", _local(ev.started_at)), ("finish", _local(ev.finished_at)), ("place", ev.place),
+                         ("procedure", ev.procedure), ("patient", ev.patient), ("medical record", ev.medical_record),
+                         ("physicians", "; ".join(ev.physicians)), ("notes", ev.notes)):
+        print(f"{label:15s} {value}")
+    print(f"files ({len(ev.files)}):")
+    for f in ev.files:
+        print(f"  {f.kind:9s} {f.name:32s} {f.size:>12d}  sha256:{f.sha256}  key:{f.key_id}")
+    return 0
+
+
+def _attach(args: argparse.Namespace) -> int:
+    from ..errors import SurgboxError
+
+    name = args.name or os.path.basename(args.path)
+    try:
+        f = open(args.path, "rb")
+    except OSError as exc:
+        raise SurgboxError(f"cannot read {args.path}: {exc.strerror}") from None
+    with f, login(args) as s:
+        rec = s.events.write_file(args.id, args.kind, name, f)
+    print(f"{rec.event_id}: stored {rec.kind} {rec.name} ({rec.size} bytes, sha256 {rec.sha256})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        res = s.events.export(args.id, args.to, key_file=args.key_file, names=args.names)
+    how = "re-encrypted" if res.encrypted else "decrypted"
+    print(f"{res.event_id}: {how} {len(res.files) - 2} file(s), {res.bytes} bytes, checksums verified, into {res.directory}")
+    for name in res.files:
+        print(f"  {name}")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from ..errors import SurgboxError
+
+    if args.player:
+        player = shlex.split(args.player)
+    else:
+        found = [cmd for exe, cmd in DEFAULT_PLAYERS if shutil.which(exe)]
+        if not found:
+            raise SurgboxError("no player found: install ffplay (ffmpeg) or mpv, or give --player 'CMD ARGS' that reads stdin")
+        player = shlex.split(found[0])
+    with login(args) as s:
+        rc = s.events.play(args.id, player, names=args.names)
+    if rc:
+        print(f"surgbox: player exited with status {rc}", file=sys.stderr)
+    return rc
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        res = s.events.delete(args.id)
+    print(f"{res.event_id}: data key destroyed, catalog entry deleted, {res.objects_deleted} stored object(s) removed")
+    for k in res.objects_left:
+        print(f"  could not remove {k} (unreadable without its key; `surgbox events retention` retries)")
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        ids = s.events.retention(args.keep_days, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "events": ids}))
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(ids)} event(s) older than {args.keep_days:g} days")
+    for i in ids:
+        print(f"  {i}")
+    return 0

@@ -1,0 +1,138 @@
+"""Audit trail: hash chain, MACs and head seal; tampering directly in SQLite is caught by `surgbox audit verify`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from surgbox.catalog import Catalog
+from surgbox.catalog.audit import GENESIS, canonical_json, chain_hash
+
+PATIENT = "Ingrid Vasquez-Holloway"
+
+
+def cli(*args, user="admin", password="admin-password"):
+    env = {**os.environ, "SURGBOX_USER": user, "SURGBOX_PASSWORD": password}
+    return subprocess.run([sys.executable, "-m", "surgbox", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def trail(surgbox_home):
+    """A home with some history: users, events, a search, a denial."""
+    with Catalog(surgbox_home) as cat:
+        s = cat.login("admin", "admin-password")
+        s.users.add("aud", "auditor", "auditor-pw")
+        s.users.add("view", "viewer", "viewer-pw")
+        for i in range(3):
+            ev = s.events.create(patient=PATIENT, medical_record=f"MRN-{i}", procedure="Biopsy")
+            s.events.start_event(ev.id)
+        s.events.search(patient=PATIENT)
+        v = cat.login("view", "viewer-pw")
+        with pytest.raises(Exception):
+            v.events.delete(ev.id)
+        assert cat.audit.verify().ok
+    return surgbox_home
+
+
+def raw(home):
+    c = sqlite3.connect(home.catalog_path, isolation_level=None)
+    c.execute("DROP TRIGGER audit_append_only_update")  # an attacker with file access can
+    c.execute("DROP TRIGGER audit_append_only_delete")
+    return c
+
+
+def test_records_chain_and_contain_no_phi(trail):
+    with Catalog(trail) as cat:
+        recs = cat.audit.records()
+        assert [r.seq for r in recs] == list(range(1, len(recs) + 1))
+        prev = GENESIS
+        for r in recs:
+            body = {"seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action, "target": r.target,
+                    "result": r.result, "detail": dict(r.detail)}
+            assert r.prev_hash == prev and r.hash == hashlib.sha256(prev + canonical_json(body)).digest()
+            prev = r.hash
+        actions = {r.action for r in recs}
+        assert {"user.create", "user.login", "event.create", "event.start", "event.search", "event.delete"} <= actions
+        assert any(r.result == "denied" and r.action == "event.delete" and r.actor == "view" for r in recs)
+        dump = json.dumps([r.to_dict() for r in recs], ensure_ascii=False)
+        assert PATIENT not in dump and "Vasquez" not in dump and "MRN-1" not in dump
+
+
+def test_append_only_triggers_refuse_accidental_edits(trail):
+    c = sqlite3.connect(trail.catalog_path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute("UPDATE audit SET actor = 'x' WHERE seq = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute("DELETE FROM audit WHERE seq = 1")
+
+
+def test_cli_verify_ok_and_show(trail):
+    out = cli("audit", "verify", user="aud", password="auditor-pw")
+    assert out.returncode == 0 and "intact" in out.stdout, out.stderr
+    out = cli("audit", "show", "--action", "event.*", "--json", user="aud", password="auditor-pw")
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert lines and all(x["action"].startswith("event.") for x in lines)
+    assert cli("audit", "verify", user="view", password="viewer-pw").returncode == 1  # viewers may not
+
+
+def edit(c):
+    c.execute("UPDATE audit SET result = 'ok' WHERE result = 'denied'")
+
+
+def delete_middle(c):
+    c.execute("DELETE FROM audit WHERE seq = 5")
+
+
+def reorder(c):
+    a = c.execute("SELECT at, actor, action, target, result, detail, prev_hash, hash, mac FROM audit WHERE seq = 6").fetchone()
+    b = c.execute("SELECT at, actor, action, target, result, detail, prev_hash, hash, mac FROM audit WHERE seq = 7").fetchone()
+    cols = "at = ?, actor = ?, action = ?, target = ?, result = ?, detail = ?, prev_hash = ?, hash = ?, mac = ?"
+    c.execute(f"UPDATE audit SET {cols} WHERE seq = 6", b)
+    c.execute(f"UPDATE audit SET {cols} WHERE seq = 7", a)
+
+
+def truncate_tail(c):
+    last = c.execute("SELECT max(seq) FROM audit").fetchone()[0]
+    c.execute("DELETE FROM audit WHERE seq >= ?", (last - 1,))
+
+
+def forge_chain(c):
+    """Edit a record and recompute every SHA-256 after it: only the keyed MACs give it away."""
+    c.execute("UPDATE audit SET actor = 'someone-else' WHERE seq = 3")
+    prev = GENESIS
+    for row in c.execute("SELECT seq, at, actor, action, target, result, detail FROM audit ORDER BY seq").fetchall():
+        body = {"seq": row[0], "at": row[1], "actor": row[2], "action": row[3], "target": row[4], "result": row[5],
+                "detail": json.loads(row[6])}
+        h = chain_hash(prev, body)
+        c.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, h, row[0]))
+        prev = h
+
+
+@pytest.mark.parametrize("tamper", [edit, delete_middle, reorder, truncate_tail, forge_chain])
+def test_tampering_is_detected_by_cli_verify(trail, tamper):
+    c = raw(trail)
+    tamper(c)
+    c.close()
+    out = cli("audit", "verify", user="aud", password="auditor-pw")
+    assert out.returncode == 1, out.stdout
+    assert "TAMPERED" in out.stderr
+    out = cli("audit", "verify", "--json", user="aud", password="auditor-pw")
+    assert out.returncode == 1 and json.loads(out.stdout)["ok"] is False
+
+
+def test_truncation_stays_detected_after_new_records(trail):
+    c = raw(trail)
+    truncate_tail(c)
+    c.close()
+    with Catalog(trail) as cat:
+        for _ in range(3):
+            cat.login("admin", "admin-password")  # appends records after the cut
+        res = cat.audit.verify()
+        assert not res.ok and any("expected" in p for p in res.problems)
+
