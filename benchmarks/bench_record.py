@@ -1,0 +1,86 @@
+"""Compose + encode throughput at 1080p30 from three sources (paper layout, default x264 preset).
+
+Target: >= 1.5x real time (45 fps) on 2 cores. The baseline in the same run is a plain encode of
+ready-made 1080p frames with the same encoder settings, so the ratio shows what compositing
+costs. Run: ``pytest benchmarks/bench_record.py --benchmark-only -s``.
+"""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+
+from surgbox import layouts
+from surgbox.types import VideoFrame
+from surgbox_ext.compositor import DefaultCompositor
+from surgbox_ext.encoders import X264Encoder
+
+FRAMES = 150  # 5 s of 30 fps output
+NS = 1_000_000_000
+
+
+def moving(name: str, w: int, h: int, n: int) -> list[VideoFrame]:
+    """``n`` frames of a gradient with a moving box and noise (so the encoder has work to do)."""
+    rng = np.random.default_rng(0)
+    base = (np.add.outer(np.arange(h), np.arange(w)) % 220 + 16).astype(np.uint8)
+    out = []
+    for k in range(n):
+        y = base.copy()
+        x0 = (k * 13) % (w - 100)
+        y[h // 3 : h // 3 + 100, x0 : x0 + 100] = 235
+        y += rng.integers(0, 4, y.shape, dtype=np.uint8)
+        uv = np.full((h // 2, w // 2), 128, np.uint8)
+        arr = np.concatenate([y, uv.reshape(h // 4, w), uv.reshape(h // 4, w)])
+        out.append(VideoFrame(name, k, av.VideoFrame.from_ndarray(arr, format="yuv420p"), k))
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    endo = moving("endoscope", 1280, 720, 30)
+    room = moving("room", 1920, 1080, 25)
+    vitals = moving("vitals", 800, 600, 60)
+    comp = DefaultCompositor()
+    comp.configure(layouts.paper())
+    composites = [comp.compose({"endoscope": endo[k % 30], "room": room[k % 25], "vitals": vitals[k % 60]}, {}, {"id": "bench"}, k * NS // 30) for k in range(30)]
+    return endo, room, vitals, composites
+
+
+def encode(frames_for_tick) -> None:
+    enc = X264Encoder()  # the default preset
+    enc.open_output(io.BytesIO(), fps=30)
+    for k in range(FRAMES):
+        enc.write_video(frames_for_tick(k), k * NS // 30)
+    enc.close()
+
+
+def test_plain_encode_baseline(benchmark, inputs):
+    composites = inputs[3]
+    benchmark.pedantic(encode, args=(lambda k: composites[k % 30],), rounds=3, iterations=1)
+    fps = FRAMES / benchmark.stats.stats.mean
+    benchmark.extra_info["fps"] = fps
+    pytest.plain_fps = fps
+    print(f"\nplain 1080p encode: {fps:.1f} fps")
+
+
+def test_compose_and_encode_three_sources(benchmark, inputs):
+    endo, room, vitals, _ = inputs
+    comp = DefaultCompositor()
+    comp.configure(layouts.paper())
+
+    def tick(k: int):
+        # 30 fps, 25 fps and 60 fps sources: the newest frame at or before tick k
+        frames = {"endoscope": endo[k % 30], "room": room[(k * 25 // 30) % 25], "vitals": vitals[(k * 2) % 60]}
+        return comp.compose(frames, {}, {"id": "bench"}, k * NS // 30)
+
+    benchmark.pedantic(encode, args=(tick,), rounds=3, iterations=1)
+    fps = FRAMES / benchmark.stats.stats.mean
+    plain = getattr(pytest, "plain_fps", None)
+    benchmark.extra_info["fps"] = fps
+    benchmark.extra_info["ratio_to_plain_encode"] = fps / plain if plain else None
+    print(f"\ncompose+encode 1080p30 from 3 sources: {fps:.1f} fps = {fps / 30:.2f}x real time"
+          + (f", {fps / plain:.2f}x the plain encode" if plain else ""))
+    assert fps >= 45, f"{fps:.1f} fps < 45 fps (1.5x real time)"

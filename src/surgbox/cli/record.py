@@ -1,0 +1,112 @@
+"""``surgbox record --config FILE.toml [--duration S] [--out FILE.mp4]``: record live sources.
+
+While recording, one status line on stderr shows per-source input fps and dropped/duplicated
+frames, output fps, the A/V offset and the file size. Ctrl-C or SIGTERM stops cleanly (the
+file is finalized). SIGUSR1, or Enter when stdin is a terminal, takes a snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record",
+        help="record live sources into one composited H.264 + AAC file",
+        description="Record the sources of a TOML configuration (see docs/recording.md and examples/record.toml).",
+    )
+    p.add_argument("--config", required=True, metavar="FILE.toml", help="recording configuration")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: the config's duration_s, else until Ctrl-C)")
+    p.add_argument("--out", metavar="FILE.mp4", help="output file (overrides [output] path)")
+    p.add_argument("--snapshot-source", metavar="NAME", help="source saved at native resolution with each CLI snapshot")
+    p.add_argument("--quiet", action="store_true", help="no status line")
+    p.set_defaults(func=run)
+
+
+def _mb(n: Any) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def status_line(st: dict[str, Any]) -> str:
+    """One-line summary of :meth:`Recorder.stats` (used by ``record`` and ``demo``)."""
+    secs = int(st.get("elapsed_s", 0))
+    parts = [f"REC {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}", f"out {st.get('fps_out', 0):.1f} fps"]
+    for name, s in st.get("sources", {}).items():
+        if s.get("media") != "video":
+            continue
+        state = " NO SIGNAL" if s.get("stale") else ""
+        parts.append(f"{name} {s.get('fps_in', 0):.1f} in d{s.get('dropped', 0)}/u{s.get('duplicated', 0)}{state}")
+    audio = st.get("audio")
+    if audio:
+        parts.append(f"A/V {audio.get('av_offset_ms', 0):+.1f} ms")
+    parts.append(_mb(st.get("encoder", {}).get("size_bytes")))
+    if st.get("skipped_ticks"):
+        parts.append(f"skipped {st['skipped_ticks']}")
+    return " | ".join(parts)
+
+
+def run_recorder(rec: Any, *, quiet: bool = False, snapshot_source: str | None = None) -> dict[str, Any]:
+    """Start ``rec``, show the status line until it ends or Ctrl-C/SIGTERM, stop it; returns stats."""
+    stop = threading.Event()
+    snap = threading.Event()
+    old = {}
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop.set()
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        snap.set()
+
+    for sig, handler in ((signal.SIGTERM, on_term), (getattr(signal, "SIGUSR1", None), on_usr1)):
+        if sig is not None:
+            old[sig] = signal.signal(sig, handler)
+    tty = sys.stderr.isatty()
+    rec.start()
+    if sys.stdin is not None and sys.stdin.isatty():
+        def read_enter() -> None:
+            for _ in sys.stdin:
+                snap.set()
+
+        threading.Thread(target=read_enter, daemon=True, name="surgbox-snapshot-key").start()
+    last_print = 0.0
+    try:
+        while not stop.is_set() and not rec.wait(0.25):
+            if snap.is_set():
+                snap.clear()
+                try:
+                    entry = rec.snapshot(snapshot_source)
+                    print(f"\nsnapshot: {entry['composite']}" + (f", {entry.get('source_image')}" if snapshot_source else ""), file=sys.stderr)
+                except Exception as exc:  # report, keep recording
+                    print(f"\nsnapshot failed: {exc}", file=sys.stderr)
+            now = time.monotonic()
+            if not quiet and (tty or now - last_print >= 5.0):
+                line = status_line(rec.stats())
+                print(("\r" + line + "\x1b[K") if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                last_print = now
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if tty and not quiet:
+            print(file=sys.stderr)
+        stats = rec.stop()  # raises the error that ended the recording early (full disk ...)
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import RecordConfig
+
+    cfg = RecordConfig.load(args.config)
+    rec = cfg.build_recorder(output=args.out, duration=args.duration)
+    stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
+    print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) to {rec.output}", file=sys.stderr)
+    if rec.sidecar is not None:
+        print(f"sidecar: {rec.sidecar}", file=sys.stderr)
+    return 0

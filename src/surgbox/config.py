@@ -1,0 +1,257 @@
+"""Recording configuration from TOML (``surgbox record --config FILE.toml``).
+
+Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)::
+
+    fps = 30                     # output frames per second
+    stale_timeout_s = 1.0        # NO SIGNAL after this long without a frame
+    duration_s = 3600            # stop by itself after this long (omit: until stopped)
+    audio = "mic"                # audio source to record (default: the first audio source)
+
+    [output]
+    path = "case.mp4"            # relative paths are relative to the config file
+
+    [event]                      # shown in the data panel and stored as metadata
+    id = "ev-2026-0001"
+    place = "OR 3"
+
+    [encoder]
+    plugin = "libx264"           # other keys are the plugin's options
+    preset = "veryfast"
+
+    [compositor]
+    plugin = "default"
+
+    [layout]
+    preset = "paper"             # or width/height + [[layout.slots]]
+    sources = { endoscope = "endo" }   # slot -> source name (default: same name)
+
+    [sources.endo]
+    plugin = "testsrc"           # other keys are the plugin's options
+    optional = false             # true: a source that fails to start shows NO SIGNAL
+    fps = 30
+
+Errors are :class:`~surgbox.errors.ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import layouts
+from .errors import ConfigError
+from .types import Layout
+
+TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources"}
+
+
+@attrs.frozen
+class PluginSpec:
+    """A plugin name and its options (``{"plugin": name, **options}`` in TOML)."""
+
+    plugin: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class SourceSpec:
+    """One ``[sources.NAME]`` table: plugin, options, and whether it may fail at start."""
+
+    name: str
+    plugin: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    optional: bool = False
+
+
+def _table(m: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    v = m.get(key, {})
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{where}{key} must be a table ([{where}{key}]), got {type(v).__name__} {v!r}")
+    return dict(v)
+
+
+def _number(m: Mapping[str, Any], key: str, default: Any, *, positive: bool = True) -> Any:
+    v = m.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ConfigError(f"{key} must be a number, got {v!r}")
+    try:
+        num = Fraction(str(v))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{key} must be a number like 30 or 29.97, got {v!r}") from None
+    if positive and num <= 0:
+        raise ConfigError(f"{key} must be > 0, got {v!r}")
+    return num
+
+
+def _plugin(m: Mapping[str, Any], key: str, default: str) -> PluginSpec:
+    t = _table(m, key, "")
+    name = t.pop("plugin", default)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}.plugin must be a plugin name (e.g. {default!r}), got {name!r}")
+    return PluginSpec(name, t)
+
+
+@attrs.frozen
+class RecordConfig:
+    """A parsed recording configuration. Build with :meth:`load` or :meth:`from_mapping`."""
+
+    sources: tuple[SourceSpec, ...]
+    layout: Layout
+    output: Path | None = None
+    encoder: PluginSpec = PluginSpec("libx264")
+    compositor: PluginSpec = PluginSpec("default")
+    fps: Fraction = Fraction(30)
+    stale_timeout_s: float = 1.0
+    duration_s: float | None = None
+    audio: str | None = None
+    event: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecordConfig:
+        """Parse a TOML file; relative output paths resolve against its folder."""
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        p = Path(path)
+        try:
+            with open(p, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist; pass --config with an existing TOML file (see examples/record.toml)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        try:
+            return cls.from_mapping(data, base_dir=p.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any], *, base_dir: Path | None = None) -> RecordConfig:
+        unknown = sorted(set(m) - TOP_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; allowed top-level keys: {', '.join(sorted(TOP_KEYS))}")
+        raw_sources = _table(m, "sources", "")
+        if not raw_sources:
+            raise ConfigError("no sources: add at least one [sources.NAME] table with a plugin (e.g. plugin = \"testsrc\")")
+        sources = []
+        for name, t in raw_sources.items():
+            if not isinstance(t, Mapping):
+                raise ConfigError(f"sources.{name} must be a table ([sources.{name}]) with plugin = \"...\", got {t!r}")
+            t = dict(t)
+            plugin = t.pop("plugin", None)
+            if not isinstance(plugin, str) or not plugin:
+                raise ConfigError(f"sources.{name}.plugin is missing; name the source plugin (e.g. plugin = \"v4l2\"; `surgbox plugins --kind source` lists them)")
+            optional = t.pop("optional", False)
+            if not isinstance(optional, bool):
+                raise ConfigError(f"sources.{name}.optional must be true or false, got {optional!r}")
+            sources.append(SourceSpec(str(name), plugin, t, optional))
+        layout = cls._layout(_table(m, "layout", ""))
+        out = _table(m, "output", "")
+        unknown = sorted(set(out) - {"path"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) output.{', output.'.join(unknown)}; [output] takes only path")
+        output = None
+        if "path" in out:
+            if not isinstance(out["path"], str) or not out["path"]:
+                raise ConfigError(f"output.path must be a file path string, got {out['path']!r}")
+            output = Path(out["path"]).expanduser()
+            if base_dir is not None and not output.is_absolute():
+                output = base_dir / output
+        audio = m.get("audio")
+        if audio is not None and audio not in raw_sources:
+            raise ConfigError(f"audio = {audio!r} names no source; sources: {', '.join(raw_sources)}")
+        duration = _number(m, "duration_s", None)
+        fps = _number(m, "fps", 30)
+        if fps > 240:
+            raise ConfigError(f"fps must be at most 240, got {m.get('fps')!r}")
+        return cls(
+            sources=tuple(sources),
+            layout=layout,
+            output=output,
+            encoder=_plugin(m, "encoder", "libx264"),
+            compositor=_plugin(m, "compositor", "default"),
+            fps=fps,
+            stale_timeout_s=float(_number(m, "stale_timeout_s", 1.0)),
+            duration_s=None if duration is None else float(duration),
+            audio=audio,
+            event=_table(m, "event", ""),
+        )
+
+    @staticmethod
+    def _layout(t: dict[str, Any]) -> Layout:
+        mapping = t.pop("sources", None)
+        if mapping is not None and (not isinstance(mapping, Mapping) or not all(isinstance(v, str) for v in mapping.values())):
+            raise ConfigError(f"layout.sources must map slot names to source names, e.g. {{ endoscope = \"endo\" }}, got {mapping!r}")
+        if "slots" in t:
+            if "preset" in t:
+                raise ConfigError("layout: give either preset = \"...\" or explicit [[layout.slots]], not both")
+            try:
+                lay = Layout.from_mapping({"width": t.get("width", 1920), "height": t.get("height", 1080), "slots": t["slots"], "name": t.get("name", "custom")})
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"layout.slots: {exc}; each [[layout.slots]] needs name, rect = [x, y, w, h] and kind = \"video\"|\"panel\" "
+                    "(optional source, role)"
+                ) from None
+            if mapping:
+                raise ConfigError("layout.sources applies to presets; with explicit slots set each slot's source")
+            return lay
+        unknown = sorted(set(t) - {"preset"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) layout.{', layout.'.join(unknown)}; use preset = \"...\" (+ sources) or [[layout.slots]]")
+        return layouts.preset(str(t.get("preset", "paper")), mapping)
+
+    # -- building -------------------------------------------------------------------------------
+    def build_sources(self, plugins: Any) -> list[Any]:
+        """Create every source through ``plugins`` (no device is opened yet)."""
+        out = []
+        for spec in self.sources:
+            try:
+                out.append(plugins.create("source", spec.plugin, name=spec.name, **spec.options))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"sources.{spec.name}: plugin {spec.plugin!r} rejected its options ({exc}); check the option names and values") from exc
+        return out
+
+    def build_recorder(self, *, plugins: Any = None, output: Any = None, duration: float | None = None, **kwargs: Any) -> Any:
+        """A :class:`~surgbox.recorder.Recorder` for this configuration; ``output`` and
+        ``duration`` override the file's values; other keyword arguments go to the Recorder."""
+        from .plugins import get_plugins
+        from .recorder import Recorder
+
+        plugins = plugins or get_plugins()
+        target = output if output is not None else self.output
+        if target is None:
+            raise ConfigError("no output: set [output] path = \"FILE.mp4\" in the config or pass --out FILE.mp4")
+        try:
+            encoder = plugins.create("encoder", self.encoder.plugin, **self.encoder.options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"encoder: plugin {self.encoder.plugin!r} rejected its options ({exc})") from exc
+        try:
+            compositor = plugins.create("compositor", self.compositor.plugin, **self.compositor.options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"compositor: plugin {self.compositor.plugin!r} rejected its options ({exc})") from exc
+        sources = self.build_sources(plugins)
+        info = {s.name: {"plugin": s.plugin} for s in self.sources}
+        return Recorder(
+            sources,
+            self.layout,
+            target,
+            encoder=encoder,
+            compositor=compositor,
+            fps=self.fps,
+            stale_timeout_s=self.stale_timeout_s,
+            event=self.event,
+            optional=frozenset(s.name for s in self.sources if s.optional),
+            audio=self.audio,
+            duration=duration if duration is not None else self.duration_s,
+            plugins=plugins,
+            source_info=info,
+            **kwargs,
+        )

@@ -1,0 +1,676 @@
+"""The live recorder: sources -> sync -> compositor -> encoder, on one master clock.
+
+>>> with Recorder(sources, layout=layouts.paper(), output="case.mp4", duration=60) as rec:  # doctest: +SKIP
+...     rec.snapshot("room")
+...     rec.wait()
+
+Threads: every source captures on its own thread into its bounded queue; one pipeline thread
+runs the output ticks (``fps``, default 30): it drains the queues, picks each slot's newest
+frame at or before the tick (:mod:`surgbox.sync`), composes, encodes, aligns audio by capture
+time, writes data readings to the data track and serves snapshot requests. PNG snapshots are
+written by a helper thread so the pipeline never waits on PNG compression. Memory is bounded by
+the queue sizes; nothing grows with the recording's length.
+
+Files beside an output path ``case.mp4``: ``case.mp4.json`` (the sidecar: metadata, layout,
+sources, snapshots, final stats; rewritten atomically), ``case.mp4.data.jsonl`` (data track,
+when there are data sources) and ``case.mp4.snapshots/`` (PNG snapshots).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from .clock import NS_PER_S, Clock
+from .errors import ConfigError, EncoderError, SourceError, SurgboxError
+from .interfaces import Compositor, Encoder, Source
+from .sync import AudioAligner, FrameSelector, TickClock
+from .types import AudioChunk, Layout, Reading, RecordingInfo, SegmentInfo, Trigger, VideoFrame
+
+log = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "surgbox-recording"
+SIDECAR_VERSION = 1
+
+
+def sidecar_path(output: str | os.PathLike) -> Path:
+    """The sidecar JSON of a recording: ``case.mp4`` -> ``case.mp4.json``."""
+    p = Path(output)
+    return p.with_name(p.name + ".json")
+
+
+def snapshot_dir(output: str | os.PathLike) -> Path:
+    """The snapshot folder of a recording: ``case.mp4`` -> ``case.mp4.snapshots/``."""
+    p = Path(output)
+    return p.with_name(p.name + ".snapshots")
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@attrs.define(eq=False)
+class _SnapshotRequest:
+    trigger: str
+    source: str | None
+    at_ns: int  # master-clock time asked for: served by the first tick at or after it
+    done: concurrent.futures.Future = attrs.field(factory=concurrent.futures.Future)
+
+
+@attrs.define(eq=False)
+class Recorder:
+    """Records ``sources`` into one composite video at ``output`` (a path or binary file object).
+
+    Options: ``layout`` (slots name the sources they show); ``encoder`` / ``compositor``
+    (instances; default the ``libx264`` / ``default`` plugins); ``fps`` output rate;
+    ``stale_timeout_s`` after which a silent source shows NO SIGNAL; ``event`` fields for the
+    panel and metadata (``id``/``place``/``procedure`` ...); ``event_id`` (default ``event['id']``
+    or a new id); ``optional`` source names that may fail at start (slate instead of an error);
+    ``audio`` name of the audio source to record (default the first audio source); ``duration``
+    seconds after which the recording ends by itself (exactly ``ceil(duration * fps)`` frames);
+    ``latency_s`` how long after a tick its frames are collected; ``audio_lag_s`` how far audio
+    writing trails the clock (late chunks land in place); ``sidecar``/``snapshots`` paths
+    (default beside a path output; ``None`` for a file object output disables them);
+    ``plugins`` for creating default components and calling lifecycle hooks.
+    """
+
+    sources: Sequence[Source] = attrs.field(converter=tuple)
+    layout: Layout
+    output: str | os.PathLike | IO[bytes]
+    encoder: Encoder | None = None
+    compositor: Compositor | None = None
+    fps: Fraction = attrs.field(default=Fraction(30), converter=lambda v: Fraction(v).limit_denominator(1_000_000))
+    stale_timeout_s: float = 1.0
+    event: Mapping[str, Any] = attrs.field(factory=dict)
+    event_id: str | None = None
+    optional: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    audio: str | None = None
+    duration: float | None = None
+    latency_s: float = 0.25
+    audio_lag_s: float = 0.05
+    data_timeout_s: float = 10.0
+    max_behind_s: float = 1.0
+    sidecar: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    snapshots: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    plugins: Any = None
+    clock: Clock | None = None
+    source_info: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, alias="_thread")
+    _stop_evt: threading.Event = attrs.field(factory=threading.Event, init=False, alias="_stop_evt")
+    _done_evt: threading.Event = attrs.field(factory=threading.Event, init=False, alias="_done_evt")
+    _error: BaseException | None = attrs.field(default=None, init=False, alias="_error")
+    _ticks: TickClock | None = attrs.field(default=None, init=False, alias="_ticks")
+    _selectors: dict[str, FrameSelector] = attrs.field(factory=dict, init=False, alias="_selectors")
+    _aligner: AudioAligner | None = attrs.field(default=None, init=False, alias="_aligner")
+    _readings: dict[str, Reading] = attrs.field(factory=dict, init=False, alias="_readings")
+    _failed_sources: dict[str, str] = attrs.field(factory=dict, init=False, alias="_failed_sources")
+    _started: list[Source] = attrs.field(factory=list, init=False, alias="_started")
+    _snap_q: queue.Queue = attrs.field(factory=lambda: queue.Queue(maxsize=16), init=False, alias="_snap_q")
+    _snap_pool: concurrent.futures.ThreadPoolExecutor | None = attrs.field(default=None, init=False, alias="_snap_pool")
+    _snapshots: list[dict[str, Any]] = attrs.field(factory=list, init=False, alias="_snapshots")
+    _snap_wait: list[_SnapshotRequest] = attrs.field(factory=list, init=False, alias="_snap_wait")
+    _data_track: Any = attrs.field(default=None, init=False, alias="_data_track")
+    _info: RecordingInfo | None = attrs.field(default=None, init=False, alias="_info")
+    _meta: dict[str, Any] = attrs.field(factory=dict, init=False, alias="_meta")
+    _frames_out: int = attrs.field(default=0, init=False, alias="_frames_out")
+    _skipped: int = attrs.field(default=0, init=False, alias="_skipped")
+    _end_tick: int = attrs.field(default=0, init=False, alias="_end_tick")
+    _rates: dict[str, float] = attrs.field(factory=dict, init=False, alias="_rates")
+    _rate_mark: tuple[int, dict[str, int], int] | None = attrs.field(default=None, init=False, alias="_rate_mark")
+    _source_errors: dict[str, str] = attrs.field(factory=dict, init=False, alias="_source_errors")
+    _stopped_stats: dict[str, Any] | None = attrs.field(default=None, init=False, alias="_stopped_stats")
+
+    # -- construction ---------------------------------------------------------------------------
+    def __attrs_post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"source name(s) {', '.join(sorted(dup))} used twice; give every source its own name")
+        for slot in self.layout.slots:
+            if slot.kind == "video" and (slot.source or slot.name) not in names:
+                raise ConfigError(
+                    f"layout {self.layout.name!r} slot {slot.name!r} shows source {slot.source or slot.name!r}, "
+                    f"but no source has that name; sources: {', '.join(names) or '(none)'}"
+                )
+        unknown = sorted(self.optional - set(names))
+        if unknown:
+            raise ConfigError(f"optional source(s) {', '.join(unknown)} are not declared; sources: {', '.join(names)}")
+        audio = [s for s in self.sources if s.media == "audio"]
+        if self.audio is not None and self.audio not in {s.name for s in audio}:
+            raise ConfigError(f"audio source {self.audio!r} is not an audio source; audio sources: {', '.join(s.name for s in audio) or '(none)'}")
+        if self.fps <= 0 or self.fps > 240:
+            raise ConfigError(f"fps {self.fps} is out of range; use 1..240 (default 30)")
+        if self.stale_timeout_s <= 0:
+            raise ConfigError(f"stale_timeout_s must be > 0, got {self.stale_timeout_s}")
+        if self.duration is not None and self.duration <= 0:
+            raise ConfigError(f"duration must be > 0 seconds, got {self.duration}")
+        if isinstance(self.output, (str, os.PathLike)):
+            if self.sidecar is None:
+                self.sidecar = sidecar_path(self.output)
+            if self.snapshots is None:
+                self.snapshots = snapshot_dir(self.output)
+
+    @property
+    def audio_source(self) -> Source | None:
+        audio = [s for s in self.sources if s.media == "audio"]
+        if self.audio is not None:
+            return next(s for s in audio if s.name == self.audio)
+        return audio[0] if audio else None
+
+    def _plugins(self) -> Any:
+        if self.plugins is None:
+            from .plugins import get_plugins
+
+            self.plugins = get_plugins()
+        return self.plugins
+
+    def _label(self) -> str:
+        o = self.output
+        return os.fspath(o) if isinstance(o, (str, os.PathLike)) else f"<{type(o).__name__}>"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> Recorder:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.stop()
+        except SurgboxError:
+            if exc_type is None:
+                raise
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done_evt.is_set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended the recording early (full disk ...), if any."""
+        return self._error
+
+    def start(self) -> None:
+        """Start the sources, open the output and begin recording.
+
+        Raises :class:`SourceError` when a non-optional source cannot open (every source that
+        did start is stopped again), :class:`EncoderError` when the output cannot be created.
+        """
+        if self._thread is not None:
+            raise SurgboxError("this recorder was already started; create a new Recorder for a new recording")
+        if self.encoder is None:
+            self.encoder = self._plugins().create("encoder", "libx264")
+        if self.compositor is None:
+            self.compositor = self._plugins().create("compositor", "default")
+        self.compositor.configure(self.layout)
+        clock = self.clock = self.clock or Clock()
+        for src in self.sources:
+            try:
+                src.start(clock)
+            except Exception as exc:
+                if src.name in self.optional:
+                    self._failed_sources[src.name] = str(exc)
+                    log.warning("optional source %r did not start (%s); it shows NO SIGNAL", src.name, exc)
+                    continue
+                self._stop_sources()
+                if isinstance(exc, SourceError):
+                    raise SourceError(f"{exc} (mark source {src.name!r} optional to record without it)") from exc
+                raise SourceError(
+                    f"source {src.name!r} could not start: {type(exc).__name__}: {exc}; fix its options or mark it optional"
+                ) from exc
+            self._started.append(src)
+        try:
+            self._open_output(clock)
+        except BaseException:
+            self._stop_sources()
+            raise
+        self._thread = threading.Thread(target=self._run, name="surgbox-recorder", daemon=True)
+        self._thread.start()
+
+    def _open_output(self, clock: Clock) -> None:
+        period = Fraction(NS_PER_S) / self.fps
+        now = clock.now_ns() + round(0.1 * NS_PER_S)
+        # Ticks on the clock's grid of 1/fps from its origin: sources that also run on that grid
+        # (and markers at whole seconds) fall exactly on ticks.
+        n = -(-(now - clock.origin_ns) // period)
+        start_ns = clock.origin_ns + round(n * period)
+        self._ticks = TickClock(self.fps, start_ns)
+        self._end_tick = self._ticks.ticks_for(self.duration) if self.duration else 0
+        timeout = round(self.stale_timeout_s * NS_PER_S)
+        for slot in self.layout.slots:
+            if slot.kind == "video":
+                name = slot.source or slot.name
+                # room for a 64 fps source's frames over the latency plus the allowed lag
+                pending = max(16, round((self.latency_s + self.max_behind_s) * 64) + 8)
+                self._selectors.setdefault(name, FrameSelector(name, timeout, pending))
+        asrc = self.audio_source
+        audio_rate = audio_channels = None
+        if asrc is not None:
+            audio_rate = int(getattr(asrc, "sample_rate", 48000))
+            audio_channels = int(getattr(asrc, "channels", 1))
+            self._aligner = AudioAligner(audio_rate, audio_channels, start_ns)
+        started_at = clock.wall_time(start_ns)
+        self.event_id = self.event_id or str(self.event.get("id") or self.event.get("event_id") or f"rec-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
+        sources = [self._describe_source(s) for s in self.sources]
+        data_track = None
+        if self.sidecar is not None and any(s.media == "data" for s in self._started):
+            from .readings import data_track_path
+
+            data_track = data_track_path(self.output if isinstance(self.output, (str, os.PathLike)) else self.sidecar.with_suffix(""))
+        enc_name = getattr(self.encoder, "codec", None) or type(self.encoder).__name__
+        self._meta = {
+            "format": SIDECAR_FORMAT,
+            "version": SIDECAR_VERSION,
+            "event_id": self.event_id,
+            "event": {str(k): v for k, v in self.event.items()},
+            "output": self._label(),
+            "started_at": started_at.isoformat(),
+            "start_ns": start_ns,
+            "fps": str(self.fps),
+            "layout": self.layout.to_dict(),
+            "sources": sources,
+            "audio": None if asrc is None else {"source": asrc.name, "sample_rate": audio_rate, "channels": audio_channels},
+            "encoder": {"name": enc_name, **self._encoder_settings()},
+            "data_track": None if data_track is None else data_track.name,
+            "snapshots": self._snapshots,
+            "status": "recording",
+        }
+        metadata = {
+            "title": self.event_id,
+            "comment": "surgbox recording",
+            "surgbox_event_id": self.event_id,
+            "surgbox_started_at": started_at.isoformat(),
+            "surgbox_layout": json.dumps(self.layout.to_dict(), separators=(",", ":")),
+            "surgbox_sources": json.dumps(sources, separators=(",", ":"), default=str),
+            "surgbox_event": json.dumps(self._meta["event"], separators=(",", ":"), default=str),
+        }
+        if self.sidecar is not None:
+            _write_json_atomic(self.sidecar, self._meta)  # fails early on an unwritable folder
+        assert self.encoder is not None
+        self.encoder.open_output(
+            self.output,
+            width=self.layout.width,
+            height=self.layout.height,
+            fps=self.fps,
+            audio_rate=audio_rate,
+            audio_channels=audio_channels or 1,
+            metadata=metadata,
+        )
+        if data_track is not None:
+            from .readings import DataTrackWriter
+
+            self._data_track = DataTrackWriter.open(data_track, start_ns)
+        self._snap_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="surgbox-snapshot")
+        self._info = RecordingInfo(
+            id=self.event_id,
+            path=self._label(),
+            layout=self.layout,
+            sources=tuple(s.name for s in self.sources),
+            started_at=started_at,
+            metadata=dict(self._meta),
+        )
+        self._call_hook("recording_started", recording=self._info)
+
+    def _describe_source(self, src: Source) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": src.name, "media": src.media, "optional": src.name in self.optional}
+        d.update(self.source_info.get(src.name, {}))
+        describe = getattr(src, "describe", None)
+        if callable(describe):
+            try:
+                d["device"] = str(describe())
+            except Exception:  # a description is optional
+                pass
+        for attr in ("width", "height", "fps", "sample_rate", "channels"):
+            v = getattr(src, attr, None)
+            if isinstance(v, (int, float, Fraction)) and not isinstance(v, bool):
+                d.setdefault(attr, str(v) if isinstance(v, Fraction) else v)
+        if src.name in self._failed_sources:
+            d["start_error"] = self._failed_sources[src.name]
+        return d
+
+    def _encoder_settings(self) -> dict[str, Any]:
+        out = {}
+        for k in ("preset", "crf", "bitrate", "profile", "gop_seconds", "tune", "threads", "cq"):
+            v = getattr(self.encoder, k, None)
+            if v is not None:
+                out[k] = v
+        return out
+
+    def _call_hook(self, name: str, **kwargs: Any) -> None:
+        try:
+            getattr(self._plugins().hook, name)(**kwargs)
+        except Exception:  # an integrator's hook must not break the recording
+            log.exception("lifecycle hook %s failed", name)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the recording ends (``duration`` reached or an error); True if it ended."""
+        if self._thread is None:
+            return True
+        return self._done_evt.wait(timeout)
+
+    def stop(self) -> dict[str, Any]:
+        """End the recording: the last tick is written, the file finalized, sources stopped.
+
+        Returns :meth:`stats`. Raises the error that ended the recording early (e.g.
+        :class:`EncoderError` for a full disk, after everything was closed). Idempotent.
+        """
+        if self._thread is None:
+            self._stop_sources()
+            return self.stats()
+        self._stop_evt.set()
+        self._thread.join()
+        self._stop_sources()
+        if self._snap_pool is not None:
+            self._snap_pool.shutdown(wait=True)
+        if self._error is not None:
+            raise self._error
+        return self.stats()
+
+    def _stop_sources(self) -> None:
+        for src in self._started:
+            try:
+                src.stop()
+            except Exception as exc:  # pragma: no cover - best effort
+                log.warning("source %r: stop failed: %s", src.name, exc)
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def snapshot(self, source: str | None = None, *, timeout: float | None = 10.0, trigger: str = "api") -> dict[str, Any]:
+        """Save a PNG of the next composite and, if ``source`` is given, of that source's current
+        frame at its native resolution. Blocks until written (at most ``timeout`` s) and returns
+        the sidecar entry (``t`` seconds on the output time line, file names ...)."""
+        if not self.running:
+            raise SurgboxError("snapshot: the recorder is not running; call start() first")
+        if source is not None and source not in {s.name for s in self.sources if s.media == "video"}:
+            names = ", ".join(s.name for s in self.sources if s.media == "video")
+            raise ConfigError(f"snapshot: no video source named {source!r}; video sources: {names}")
+        if self.snapshots is None:
+            raise ConfigError("snapshot: no snapshot folder; give Recorder(snapshots=DIR) when the output is a file object")
+        assert self.clock is not None
+        req = _SnapshotRequest(trigger, source, self.clock.now_ns())
+        try:
+            self._snap_q.put_nowait(req)
+        except queue.Full:
+            raise SurgboxError("snapshot: too many snapshots pending; try again in a moment") from None
+        return req.done.result(timeout)
+
+    def _serve_snapshots(self, k: int, picture: Any, frames: Mapping[str, VideoFrame | None]) -> None:
+        assert self._ticks is not None
+        while True:
+            try:
+                self._snap_wait.append(self._snap_q.get_nowait())
+            except queue.Empty:
+                break
+        due, self._snap_wait = [r for r in self._snap_wait if r.at_ns <= self._ticks.due_ns(k)], [r for r in self._snap_wait if r.at_ns > self._ticks.due_ns(k)]
+        for req in due:
+            assert self.snapshots is not None and self._ticks is not None and self.clock is not None
+            n = len(self._snapshots) + 1
+            t = self._ticks.output_ns(k) / NS_PER_S
+            entry: dict[str, Any] = {
+                "index": n,
+                "t": round(t, 6),
+                "wall": self.clock.wall_time(self._ticks.due_ns(k)).isoformat(),
+                "trigger": req.trigger,
+                "composite": f"{self.snapshots.name}/snapshot-{n:04d}-composite.png",
+            }
+            src_frame = None
+            if req.source is not None:
+                sel = self._selectors.get(req.source)
+                src_frame = frames.get(req.source) if sel is not None else None
+                entry["source"] = req.source
+                if src_frame is None:
+                    entry["source_image"] = None
+                    entry["source_error"] = "no current frame (source stale or not in the layout)"
+                else:
+                    entry["source_image"] = f"{self.snapshots.name}/snapshot-{n:04d}-{req.source}.png"
+                    entry["source_size"] = [src_frame.width, src_frame.height]
+            self._snapshots.append(entry)
+            assert self._snap_pool is not None
+            self._snap_pool.submit(self._write_snapshot, req, entry, picture, None if src_frame is None else src_frame.image)
+
+    def _write_snapshot(self, req: _SnapshotRequest, entry: dict[str, Any], picture: Any, source_image: Any) -> None:
+        try:
+            assert self.snapshots is not None
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+            base = self.snapshots.parent
+            picture.to_image().save(base / entry["composite"], compress_level=1)
+            if source_image is not None:
+                source_image.to_image().save(base / entry["source_image"], compress_level=1)
+            if self.sidecar is not None:
+                _write_json_atomic(self.sidecar, self._meta)
+            req.done.set_result(dict(entry))
+        except Exception as exc:
+            log.error("snapshot %s failed: %s", entry.get("index"), exc)
+            entry["error"] = str(exc)
+            req.done.set_exception(SurgboxError(f"snapshot could not be written to {self.snapshots}: {exc}"))
+
+    # -- pipeline thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        assert self._ticks is not None and self.clock is not None
+        ticks, clock = self._ticks, self.clock
+        latency = round(self.latency_s * NS_PER_S)
+        max_behind = max(1, round(self.max_behind_s * float(self.fps)))
+        k = 0
+        try:
+            while not self._stop_evt.is_set() and (not self._end_tick or k < self._end_tick):
+                due = ticks.due_ns(k) + latency
+                delay = (due - clock.now_ns()) / NS_PER_S
+                if delay > 0 and self._stop_evt.wait(delay):
+                    break
+                behind = ticks.ticks_before(clock.now_ns() - latency) - 1 - k
+                if behind > max_behind:  # starved of CPU: skip ticks to stay live (timestamps stay exact)
+                    skip = behind - 1
+                    if self._end_tick:
+                        skip = min(skip, self._end_tick - 1 - k)
+                    k += skip
+                    self._skipped += skip
+                    log.warning("recorder fell %d ticks behind; skipped them", skip)
+                self._drain()
+                self._tick(k)
+                k += 1
+            self._drain()
+            self._finish_audio(ticks.output_ns(k))
+        except BaseException as exc:
+            self._error = exc
+            log.error("recording %s stopped: %s", self._label(), exc)
+        finally:
+            self._finalize(k)
+            self._done_evt.set()
+
+    def _drain(self) -> None:
+        for src in self._started:
+            for _ in range(256):
+                item = src.get(0)
+                if item is None:
+                    break
+                self._dispatch(src, item)
+            err = src.error
+            if err is not None and src.name not in self._source_errors:
+                self._source_errors[src.name] = f"{type(err).__name__}: {err}"
+                log.warning("source %r failed during the recording (%s); it shows NO SIGNAL", src.name, err)
+
+    def _dispatch(self, src: Source, item: Any) -> None:
+        if isinstance(item, VideoFrame):
+            sel = self._selectors.get(src.name)
+            if sel is not None:
+                sel.push(item)
+        elif isinstance(item, AudioChunk):
+            if self._aligner is not None and src is self.audio_source:
+                try:
+                    self._aligner.push(item)
+                except ValueError as exc:
+                    if src.name not in self._source_errors:
+                        self._source_errors[src.name] = str(exc)
+                        log.error("%s", exc)
+        elif isinstance(item, Reading):
+            self._readings[src.name] = item
+            if self._data_track is not None:
+                self._data_track.write(item)
+        elif isinstance(item, Trigger):
+            if item.action == "snapshot":
+                req = _SnapshotRequest(f"trigger:{src.name}", item.detail.get("source"), item.capture_ns)
+                try:
+                    self._snap_q.put_nowait(req)
+                except queue.Full:
+                    log.warning("snapshot trigger from %r dropped: too many pending", src.name)
+
+    def _tick(self, k: int) -> None:
+        assert self._ticks is not None and self.clock is not None and self.compositor is not None and self.encoder is not None
+        tick_ns = self._ticks.due_ns(k)
+        out_ns = self._ticks.output_ns(k)
+        frames = {name: sel.select(tick_ns) for name, sel in self._selectors.items()}
+        data_timeout = round(self.data_timeout_s * NS_PER_S)
+        readings = {n: r for n, r in self._readings.items() if tick_ns - r.capture_ns <= data_timeout}
+        event = {**self._meta["event"], "time": f"{self.clock.wall_time(tick_ns).astimezone():%Y-%m-%d %H:%M:%S}"}
+        event.setdefault("id", self.event_id)
+        picture = self.compositor.compose(frames, readings, event, out_ns)
+        self.encoder.write_video(picture, out_ns)
+        self._frames_out += 1
+        if self._aligner is not None:
+            block, t = self._aligner.pull(out_ns - round(self.audio_lag_s * NS_PER_S))
+            if block.shape[1]:
+                self.encoder.write_audio(block, t)
+        if self._snap_wait or not self._snap_q.empty():
+            self._serve_snapshots(k, picture, frames)
+        self._update_rates(k)
+
+    def _finish_audio(self, end_ns: int) -> None:
+        if self._aligner is not None and self.encoder is not None and self._frames_out:
+            block, t = self._aligner.pull(end_ns)
+            if block.shape[1]:
+                self.encoder.write_audio(block, t)
+
+    def _update_rates(self, k: int) -> None:
+        assert self._ticks is not None
+        if k % max(1, round(float(self.fps))):
+            return
+        now = time.monotonic_ns()
+        counts = {n: s.received for n, s in self._selectors.items()}
+        if self._aligner is not None:
+            counts["_audio"] = self._aligner.chunks
+        if self._rate_mark is not None:
+            t0, c0, f0 = self._rate_mark
+            dt = (now - t0) / NS_PER_S
+            if dt > 0:
+                self._rates = {n: (counts[n] - c0.get(n, 0)) / dt for n in counts}
+                self._rates["_out"] = (self._frames_out - f0) / dt
+        self._rate_mark = (now, counts, self._frames_out)
+
+    def _finalize(self, k: int) -> None:
+        enc_error = None
+        try:
+            if self.encoder is not None:
+                self.encoder.close()
+        except EncoderError as exc:
+            enc_error = exc
+        if self._error is None and enc_error is not None:
+            self._error = enc_error
+        if self._data_track is not None:
+            self._data_track.close()
+        assert self._ticks is not None
+        duration_ns = self._ticks.output_ns(k)
+        if self._snap_pool is not None:
+            self._snap_pool.shutdown(wait=True)
+        while True:  # requests that arrived after the last tick
+            try:
+                self._snap_wait.append(self._snap_q.get_nowait())
+            except queue.Empty:
+                break
+        for req in self._snap_wait:
+            req.done.set_exception(SurgboxError("snapshot: the recording ended first"))
+        self._snap_wait = []
+        stats = self.stats()
+        stats["duration_s"] = duration_ns / NS_PER_S
+        self._stopped_stats = stats
+        assert self.clock is not None
+        self._meta.update(
+            status="failed" if self._error else "complete",
+            error=None if self._error is None else str(self._error),
+            stopped_at=datetime.now(timezone.utc).isoformat(),
+            duration_s=duration_ns / NS_PER_S,
+            frames=self._frames_out,
+            stats=stats,
+        )
+        if self.sidecar is not None:
+            try:
+                _write_json_atomic(self.sidecar, self._meta)
+            except OSError as exc:
+                log.error("cannot write sidecar %s: %s", self.sidecar, exc)
+        assert self._info is not None
+        size = stats["encoder"].get("size_bytes") or 0
+        if isinstance(self.output, (str, os.PathLike)) and os.path.exists(self.output):
+            try:
+                fd = os.open(self.output, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # pragma: no cover
+                log.warning("fsync %s failed: %s", self._label(), exc)
+        info = attrs.evolve(self._info, metadata=dict(self._meta))
+        if self._frames_out:
+            self._call_hook("segment_finalized", recording=info, segment=SegmentInfo(self.event_id or "", 0, self._label(), 0, duration_ns, int(size)))
+        self._call_hook("recording_stopped", recording=info, stats=stats)
+
+    # -- stats ----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters (safe to call from any thread while recording).
+
+        ``frames``: output frames written; ``fps_out``; ``skipped_ticks``; ``sources``: per
+        source ``fps_in``, ``received``/``shown``/``dropped``/``duplicated`` (video), ``stale``,
+        ``error``; ``audio``: ``av_offset_ms``, gap/trimmed samples; ``encoder``: its stats incl.
+        ``size_bytes``; ``snapshots``; ``error``.
+        """
+        if self._stopped_stats is not None and not self.running:
+            return dict(self._stopped_stats)
+        srcs: dict[str, Any] = {}
+        for src in self.sources:
+            d: dict[str, Any] = {"media": src.media}
+            sel = self._selectors.get(src.name)
+            if sel is not None:
+                d.update(sel.stats())
+            if src.name in self._rates:
+                d["fps_in"] = round(self._rates[src.name], 2)
+            try:
+                ss = dict(src.stats())
+                d["captured"], d["queue_dropped"] = ss.get("captured"), ss.get("dropped")
+                d["source"] = ss
+            except Exception:  # pragma: no cover
+                pass
+            err = self._failed_sources.get(src.name) or self._source_errors.get(src.name)
+            d["error"] = err
+            srcs[src.name] = d
+        audio = None if self._aligner is None else self._aligner.stats()
+        if audio is not None and "_audio" in self._rates:
+            audio["chunks_per_s"] = round(self._rates["_audio"], 2)
+        enc = self.encoder.stats() if self.encoder is not None and hasattr(self.encoder, "stats") else {}
+        return {
+            "event_id": self.event_id,
+            "frames": self._frames_out,
+            "fps_out": round(self._rates.get("_out", 0.0), 2),
+            "skipped_ticks": self._skipped,
+            "elapsed_s": self._frames_out / float(self.fps),
+            "sources": srcs,
+            "audio": audio,
+            "encoder": enc,
+            "snapshots": len(self._snapshots),
+            "error": None if self._error is None else str(self._error),
+        }

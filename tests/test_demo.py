@@ -1,0 +1,180 @@
+"""``surgbox demo`` / ``surgbox record`` as subprocesses with the real FFmpeg: the issue's must-shows.
+
+* a 20 s demo is H.264 1920x1080 + AAC with 600 +- 1 frames, clean under ffprobe and a full decode;
+* flash-to-beep offset measured from the decoded file is <= 1 frame at every 2 s marker;
+* CPU cost <= 1.2 core-seconds per recorded second (printed);
+* kill -9 at ~12 s leaves >= 9 s of playable video;
+* ``surgbox record`` stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import ffprobe_json
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME = 1 / 30
+ENDOSCOPE = (0, 0, 1280, 720)  # paper layout; the 30 fps testsrc
+ROOM = (1280, 0, 640, 360)  # the 25 fps testsrc
+
+
+def surgbox(*args: str) -> list[str]:
+    return [sys.executable, "-m", "surgbox", *args]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo.mp4"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(surgbox("demo", "--duration", "20", "--out", str(out), "--quiet"), capture_output=True, text=True, timeout=180)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 0, proc.stderr
+    return {"out": out, "proc": proc, "cpu": cpu}
+
+
+def test_demo_is_h264_1080p_aac_with_600_frames(demo):
+    out = demo["out"]
+    info = ffprobe_json(out, "-count_frames", "-show_streams", "-show_format")
+    v, a = info["streams"]
+    assert (v["codec_name"], v["width"], v["height"], v["pix_fmt"]) == ("h264", 1920, 1080, "yuv420p")
+    assert abs(int(v["nb_read_frames"]) - 600) <= 1
+    assert a["codec_name"] == "aac" and int(a["sample_rate"]) == 48000
+    assert json.loads(info["format"]["tags"]["surgbox_layout"])["name"] == "paper"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", str(out)], capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stderr == ""
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, text=True)
+    assert decode.returncode == 0 and decode.stderr == ""
+    assert str(out) in demo["proc"].stdout
+
+
+def flash_times(path: Path, rect: tuple[int, int, int, int]) -> list[float]:
+    """Start times of runs of white frames (Y mean > 200) in ``rect``."""
+    x, y, w, h = rect
+    times, prev = [], False
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for f in c.decode(s):
+            white = float(f.to_ndarray()[y : y + h, x : x + w].mean()) > 200  # raw Y plane
+            if white and not prev:
+                times.append(float(f.pts * s.time_base))
+            prev = white
+    return times
+
+
+def beep_times(path: Path) -> list[float]:
+    """Onsets of the 1 kHz beeps: first sample above 0.2 after >= 0.5 s of quiet."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(audio=0))
+        rate = frames[0].sample_rate
+        assert frames[0].pts == 0
+        pcm = np.concatenate([f.to_ndarray()[0] for f in frames])
+    loud = np.flatnonzero(np.abs(pcm) > 0.2)
+    onsets, last = [], -(10**9)
+    for i in loud:
+        if i - last > rate // 2:
+            onsets.append(i / rate)
+        last = i
+    return onsets
+
+
+def offsets(flashes: list[float], beeps: list[float]) -> list[float]:
+    return [min(flashes, key=lambda f: abs(f - b)) - b if flashes else float("inf") for b in beeps]
+
+
+def test_flash_to_beep_offset_within_one_frame(demo):
+    out = demo["out"]
+    beeps = beep_times(out)
+    assert 9 <= len(beeps) <= 10  # a marker every 2 s of a 20 s recording
+    flashes = flash_times(out, ENDOSCOPE)
+    off = offsets(flashes, beeps)
+    room = offsets(flash_times(out, ROOM), beeps)
+    print(f"\nflash-to-beep offsets (ms), endoscope 30 fps: {[round(o * 1000, 1) for o in off]}")
+    print(f"flash-to-beep offsets (ms), room 25 fps: {[round(o * 1000, 1) for o in room]}")
+    assert len(flashes) == len(beeps)
+    # video never ahead of sound, and at most one output frame behind (capture -> newest frame at or before the tick)
+    assert all(-0.001 <= o <= FRAME + 0.0005 for o in off), off
+
+
+def test_cpu_cost_per_recorded_second(demo):
+    per_second = demo["cpu"] / 20
+    print(f"\nsurgbox demo CPU: {demo['cpu']:.1f} core-s for 20 s = {per_second:.2f} core-s per recorded second")
+    assert per_second <= 1.2
+
+
+def decoded_video_seconds(path: Path) -> float:
+    times = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for p in c.demux(s):
+            try:
+                times += [float(f.pts * s.time_base) for f in p.decode()]
+            except av.InvalidDataError:  # a cut-off last packet, as a player would skip it
+                continue
+    return max(times) + FRAME if times else 0.0
+
+
+def test_kill_9_leaves_the_completed_seconds_playable(tmp_path):
+    out = tmp_path / "killed.mp4"
+    proc = subprocess.Popen(surgbox("demo", "--duration", "60", "--out", str(out), "--quiet"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        side = out.with_name("killed.mp4.json")
+        deadline = time.monotonic() + 30
+        while not side.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert side.exists(), "recording did not start"
+        time.sleep(12)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", str(out)], capture_output=True, text=True)
+    assert probe.returncode == 0
+    seconds = decoded_video_seconds(out)
+    print(f"\nkill -9 at 12 s: {seconds:.2f} s of video decodable")
+    assert seconds >= 9
+    assert json.loads(side.read_text())["status"] == "recording"  # the sidecar written at start survives
+
+
+def test_demo_default_output_under_user_data_dir(tmp_path):
+    env = {**os.environ, "SURGBOX_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(surgbox("demo", "--duration", "1", "--quiet"), capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.parent == tmp_path / "home" / "recordings" and path.name.startswith("demo-") and path.exists()
+    assert f"recording to {path}" in proc.stderr
+
+
+def test_record_cli_status_line_and_clean_sigterm(tmp_path):
+    out = tmp_path / "rec.mp4"
+    proc = subprocess.Popen(surgbox("record", "--config", str(REPO / "examples" / "record.toml"), "--out", str(out)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "REC 00:00:0" in err and "endo" in err and "A/V" in err and "MB" in err
+    side = json.loads(out.with_name("rec.mp4.json").read_text())
+    assert side["status"] == "complete" and side["frames"] >= 60
+    frames = ffprobe_json(out, "-count_frames", "-show_streams")["streams"][0]["nb_read_frames"]
+    assert int(frames) == side["frames"]
+
+
+def test_record_cli_bad_config_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sources.cam]\nplugin = 'nosuch'\n[layout]\npreset='single'\nsources={main='cam'}\n")
+    proc = subprocess.run(surgbox("record", "--config", str(bad), "--out", str(tmp_path / "x.mp4")), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "no source plugin named 'nosuch'" in proc.stderr and "testsrc" in proc.stderr

@@ -1,0 +1,393 @@
+"""The Recorder end to end with real FFmpeg: sidecar, metadata, hooks, slates, snapshots, faults.
+
+Sources are tiny ThreadedSource subclasses defined here (solid colours on a schedule, with
+programmable stalls and failures) plus the real ``tone`` plugin.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import av
+import numpy as np
+import pytest
+from conftest import ffprobe_json
+from PIL import Image
+
+import surgbox_ext.plugin
+from surgbox import layouts
+from surgbox.capture import ThreadedSource
+from surgbox.clock import NS_PER_S
+from surgbox.config import RecordConfig
+from surgbox.errors import ConfigError, EncoderError, SourceError
+from surgbox.hookspecs import hookimpl
+from surgbox.plugins import Plugins
+from surgbox.recorder import Recorder
+from surgbox.types import Reading, Trigger, VideoFrame
+from surgbox_ext.compositor import render_slate
+from surgbox_ext.encoders import X264Encoder
+from surgbox_ext.sources.tone import ToneSource
+
+
+@attrs.define(eq=False)
+class Flat(ThreadedSource):
+    """Solid-luma video at ``fps``; silent during ``gaps`` (seconds from start); raises at ``die_at``."""
+
+    media: ClassVar[str] = "video"
+    width: int = attrs.field(default=320, kw_only=True)
+    height: int = attrs.field(default=180, kw_only=True)
+    fps: float = attrs.field(default=30, kw_only=True)
+    value: int = attrs.field(default=180, kw_only=True)
+    gaps: tuple = attrs.field(default=(), kw_only=True)
+    die_at: float | None = attrs.field(default=None, kw_only=True)
+    fail_start: bool = attrs.field(default=False, kw_only=True)
+    noise: bool = attrs.field(default=False, kw_only=True)
+    _t0: int = attrs.field(default=0, init=False, alias="_t0")
+    _k: int = attrs.field(default=0, init=False, alias="_k")
+
+    def _open(self) -> None:
+        if self.fail_start:
+            raise SourceError(f"source {self.name!r}: /dev/video9 does not exist; check the device path")
+        self._t0 = self.clock.now_ns()
+
+    def _capture(self) -> Any:
+        t = self._t0 + round(self._k * NS_PER_S / self.fps)
+        self._k += 1
+        if self.wait(max(0.0, (t - self.clock.now_ns()) / NS_PER_S)):
+            return None
+        s = (t - self._t0) / NS_PER_S
+        if self.die_at is not None and s >= self.die_at:
+            raise OSError("capture card unplugged")
+        if any(a <= s < b for a, b in self.gaps):
+            return None
+        if self.noise:
+            arr = np.random.default_rng(self._k).integers(0, 256, (self.height * 3 // 2, self.width), dtype=np.uint8)
+        else:
+            arr = np.full((self.height * 3 // 2, self.width), 128, np.uint8)
+            arr[: self.height] = self.value
+        return VideoFrame(self.name, t, av.VideoFrame.from_ndarray(arr, format="yuv420p"), self._k - 1)
+
+
+@attrs.define(eq=False)
+class Pedal(ThreadedSource):
+    """Presses once at ``at`` seconds, asking for a snapshot of ``detail_source``."""
+
+    media: ClassVar[str] = "trigger"
+    at: float = attrs.field(default=1.0, kw_only=True)
+    detail_source: str = attrs.field(default="room", kw_only=True)
+    _done: bool = attrs.field(default=False, init=False, alias="_done")
+
+    def _capture(self) -> Any:
+        if self._done:
+            self.wait(0.05)
+            return None
+        if self.wait(self.at):
+            return None
+        self._done = True
+        return Trigger(self.name, self.clock.now_ns(), "snapshot", {"source": self.detail_source})
+
+
+@attrs.define(eq=False)
+class Monitor(ThreadedSource):
+    """A data source: a BIS-like reading every 0.25 s."""
+
+    media: ClassVar[str] = "data"
+    _n: int = attrs.field(default=0, init=False, alias="_n")
+
+    def _capture(self) -> Any:
+        if self.wait(0.25):
+            return None
+        self._n += 1
+        return Reading(self.name, self.clock.now_ns(), "bis", {"BIS": 40.0 + self._n, "SQI": 90.0, "SR": None})
+
+
+class HookLog:
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+
+    @hookimpl
+    def recording_started(self, recording):
+        self.calls.append(("recording_started", {"recording": recording}))
+
+    @hookimpl
+    def segment_finalized(self, recording, segment):
+        self.calls.append(("segment_finalized", {"recording": recording, "segment": segment}))
+
+    @hookimpl
+    def recording_stopped(self, recording, stats):
+        self.calls.append(("recording_stopped", {"recording": recording, "stats": stats}))
+
+
+def plugins_with(hooks: HookLog) -> Plugins:
+    return Plugins.build(entry_points=False, plugins=[(surgbox_ext.plugin, "surgbox"), (hooks, "test-hooks")])
+
+
+def fast_encoder() -> X264Encoder:
+    return X264Encoder(preset="ultrafast")
+
+
+def slot_luma(path: Path, rect: tuple[int, int, int, int]) -> list[tuple[float, np.ndarray]]:
+    x, y, w, h = rect
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for f in c.decode(s):
+            out.append((float(f.pts * s.time_base), f.to_ndarray()[: f.height][y : y + h, x : x + w]))  # raw Y plane
+    return out
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """One 3 s recording exercising sources of every media, a snapshot, hooks and the sidecar."""
+    tmp = tmp_path_factory.mktemp("rec")
+    out = tmp / "case.mp4"
+    hooks = HookLog()
+    sources = [
+        Flat("endoscope", width=1280, height=720, fps=30, value=180),
+        Flat("room", width=800, height=600, fps=25, value=120),
+        Flat("vitals", width=640, height=360, fps=60, value=60),
+        ToneSource("mic"),
+        Monitor("bis"),
+        Pedal("pedal", at=1.0, detail_source="room"),
+    ]
+    rec = Recorder(sources, layouts.paper(), out, encoder=fast_encoder(), duration=3.0, plugins=plugins_with(hooks),
+                   event={"id": "ev-77", "place": "OR 3", "procedure": "test"})
+    with rec:
+        rec.wait(1.5)
+        api_snap = rec.snapshot("endoscope")
+        started_hook_seen_while_running = [c[0] for c in hooks.calls]
+        rec.wait()
+    return {"out": out, "rec": rec, "hooks": hooks, "api_snap": api_snap, "early": started_hook_seen_while_running}
+
+
+def test_recording_is_h264_aac_1080p_with_exact_frame_count(recording):
+    info = ffprobe_json(recording["out"], "-count_frames", "-show_streams", "-show_format")
+    v, a = info["streams"]
+    assert (v["codec_name"], v["width"], v["height"], int(v["nb_read_frames"])) == ("h264", 1920, 1080, 90)
+    assert a["codec_name"] == "aac"
+    tags = info["format"]["tags"]
+    assert tags["surgbox_event_id"] == "ev-77"
+    assert json.loads(tags["surgbox_layout"]) == layouts.paper().to_dict()
+    assert [s["name"] for s in json.loads(tags["surgbox_sources"])] == ["endoscope", "room", "vitals", "mic", "bis", "pedal"]
+    assert tags["surgbox_started_at"]
+
+
+def test_sidecar_json(recording):
+    out = recording["out"]
+    side = json.loads(out.with_name("case.mp4.json").read_text())
+    assert side["format"] == "surgbox-recording" and side["status"] == "complete" and side["error"] is None
+    assert side["event_id"] == "ev-77" and side["event"]["place"] == "OR 3"
+    assert side["layout"] == layouts.paper().to_dict()
+    assert side["frames"] == 90 and side["duration_s"] == 3.0 and side["fps"] == "30"
+    assert side["audio"] == {"source": "mic", "sample_rate": 48000, "channels": 1}
+    assert side["data_track"] == "case.mp4.data.jsonl"
+    assert side["started_at"].endswith("+00:00")
+    assert {s["name"]: s["media"] for s in side["sources"]} == {
+        "endoscope": "video", "room": "video", "vitals": "video", "mic": "audio", "bis": "data", "pedal": "trigger"}
+    st = side["stats"]["sources"]
+    assert st["vitals"]["dropped"] > 40  # 60 fps into 30 fps
+    assert st["room"]["duplicated"] > 5  # 25 fps into 30 fps
+
+
+def test_data_track_and_panel(recording):
+    lines = recording["out"].with_name("case.mp4.data.jsonl").read_text().splitlines()
+    header, rows = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
+    assert header["format"] == "surgbox-data-track" and len(rows) >= 8
+    assert rows[0]["values"]["SQI"] == 90.0 and rows[0]["values"]["SR"] is None
+    assert all(-0.5 < r["t"] < 3.5 for r in rows)
+    frames = slot_luma(recording["out"], (0, 720, 1920, 360))
+    panels = {bytes(p[::8, ::8].tobytes()) for _, p in frames}
+    assert len(panels) >= 3  # BIS values and REC clock change the panel
+
+
+def test_snapshots_api_and_trigger(recording):
+    out = recording["out"]
+    side = json.loads(out.with_name("case.mp4.json").read_text())
+    snaps = side["snapshots"]
+    assert len(snaps) == 2
+    by_trigger = {s["trigger"]: s for s in snaps}
+    api, pedal = by_trigger["api"], by_trigger["trigger:pedal"]
+    assert recording["api_snap"]["composite"] == api["composite"]
+    for s, src, size in ((api, "endoscope", (1280, 720)), (pedal, "room", (800, 600))):
+        comp = Image.open(out.parent / s["composite"])
+        assert comp.size == (1920, 1080)
+        native = Image.open(out.parent / s["source_image"])
+        assert native.size == size and s["source"] == src and s["source_size"] == list(size)
+    assert 0.8 < pedal["t"] < 2.0 and 1.2 < api["t"] < 2.5
+
+
+def test_hook_recording_started(recording):
+    assert recording["early"][0] == "recording_started"
+    name, kw = recording["hooks"].calls[0]
+    info = kw["recording"]
+    assert name == "recording_started" and info.id == "ev-77" and info.layout == layouts.paper()
+    assert info.path.endswith("case.mp4") and info.sources[:3] == ("endoscope", "room", "vitals")
+
+
+def test_hook_segment_finalized(recording):
+    segs = [kw["segment"] for n, kw in recording["hooks"].calls if n == "segment_finalized"]
+    assert len(segs) == 1
+    seg = segs[0]
+    assert seg.index == 0 and seg.start_ns == 0 and seg.duration_ns == 3 * NS_PER_S
+    assert seg.size_bytes == recording["out"].stat().st_size > 0
+
+
+def test_hook_recording_stopped(recording):
+    names = [n for n, _ in recording["hooks"].calls]
+    assert names == ["recording_started", "segment_finalized", "recording_stopped"]
+    stats = recording["hooks"].calls[-1][1]["stats"]
+    assert stats["frames"] == 90 and stats["error"] is None
+    assert recording["hooks"].calls[-1][1]["recording"].metadata["status"] == "complete"
+
+
+def test_flat_colours_land_in_their_slots(recording):
+    frames = slot_luma(recording["out"], (0, 0, 1280, 720))
+    assert abs(float(frames[45][1].mean()) - 180) < 3
+
+
+def is_slate(region: np.ndarray, name: str) -> bool:
+    h, w = region.shape
+    ref = av.VideoFrame.from_image(render_slate(name, w, h)).reformat(format="yuv420p").to_ndarray()[:h]
+    return float(np.abs(region.astype(int) - ref).mean()) < 6
+
+
+def test_stalled_source_shows_slate_and_recovers(tmp_path):
+    out = tmp_path / "stall.mp4"
+    sources = [Flat("endoscope", width=640, height=360, gaps=((1.0, 2.5),)), Flat("room"), Flat("vitals")]
+    rec = Recorder(sources, layouts.paper(), out, encoder=fast_encoder(), duration=3.5, stale_timeout_s=0.4)
+    with rec:
+        rec.wait()
+    states = ["slate" if is_slate(y, "endoscope") else ("live" if abs(float(y.mean()) - 180) < 4 else "other") for _, y in slot_luma(out, (0, 0, 1280, 720))]
+    assert "other" not in states
+    runs = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
+    assert runs[-3:] == ["live", "slate", "live"]
+    n_slate = states.count("slate")
+    assert 25 <= n_slate <= 40  # 1.5 s gap minus the 0.4 s timeout, at 30 fps (+- scheduling)
+    assert rec.stats()["sources"]["endoscope"]["stale_ticks"] == n_slate
+
+
+def test_source_that_cannot_open_is_a_clear_error(tmp_path):
+    good = Flat("room")
+    sources = [Flat("endoscope", fail_start=True), good, Flat("vitals")]
+    rec = Recorder(sources, layouts.paper(), tmp_path / "x.mp4", encoder=fast_encoder(), duration=1)
+    with pytest.raises(SourceError, match=r"/dev/video9 does not exist.*mark source 'endoscope' optional"):
+        rec.start()
+    assert not good.running  # sources that did start were stopped again
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_optional_source_that_cannot_open_gets_a_slate(tmp_path):
+    out = tmp_path / "opt.mp4"
+    sources = [Flat("endoscope"), Flat("room", fail_start=True), Flat("vitals")]
+    rec = Recorder(sources, layouts.paper(), out, encoder=fast_encoder(), duration=1.0, optional={"room"})
+    with rec:
+        rec.wait()
+    frames = slot_luma(out, (1280, 0, 640, 360))
+    assert len(frames) == 30 and all(is_slate(y, "room") for _, y in frames)
+    side = json.loads(out.with_name("opt.mp4.json").read_text())
+    assert "video9" in next(s for s in side["sources"] if s["name"] == "room")["start_error"]
+
+
+def test_source_dying_mid_recording_gets_a_slate_and_recording_continues(tmp_path):
+    out = tmp_path / "die.mp4"
+    sources = [Flat("endoscope"), Flat("room", die_at=0.8), Flat("vitals")]
+    rec = Recorder(sources, layouts.paper(), out, encoder=fast_encoder(), duration=2.5, stale_timeout_s=0.3)
+    with rec:
+        rec.wait()
+    st = rec.stats()
+    assert st["frames"] == 75 and "capture card unplugged" in st["sources"]["room"]["error"]
+    frames = slot_luma(out, (1280, 0, 640, 360))
+    assert not is_slate(frames[10][1], "room") and is_slate(frames[-1][1], "room")
+
+
+class FullDisk(io.RawIOBase):
+    def __init__(self, limit: int):
+        self.buf = bytearray()
+        self.limit = limit
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        if len(self.buf) + len(b) > self.limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.buf += b
+        return len(b)
+
+
+def test_full_disk_stops_the_recording_cleanly(tmp_path):
+    sink = FullDisk(6_000_000)
+    sources = [Flat("endoscope", width=640, height=360, noise=True), Flat("room"), Flat("vitals")]
+    rec = Recorder(sources, layouts.paper(), sink, encoder=X264Encoder(preset="ultrafast", gop_seconds=0.2), duration=10,
+                   sidecar=tmp_path / "full.json")
+    rec.start()
+    assert rec.wait(8), "the recording did not stop on the full disk"
+    with pytest.raises(EncoderError, match="disk is full"):
+        rec.stop()
+    side = json.loads((tmp_path / "full.json").read_text())
+    assert side["status"] == "failed" and "disk is full" in side["error"]
+    kept = tmp_path / "kept.mp4"
+    kept.write_bytes(bytes(sink.buf))
+    with av.open(str(kept)) as c:  # what was written before plays
+        n = 0
+        for p in c.demux(video=0):
+            try:
+                n += len(p.decode())
+            except av.InvalidDataError:
+                pass
+    assert n >= 3
+
+
+def test_bad_layout_and_names_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="slot 'room' shows source 'room', but no source has that name"):
+        Recorder([Flat("endoscope"), Flat("vitals")], layouts.paper(), tmp_path / "x.mp4")
+    with pytest.raises(ConfigError, match="used twice"):
+        Recorder([Flat("endoscope"), Flat("endoscope")], layouts.paper(), tmp_path / "x.mp4")
+    with pytest.raises(ConfigError, match="optional source"):
+        Recorder([Flat("endoscope"), Flat("room"), Flat("vitals")], layouts.paper(), tmp_path / "x.mp4", optional={"cam9"})
+
+
+def test_config_example_builds_a_recorder(tmp_path, default_plugins):
+    example = Path(__file__).resolve().parents[1] / "examples" / "record.toml"
+    cfg = RecordConfig.load(example)
+    assert cfg.layout.slot("endoscope").source == "endo" and cfg.fps == Fraction(30)
+    assert [s.name for s in cfg.sources] == ["endo", "room", "vitals", "mic"] and cfg.sources[1].optional
+    assert cfg.output == example.parent / "case.mp4"
+    rec = cfg.build_recorder(plugins=default_plugins, output=tmp_path / "c.mp4", duration=1)
+    assert rec.encoder.preset == "veryfast" and rec.optional == {"room"} and rec.duration == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("fps = 30\n", "no sources"),
+        ("fsp = 30\n[sources.a]\nplugin='testsrc'\n", "unknown key.*fsp"),
+        ("[sources.a]\nwidth = 3\n", r"sources\.a\.plugin is missing"),
+        ("fps = 'fast'\n[sources.a]\nplugin='testsrc'\n", "fps must be a number"),
+        ("[layout]\npreset='grid'\n[sources.a]\nplugin='testsrc'\n", "unknown layout preset 'grid'"),
+        ("[layout]\npreset='paper'\nsources={cam=1}\n[sources.a]\nplugin='testsrc'\n", "layout.sources must map"),
+        ("audio = 'mic'\n[sources.a]\nplugin='testsrc'\n", "audio = 'mic' names no source"),
+        ("[sources.a]\nplugin='testsrc'\noptional='yes'\n", "optional must be true or false"),
+        ("[sources.a]\nplugin='testsrc'\n[[layout.slots]]\nname='x'\n", "layout.slots"),
+        ("[sources.a\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, text, match):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        RecordConfig.load(p)
+
+
+def test_config_option_errors(tmp_path, default_plugins):
+    cfg = RecordConfig.from_mapping({"sources": {"endoscope": {"plugin": "testsrc", "colour": "red"}, "room": {"plugin": "testsrc"}, "vitals": {"plugin": "testsrc"}}})
+    with pytest.raises(ConfigError, match="sources.endoscope: plugin 'testsrc' rejected its options"):
+        cfg.build_recorder(plugins=default_plugins, output=tmp_path / "x.mp4")
+    with pytest.raises(ConfigError, match="no output"):
+        cfg.build_recorder(plugins=default_plugins)
