@@ -1,7 +1,8 @@
 """``testsrc``: synthetic video paced on the master clock, with a white sync flash every 2 s.
 
-Frame ``k`` is captured at ``t0 + k / fps`` (``t0`` = clock reading at ``start``), computed in
-integer nanoseconds from ``k`` so that hours of frames do not drift; the frame is released no
+Frame ``k`` is captured at ``t0 + k / fps`` (``t0`` = the clock's origin; the first frame is the
+first grid point at or after ``start``), computed in integer nanoseconds from ``k`` so that
+hours of frames do not drift; the frame is released no
 earlier than that instant and carries it as ``capture_ns``. Each frame shows colour bars, a box
 moving with capture time, the source name and the capture time (clock-elapsed
 ``HH:MM:SS.mmm``) and frame index in a real TrueType font.
@@ -80,9 +81,13 @@ class TestSource(ThreadedSource):
     def _open(self) -> None:
         self._render_background()
         assert self.clock is not None
-        self._t0 = self.clock.now_ns()
-        self._prev_ns = self._t0 - 1  # markers count from the start on (m * period >= t0)
-        self._k = 0
+        # The schedule is the clock's own 1/fps grid (t0 = clock origin), entered at the first
+        # grid point not before now: frames of sources at a multiple of the output rate land
+        # exactly on output ticks, so a sync flash is shown at the tick of its own instant.
+        now = self.clock.now_ns()
+        self._t0 = self.clock.origin_ns
+        self._k = -(-(now - self._t0) * self.fps.numerator // (NS_PER_S * self.fps.denominator))
+        self._prev_ns = now - 1  # markers count from the start on (m * period >= start)
 
     def _capture(self) -> VideoFrame | None:
         assert self.clock is not None
