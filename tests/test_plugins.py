@@ -189,3 +189,29 @@ def test_registration_imports_no_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# The defaults every kind must offer on a plain install (the CLI and the demo select these names).
+DEFAULTS = {
+    "source": {"testsrc", "tone", "file", "v4l2", "url", "alsa", "footswitch", "bis"},
+    "compositor": {"default"},
+    "encoder": {"libx264", "h264_nvenc"},
+    "detector": {"retinaface"},
+    "store": {"local", "mirror"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DEFAULTS))
+def test_surgbox_ext_registers_the_documented_defaults(default_plugins, kind):
+    assert DEFAULTS[kind] <= set(default_plugins.names(kind))
+    assert all(e.package == "surgbox" and e.priority == DEFAULT_PRIORITY for e in default_plugins.entries(kind))
+
+
+@pytest.mark.parametrize("kind, name", [("source", "testsrc"), ("compositor", "default"), ("encoder", "libx264"), ("store", "local")])
+def test_core_defaults_are_available_here(default_plugins, kind, name):
+    assert default_plugins.entry(kind, name).unavailable_reason() is None
+
+
+def test_lazy_factories_compare_by_target():
+    assert lazy("a.b:C") == lazy("a.b:C") and lazy("a.b:C") != lazy("a.b:D")
+    assert repr(lazy("a.b:C")) == "lazy('a.b:C')"

@@ -42,7 +42,30 @@ from .types import (
 )
 
 # Names resolved on first access: "name": "module:attribute" (keeps `import surgbox` light).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    # recording
+    "Recorder": "surgbox.recorder:Recorder",
+    "RecordConfig": "surgbox.config:RecordConfig",
+    "layouts": "surgbox.layouts:__name__",
+    # data devices
+    "DataTrackWriter": "surgbox.readings:DataTrackWriter",
+    "read_data_track": "surgbox.readings:read_data_track",
+    # storage
+    "EncryptingWriter": "surgbox.crypto.streaming:EncryptingWriter",
+    "DecryptingReader": "surgbox.crypto.streaming:DecryptingReader",
+    "MasterKey": "surgbox.crypto.keys:MasterKey",
+    "KeyRing": "surgbox.crypto.keys:KeyRing",
+    # catalog
+    "Catalog": "surgbox.catalog:Catalog",
+    "Session": "surgbox.catalog:Session",
+    "EventManager": "surgbox.catalog:EventManager",
+    "Event": "surgbox.catalog:Event",
+    "Home": "surgbox.home:Home",
+    "AccessDenied": "surgbox.catalog:AccessDenied",
+    "AuthenticationError": "surgbox.catalog:AuthenticationError",
+    "CatalogError": "surgbox.catalog:CatalogError",
+    "render_report": "surgbox.report:render_report",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,7 +73,8 @@ def __getattr__(name: str) -> Any:
     if target is None:
         raise AttributeError(f"module 'surgbox' has no attribute {name!r}")
     module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
+    mod = importlib.import_module(module)
+    value = mod if attr == "__name__" else getattr(mod, attr)
     globals()[name] = value
     return value
 

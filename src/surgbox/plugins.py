@@ -204,32 +204,48 @@ def set_plugins(plugins: Plugins | None) -> None:
 
 
 
+@attrs.frozen
+class _Lazy:
+    """Factory that imports ``module:attr`` on call; equal when the targets are equal."""
+
+    target: str
+
+    def __call__(self, **options: Any) -> Any:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)(**options)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"
+
+
 def lazy(target: str) -> Callable[..., Any]:
     """A factory for ``"package.module:Attribute"`` that imports it only when first called.
 
     Registration must stay cheap (no torch, no hardware): register ``lazy("acme.cam:Camera")``
-    instead of importing ``Camera`` at module level.
+    instead of importing ``Camera`` at module level. Two lazy factories of the same target are
+    equal, so registrations collected twice compare equal.
     """
     module, _, attr = target.partition(":")
     if not module or not attr:
         raise ValueError(f"lazy target {target!r} must look like 'package.module:Attribute'")
+    return _Lazy(target)
 
-    def factory(**options: Any) -> Any:
-        return getattr(importlib.import_module(module), attr)(**options)
 
-    factory.__qualname__ = factory.__name__ = f"lazy({target})"
-    factory.target = target  # type: ignore[attr-defined]
-    return factory
+@attrs.frozen
+class _Requires:
+    """Availability check: ``None`` when every module is importable, else the reason and fix."""
+
+    modules: tuple[str, ...]
+    install: str
+
+    def __call__(self) -> str | None:
+        missing = [m for m in self.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"needs the Python package(s) {', '.join(missing)}: {self.install}"
+        return None
 
 
 def requires(*modules: str, install: str) -> Callable[[], str | None]:
     """An availability check: ``None`` when every module is importable, else a reason naming the
     missing module and the ``install`` command that brings it."""
-
-    def check() -> str | None:
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"needs the Python package(s) {', '.join(missing)}: {install}"
-        return None
-
-    return check
+    return _Requires(modules, install)
