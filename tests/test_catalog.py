@@ -327,8 +327,9 @@ def test_retention_deletes_old_stopped_events_and_orphans(surgbox_home):
         assert s.events.retention(7) == [old.id]
         assert {e.id for e in s.events.list()} == {live.id, recent.id}
         assert list(store.keys("events/")) == [f"events/{recent.id}/kept.bin"]
-        with pytest.raises(CatalogError, match=">= 0"):
-            s.events.retention(-1)
+        for bad in (-1, float("nan"), float("inf"), 1e300):
+            with pytest.raises(CatalogError, match="--keep-days must be a number of days from 0 to 36525"):
+                s.events.retention(bad)
 
 
 def test_migrations_are_recorded_and_a_newer_schema_is_refused(tmp_path):
@@ -413,3 +414,84 @@ def test_cli_requires_login(surgbox_home):
     assert out.returncode == 1 and "SURGBOX_PASSWORD" in out.stderr
     out = cli("events", "list", password="wrong-password")
     assert out.returncode == 1 and "login failed" in out.stderr
+
+
+def test_cli_bad_input_gives_one_line_errors(surgbox_home, admin, tmp_path, monkeypatch, capsys):
+    """Bad names, dates, ids, limits, paths and homes: one line naming the thing and the fix, exit 1,
+    never a traceback (the real CLI entry point, in-process to stay fast)."""
+    from surgbox.cli import main
+
+    monkeypatch.setenv("SURGBOX_USER", "admin")
+    monkeypatch.setenv("SURGBOX_PASSWORD", "admin-password")
+    eid = make_event(admin).id
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (["users", "add", "bad name", "--role", "viewer", "--password", "abcdefghij"], "user name 'bad name' is not valid"),
+        (["users", "passwd", "nobody", "--password", "abcdefghij"], "no user named 'nobody'; `surgbox users list`"),
+        (["users", "unlock", "nobody"], "no user named 'nobody'; `surgbox users list`"),
+        (["events", "search", "--from", "2026-13-45"], "date '2026-13-45' is not YYYY-MM-DD"),
+        (["events", "search", "--to", "yesterday"], "date 'yesterday' is not YYYY-MM-DD"),
+        (["events", "list", "--limit", "0"], "--limit must be a whole number from 1"),
+        (["events", "show", "ev-20260101-deadbeef"], "no event 'ev-20260101-deadbeef'; `surgbox events list`"),
+        (["events", "stop", "nonsense"], "no event 'nonsense'"),
+        (["events", "export", eid, "--to", str(a_file)], f"cannot create the export folder {a_file}"),
+        (["events", "retention", "--keep-days", "nan"], "--keep-days must be a number of days from 0 to"),
+        (["events", "retention", "--keep-days", "1e300"], "--keep-days must be a number of days from 0 to"),
+        (["report", eid, "--out", str(tmp_path)], f"{tmp_path} is a folder; give the report's file name"),
+        (["report", eid, "--out", str(tmp_path / "no" / "r.pdf")], f"folder {tmp_path / 'no'} does not exist"),
+        (["audit", "show", "--limit", "-1"], "--limit must be a whole number from 1"),
+        (["events", "list", "--home", str(tmp_path / "nohome")], "is not a surgbox home"),
+        (["events", "list", "--user", "ghost"], "login failed for 'ghost'"),
+        (["init", "--home", str(a_file), "--admin-password", "abcdefghij"], f"{a_file} is a file, not a folder"),
+        (["init", "--home", str(tmp_path / "h2"), "--admin", "bad name", "--admin-password", "abcdefghij"],
+         "user name 'bad name' is not valid"),
+    ]
+    for args, want in cases:
+        rc = main(args)
+        err = capsys.readouterr().err
+        assert rc == 1, (args, err)
+        assert err.startswith("surgbox: error: ") and err.count("\n") == 1 and want in err, (args, err)
+    assert not (tmp_path / "h2").exists()  # a refused init creates nothing
+    assert not (tmp_path / "no").exists()
+
+
+def test_docs_catalog_cli_synopses_match_argparse():
+    """Every `surgbox init/users/events/audit/report` synopsis in docs/catalog.md names real options,
+    and every option of those commands is documented (--home/--user/-h are documented once, globally)."""
+    import argparse
+    import re
+
+    from surgbox.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "catalog.md").read_text()
+    text = doc.replace("\\\n", " ")
+    lines = re.findall(r"^\$ (surgbox [^\n#]*)", text, re.M) + re.findall(r"`(surgbox [^`]*)`", text)
+
+    def subparsers(p):
+        return next((a.choices for a in p._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    top = subparsers(build_parser())
+    documented: dict[tuple[str, ...], set[str]] = {}
+    for line in lines:
+        words = line.split()[1:]
+        if not words or words[0] not in ("init", "users", "events", "audit", "report"):
+            continue
+        group = words[0]
+        for k, part in enumerate(" ".join(words).split(" | ")):
+            ws = part.split() if k == 0 else [group, *part.split()]
+            parser, path = top[ws[0]], [ws[0]]
+            if len(ws) > 1 and ws[1] in subparsers(parser):
+                parser, path = subparsers(parser)[ws[1]], path + [ws[1]]
+            assert not subparsers(parser), f"docs line {line!r}: incomplete command"
+            known = {o for a in parser._actions for o in a.option_strings}
+            used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", part))
+            assert used <= known, f"docs line {line!r}: {sorted(used - known)} not options of surgbox {' '.join(path)}"
+            documented.setdefault(tuple(path), set()).update(used)
+    for group in ("init", "users", "events", "audit", "report"):
+        cmds = {(group, n): p for n, p in subparsers(top[group]).items()} or {(group,): top[group]}
+        for path, parser in cmds.items():
+            assert path in documented, f"surgbox {' '.join(path)} has no synopsis in docs/catalog.md"
+            opts = {a.option_strings[-1] for a in parser._actions if a.option_strings} - {"--help", "--home", "--user"}
+            missing = opts - documented[path]
+            assert not missing, f"surgbox {' '.join(path)}: {sorted(missing)} missing from docs/catalog.md"

@@ -100,6 +100,9 @@ def test_report_cli_end_to_end_with_snapshots_and_data_track(surgbox_home, tmp_p
     out = subprocess.run([sys.executable, "-m", "surgbox", "report", ev.id, "--out", str(out_pdf)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
+    # written atomically (no temporary file left) and readable by the owner only: it holds PHI
+    assert [q.name for q in tmp_path.iterdir() if q.name.startswith(".")] == []
+    assert out_pdf.stat().st_mode & 0o777 == 0o600
     text, reader = text_of(out_pdf.read_bytes())
     flat = " ".join(text.split())
     for value in (ev.id, "Amélie Kowalczyk", "MRN-5150", "Thyroidectomy", "Dr. Priya Raman", "OR 7",

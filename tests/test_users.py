@@ -17,6 +17,7 @@ from surgbox.catalog import (
     AuthenticationError,
     Catalog,
     CatalogError,
+    NotFoundError,
     PasswordPolicy,
     User,
     allowed,
@@ -87,8 +88,8 @@ def attempt(session, action, ev, tmp_path):
         return e.export(ev.id, tmp_path / "x")
     if action == "deidentify":
         return e.write_file(ev.id, "deid", "deid-0001.mp4", b"blurred")
-    if action == "upload":
-        return session.authorize("upload", e._load(ev.id), operation="event.upload")
+    if action == "upload":  # checked by the upload feature, with the event id it was given
+        return session.authorize("upload", ev.id, operation="event.upload")
     if action == "delete":
         return e.delete(ev.id)
     if action == "manage_users":
@@ -150,6 +151,36 @@ def test_unknown_event_is_not_revealed_to_unauthorized_roles(world):
     _, _, sessions = world
     with pytest.raises(AccessDenied):
         sessions["auditor"].events.get("ev-20990101-00000000")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_pipelines_check_deidentify_and_upload_by_event_id(world, role):
+    """How the de-identification and upload pipelines ask: session.authorize(action, event id); the
+    decision follows the matrix (own/other event), refusals and unknown ids are audited, and the
+    pipeline records what it did with session.record_action."""
+    cat, admin, sessions = world
+    s = sessions[role]
+    own, other = new_event(admin, ["Dr. Mia Sands"]), new_event(admin, ["Dr. Someone Else"])
+    for action in ("deidentify", "upload"):
+        want = SPEC[role][action]
+        for ev, owned in ((own, True), (other, False)):
+            op = f"event.{action}"
+            if want == "all" or (want == "own" and owned):
+                assert s.authorize(action, ev.id, operation=op).name == s.user.name
+                rec = s.record_action(op, ev.id, detail={"files": 1})
+                assert (rec.actor, rec.action, rec.target, rec.result) == (s.user.name, op, ev.id, "ok")
+            else:
+                with pytest.raises(AccessDenied):
+                    s.authorize(action, ev.id, operation=op)
+                last = cat.audit.records(newest_first=True, limit=1)[0]
+                assert (last.action, last.target, last.result) == (op, ev.id, "denied")
+        # an unknown id: NotFoundError only for roles that may take the action on some event
+        with pytest.raises(NotFoundError if want else AccessDenied):
+            s.authorize(action, "ev-20990101-00000000")
+    with pytest.raises(CatalogError, match="unknown action 'deidentfy'"):
+        s.authorize("deidentfy", own.id)
+    with pytest.raises(CatalogError, match="not an event id"):
+        s.record_action("event.upload", "Jane Roe")
 
 
 @pytest.fixture
@@ -241,7 +272,7 @@ def test_passwords_hashed_with_argon2id_and_changed(cat):
         s.users.add("x", "viewer", "short")
     with pytest.raises(CatalogError, match="unknown role"):
         s.users.add("x", "janitor", "long-enough")
-    with pytest.raises(ValueError, match="not valid"):
+    with pytest.raises(CatalogError, match="user name 'bad name' is not valid"):
         s.users.add("bad name", "viewer", "long-enough")
     with pytest.raises(CatalogError, match="already exists"):
         s.users.add("dr", "viewer", "long-enough")
@@ -280,3 +311,66 @@ def test_users_cli(surgbox_home):
     assert out.returncode == 1 and "locked" in out.stderr
     assert cli("users", "unlock", "mia").returncode == 0
     assert cli("events", "list", user="mia", password="mia-password-2").returncode == 0
+
+
+def cli_on_terminal(*args, answers=(), timeout=60, **env):
+    """Run the CLI on a pseudo-terminal (its controlling terminal, so ``getpass`` reads /dev/tty as
+    when a person types) and type ``answers`` in turn at each prompt (output ending in ': ').
+    Returns ``(exit status, output, prompts seen)``."""
+    import pty
+    import select
+    import time
+
+    e = {k: v for k, v in os.environ.items() if k not in ("SURGBOX_PASSWORD", "SURGBOX_NEW_PASSWORD")}
+    e.update(env)
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the terminal is its stdin/stdout/stderr and controlling tty
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "surgbox", *args], e)
+        finally:
+            os._exit(127)
+    out, since, prompts, pending = b"", 0, [], list(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"CLI did not finish within {timeout} s; output so far: {out!r}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+            if out[since:].endswith(b": "):
+                prompts.append(out[since:].decode().strip().splitlines()[-1])
+                since = len(out)
+                if pending:
+                    os.write(fd, pending.pop(0).encode() + b"\n")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace"), prompts
+
+
+def test_users_passwd_own_password_typed_at_the_prompts(surgbox_home):
+    """A non-admin changes their own password typing everything at the prompts (no environment
+    passwords): the password typed to log in is the current password that authorizes the change."""
+    assert cli("users", "add", "mia", "--role", "surgeon", "--password", "mia-password").returncode == 0
+    rc, out, prompts = cli_on_terminal("users", "passwd", "mia", SURGBOX_USER="mia",
+                                       answers=["mia-password", "mia-password-2", "mia-password-2"])
+    assert rc == 0, out
+    assert prompts == ["password for mia:", "new password for mia:", "again:"] and "password of mia changed" in out
+    assert "mia-password" not in out  # typed without echo
+    with Catalog(surgbox_home) as cat:
+        assert cat.login("mia", "mia-password-2").user.name == "mia"
+        with pytest.raises(AuthenticationError):
+            cat.login("mia", "mia-password")
+    # a wrong login password is refused before the new password is even asked for
+    rc, out, prompts = cli_on_terminal("users", "passwd", "mia", SURGBOX_USER="mia", answers=["wrong-password"])
+    assert rc == 1 and "login failed" in out and prompts == ["password for mia:"]
+    # and nobody changes another user's password without manage_users
+    assert cli("users", "add", "ops", "--role", "operator", "--password", "ops-password").returncode == 0
+    rc, out, _ = cli_on_terminal("users", "passwd", "mia", SURGBOX_USER="ops", answers=["ops-password", "x" * 10, "x" * 10])
+    assert rc == 1 and "may not manage_users" in out

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from ._fs import atomic_write, fsync_dir
 from .errors import ConfigError, SurgboxError
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,15 @@ class Home:
         from .crypto.keys import MasterKey
         from .catalog.users import PasswordPolicy
 
-        PasswordPolicy().check_password(admin_password)
+        from .catalog.session import check_user_name
+
+        check_user_name(admin)  # before anything is created
+        try:
+            PasswordPolicy().check_password(admin_password)
+        except ValueError as exc:
+            raise ConfigError(f"admin password: {exc}") from None
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a folder; choose a folder for SURGBOX_HOME")
         if self.exists():
             if not force:
                 raise SurgboxError(
@@ -169,13 +178,20 @@ class Home:
                     f"Use another SURGBOX_HOME, or --force to move the old files aside into {self.path}/replaced-*/"
                 )
             self._move_aside()
-        for d in (self.path, self.keys_dir, self.default_store_root):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
-        MasterKey.generate().save(self.master_key_path)
-        tmp = self.config_path.with_suffix(".toml.tmp")
-        tmp.write_text(_DEFAULT_CONFIG)
-        os.replace(tmp, self.config_path)
+        try:
+            for d in (self.path, self.keys_dir, self.default_store_root):
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(d, 0o700)
+            # The key and the config are on disk (data and folder entries) before the catalog that
+            # needs them is created: a power loss can never leave a catalog without its key.
+            MasterKey.generate().save(self.master_key_path)  # fsyncs the key file
+            for d in (self.keys_dir, self.path, self.path.parent):
+                fsync_dir(d)
+            atomic_write(self.config_path, _DEFAULT_CONFIG.encode("utf-8"), mode=0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the surgbox home {self.path}: {exc.strerror or exc}"
+                              f"{f' ({exc.filename})' if exc.filename else ''}; choose a writable folder "
+                              f"(--home DIR or SURGBOX_HOME)") from None
         with Catalog(self, plugins=plugins, create=True) as catalog:
             catalog.create_store()
             catalog.bootstrap_admin(admin, admin_password)
@@ -189,5 +205,7 @@ class Home:
                   self.config_path, self.keys_dir):
             if p.exists():
                 shutil.move(str(p), str(dest / p.name))
+        fsync_dir(dest)
+        fsync_dir(self.path)
         log.warning("moved the previous catalog, keys and config of %s to %s", self.path, dest)
         return dest

@@ -186,24 +186,27 @@ class AuditLog:
             params.append(int(limit))
         return [AuditRecord.from_row(r) for r in self.db.query(" ".join(sql), params)]
 
-    def _iter_rows(self, batch: int = 1000) -> Iterator[sqlite3.Row]:
-        last = None
-        while True:
-            if last is None:
-                rows = self.db.query("SELECT * FROM audit ORDER BY rowid LIMIT ?", (batch,))
-            else:
-                rows = self.db.query("SELECT * FROM audit WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch))
-            if not rows:
-                return
+    @staticmethod
+    def _iter_rows(conn: sqlite3.Connection, batch: int = 1000) -> Iterator[sqlite3.Row]:
+        """All records in storage order, ``batch`` rows in memory at a time."""
+        cur = conn.execute("SELECT * FROM audit ORDER BY rowid")
+        while rows := cur.fetchmany(batch):
             yield from rows
-            last = rows[-1]["seq"]
 
     def verify(self, max_problems: int = 50) -> VerifyResult:
         """Recompute the chain in storage order (bounded memory); report every break found.
 
         Detects an edited record (hash or MAC mismatch), a deleted one (``seq`` gap, broken
         ``prev_hash`` link, or a head seal pointing past the end), reordered ones (``seq`` out of
-        order or links broken) and a forged chain (MACs need the master key)."""
+        order or links broken) and a forged chain (MACs need the master key).
+
+        Records, head seal and alarm are read in one read transaction (:meth:`Database.snapshot`),
+        so records appended meanwhile by this or another process are simply not seen: they can
+        never make the seal look ahead of the chain (a false tamper alarm)."""
+        with self.db.snapshot() as conn:
+            return self._verify(conn, max_problems)
+
+    def _verify(self, conn: sqlite3.Connection, max_problems: int) -> VerifyResult:
         problems: list[str] = []
         expected_seq, prev, count = 1, GENESIS, 0
 
@@ -211,7 +214,7 @@ class AuditLog:
             if len(problems) < max_problems:
                 problems.append(msg)
 
-        for row in self._iter_rows():
+        for row in self._iter_rows(conn):
             rec = AuditRecord.from_row(row)
             count += 1
             if rec.seq != expected_seq:
@@ -223,15 +226,14 @@ class AuditLog:
             if not hmac.compare_digest(self._mac(rec.hash), rec.mac):
                 problem(f"record {rec.seq}: MAC does not verify (record forged, or a different master key)")
             expected_seq, prev = rec.seq + 1, rec.hash
-        with self.db._lock:
-            head = self._read_seal(self.db.conn)
+        head = self._read_seal(conn)
         if head is None:
             if count:
                 problem("the audit head seal is missing or does not verify (deleted, forged, or a different master key)")
         elif head[0] != expected_seq - 1 or head[1] != prev:
             problem(f"the audit head seal names record {head[0]} but the chain ends at record "
                     f"{expected_seq - 1} with another hash (records cut off the end or replaced)")
-        alarm = self.db.query_one("SELECT value FROM meta WHERE key = 'audit_alarm'")
+        alarm = conn.execute("SELECT value FROM meta WHERE key = 'audit_alarm'").fetchone()
         if alarm is not None:
             problem(f"tampering noticed earlier: {bytes(alarm[0]).decode(errors='replace')}")
         return VerifyResult(count, prev.hex(), tuple(problems))

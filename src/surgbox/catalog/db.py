@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from .._fs import fsync_dir
 from .errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class Database:
                 raise CatalogError(f"catalog database {self.path} does not exist; run `surgbox init` first")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _create_private(self.path)
+            fsync_dir(self.path.parent)  # the new file's name is on disk before anything is committed
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout_ms / 1000)
@@ -247,6 +249,29 @@ class Database:
                 raise
             else:
                 conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """``with db.snapshot() as c:`` a separate read-only connection inside one read
+        transaction: every query in the block sees the same committed state (WAL gives the
+        reader one snapshot), while other connections and processes keep writing. Does not take
+        this object's lock, so long reads (``AuditLog.verify``) do not stall the writers."""
+        if self._conn is None:
+            raise CatalogError(f"catalog database {self.path} is not open; call open() first")
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout_ms / 1000)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.execute("BEGIN")  # deferred: the snapshot is taken at the first read below
+            conn.execute("SELECT count(*) FROM meta").fetchone()
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         """Run a read-only statement and return all rows."""

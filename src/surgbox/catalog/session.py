@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from .audit import SYSTEM, AuditLog, AuditRecord, VerifyResult
 from .db import Database, to_text, utcnow
 from .errors import AccessDenied, AuthenticationError, CatalogError, NotFoundError
 from .phi import PhiCipher, derive_subkey, normalize
-from .users import ROLES, PasswordPolicy, User, allowed, check_role
+from .users import ROLES, PasswordPolicy, User, allowed, check_action, check_role
 
 if TYPE_CHECKING:  # pragma: no cover
     from .events import Event, EventManager
@@ -35,12 +35,14 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_OPERATION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 
 def check_user_name(name: str) -> str:
+    """``name`` if it is a valid user name, else :class:`CatalogError` naming it and the allowed form."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"user name {name!r} is not valid: use 1-64 letters, digits, '.', '_', '@' or '-' "
-                         f"(starting with a letter or digit)")
+        raise CatalogError(f"user name {name!r} is not valid: use 1-64 letters, digits, '.', '_', '@' or '-', "
+                           f"starting with a letter or digit (e.g. 'dr.sands')")
     return name
 
 
@@ -72,6 +74,10 @@ class Catalog:
     def open(self) -> Catalog:
         if self.db is not None:
             return self
+        if not self.create and not self.home.exists():
+            raise CatalogError(f"{self.home.path} is not a surgbox home (no catalog, key or config there); "
+                               f"run `surgbox init --home {self.home.path}`, or point --home / SURGBOX_HOME at "
+                               f"an initialized home")
         master = self.home.master_key()
         if self.policy is None:
             try:
@@ -247,9 +253,21 @@ class Session:
         user = self.user
         return allowed(user, action, owns_event=None if event is None else self.owns(event, user))
 
-    def authorize(self, action: str, event: Event | None = None, *, operation: str | None = None) -> User:
-        """Allow ``action`` (on ``event``) or audit the refusal (as ``operation``) and raise
-        :class:`AccessDenied`. Returns the freshly loaded user."""
+    def authorize(self, action: str, event: Event | str | None = None, *, operation: str | None = None) -> User:
+        """Allow ``action`` (one of :data:`~surgbox.catalog.ACTIONS`) on ``event`` (an
+        :class:`~surgbox.catalog.Event` or an event id; ``None`` for actions not about one event),
+        or audit the refusal (as ``operation``, default ``action``) and raise :class:`AccessDenied`.
+        An unknown event id raises :class:`NotFoundError` (audited), but only to users who may take
+        ``action`` on some event: others get :class:`AccessDenied`, so ids cannot be probed.
+        Returns the freshly loaded user. This is how features outside the catalog (de-identification,
+        upload) check permission: ``session.authorize("upload", event_id, operation="event.upload")``."""
+        try:
+            check_action(action)
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from None
+        if isinstance(event, str):
+            self.events._authorized(action, event, operation or action)
+            return self.user
         user = self.current_user()
         owns = None if event is None else self.owns(event, user)
         if not allowed(user, action, owns_event=owns):
@@ -258,6 +276,25 @@ class Session:
                                        **({"disabled": True} if user.disabled else {})})
             raise AccessDenied(user.name, user.role, action, event.id if event else None)
         return user
+
+    def record_action(self, operation: str, event: Event | str | None = None, result: str = "ok",
+                      detail: Mapping[str, Any] | None = None) -> AuditRecord:
+        """Append an audit record for something this user did outside the catalog (e.g.
+        ``"event.upload"`` after :meth:`authorize`). ``operation`` is a dotted name
+        (``event.deidentify``); ``result`` is ``ok``, ``denied`` or ``failed``; ``detail`` a mapping of
+        non-PHI facts (counts, checksums, a destination's host name): it is stored in clear."""
+        if not isinstance(operation, str) or not _OPERATION.match(operation):
+            raise CatalogError(f"audit operation {operation!r} is not valid: use dotted lowercase words, "
+                               f"e.g. 'event.upload'")
+        if result not in ("ok", "denied", "failed"):
+            raise CatalogError(f"audit result {result!r} is not one of ok, denied, failed")
+        target = event.id if event is not None and not isinstance(event, str) else event
+        if target is not None:
+            from .events import _EVENT_ID
+
+            if not _EVENT_ID.match(target):
+                raise CatalogError(f"{target!r} is not an event id (ev-YYYYMMDD-xxxxxxxx)")
+        return self.catalog.audit.record(self.current_user().name, operation, target, result, detail)
 
     @property
     def events(self) -> EventManager:
@@ -323,7 +360,7 @@ class UserManager:
         me = self.session.authorize("manage_users", operation="user.show")
         row = self._cat._user_row(name)
         if row is None:
-            raise NotFoundError(f"no user named {name!r}")
+            raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
         self._cat.audit.record(me.name, "user.show", name, "ok")
         return None if row["physician_enc"] is None else self._cat.phi.decrypt(row["physician_enc"], f"users.physician:{row['id']}")
 
@@ -355,7 +392,7 @@ class UserManager:
         with self._cat.db.transaction() as c:
             n = c.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = ?", (name,)).rowcount
             if not n:
-                raise NotFoundError(f"no user named {name!r}")
+                raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
             self._cat.audit.append(c, me.name, "user.unlock", name, "ok")
         return self._get(name)
 
@@ -378,7 +415,7 @@ class UserManager:
             n = c.execute("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL WHERE name = ?",
                           (pw_hash, name)).rowcount
             if not n:
-                raise NotFoundError(f"no user named {name!r}")
+                raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
             self._cat.audit.append(c, me.name, "user.passwd", name, "ok")
 
 
@@ -391,6 +428,9 @@ class AuditView:
     def records(self, **filters: Any) -> list[AuditRecord]:
         """Records filtered as :meth:`AuditLog.records` (``since_seq``, ``limit``, ``actor``, ``action``, ``target``)."""
         me = self.session.authorize("view_audit", operation="audit.show")
+        limit = filters.get("limit")
+        if limit is not None and (not isinstance(limit, int) or not 1 <= limit <= 1_000_000):
+            raise CatalogError(f"--limit must be a whole number from 1 to 1000000, got {limit!r}")
         recs = self.session.catalog.audit.records(**filters)
         self.session.catalog.audit.record(me.name, "audit.show", None, "ok", {"count": len(recs)})
         return recs

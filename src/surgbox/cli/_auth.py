@@ -32,20 +32,31 @@ def read_secret(prompt: str, env: str | None = None, *, confirm: bool = False) -
         return os.environ[env]
     if not sys.stdin.isatty():
         raise SurgboxError(f"no password given and no terminal to ask for one: set {env or 'the option'}")
-    first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("again: ") != first:
-        raise SurgboxError("the two passwords differ; nothing was changed")
+    try:
+        first = getpass.getpass(prompt)
+        if confirm and getpass.getpass("again: ") != first:
+            raise SurgboxError("the two passwords differ; nothing was changed")
+    except EOFError:
+        raise SurgboxError(f"no password entered; type it at the prompt or set {env or 'the option'}") from None
     return first
 
 
-@contextmanager
-def login(args: argparse.Namespace) -> Iterator[Any]:
-    """``with login(args) as session:`` an authenticated :class:`~surgbox.catalog.Session`."""
-    from ..catalog import Catalog
-
+def credentials(args: argparse.Namespace) -> tuple[str, str]:
+    """``(user, password)``: ``--user`` or ``$SURGBOX_USER``; the password from ``$SURGBOX_PASSWORD``
+    or typed at a prompt (asked once; pass the pair to :func:`login`, and the password to whatever
+    needs it again, such as changing one's own password)."""
     user = getattr(args, "user", None) or os.environ.get(USER_ENV)
     if not user:
         raise SurgboxError(f"who are you? pass --user NAME or set {USER_ENV}")
-    password = read_secret(f"password for {user}: ", PASSWORD_ENV)
+    return user, read_secret(f"password for {user}: ", PASSWORD_ENV)
+
+
+@contextmanager
+def login(args: argparse.Namespace, creds: tuple[str, str] | None = None) -> Iterator[Any]:
+    """``with login(args) as session:`` an authenticated :class:`~surgbox.catalog.Session`
+    (``creds`` from :func:`credentials`, else read now)."""
+    from ..catalog import Catalog
+
+    user, password = creds or credentials(args)
     with Catalog.at(getattr(args, "home", None)) as catalog:
         yield catalog.login(user, password)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._auth import add_auth_options, login, read_secret
+from ._auth import add_auth_options, credentials, login, read_secret
 
 NEW_PASSWORD_ENV = "SURGBOX_NEW_PASSWORD"
 
@@ -75,12 +75,11 @@ def _simple(args: argparse.Namespace) -> int:
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    import os
-
-    password = _new_password(args, args.name)
-    with login(args) as s:
+    creds = credentials(args)  # log in first: a wrong password fails before the new one is asked
+    with login(args, creds) as s:
+        password = _new_password(args, args.name)
         own = args.name == s.user.name
-        s.users.set_password(args.name, password,
-                             current_password=os.environ.get("SURGBOX_PASSWORD") if own else None)
+        # one's own password: the login password (however it was given) is the current password
+        s.users.set_password(args.name, password, current_password=creds[1] if own else None)
     print(f"password of {args.name} changed")
     return 0

@@ -1,0 +1,104 @@
+"""surgbox._fs: atomic, durable file replacement; SURGBOX_HOME init writes its key and config durably."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from surgbox._fs import atomic_write, fsync_dir
+from surgbox.home import Home
+
+needs_proc_fd = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+
+
+@pytest.fixture
+def fsync_log(monkeypatch):
+    """Every fsync of this process, as (path of the synced file or folder, and a hook's value),
+    while still really syncing: a spy, not a stand-in."""
+    real, log = os.fsync, []
+    probe = {"value": lambda: None}
+
+    def spy(fd):
+        real(fd)
+        log.append((os.readlink(f"/proc/self/fd/{fd}"), probe["value"]()))
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return log, probe
+
+
+def test_atomic_write_replaces_whole_file_with_mode_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "config.toml"
+    p.write_bytes(b"old")
+    assert atomic_write(p, b"new contents") == p
+    assert p.read_bytes() == b"new contents"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600  # default: owner only, whatever the old mode was
+    atomic_write(tmp_path / "pub.txt", b"x", mode=0o640)
+    assert stat.S_IMODE((tmp_path / "pub.txt").stat().st_mode) == 0o640 & ~_umask()
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["config.toml", "pub.txt"]
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+@needs_proc_fd
+def test_atomic_write_syncs_data_then_folder(tmp_path, fsync_log):
+    log, probe = fsync_log
+    p = tmp_path / "f.bin"
+    probe["value"] = lambda: p.exists()
+    atomic_write(p, b"data")
+    (data_path, renamed), (dir_path, renamed_after) = log
+    assert Path(data_path).parent == tmp_path and Path(data_path).name.startswith(".f.bin.") and not renamed
+    assert dir_path == str(tmp_path) and renamed_after  # the folder is synced after the rename
+
+
+FILL_DISK = r"""
+import resource, signal, sys
+from surgbox._fs import atomic_write
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))   # writes past 64 KiB fail: a full disk
+try:
+    atomic_write(sys.argv[1], b"n" * 1_000_000)
+except OSError as exc:
+    print("failed", exc.errno)
+"""
+
+
+def test_a_failed_write_leaves_the_old_file_intact(tmp_path):
+    p = tmp_path / "report.pdf"
+    p.write_bytes(b"old report")
+    out = subprocess.run([sys.executable, "-c", FILL_DISK, str(p)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("failed"), out.stderr
+    assert p.read_bytes() == b"old report"
+    assert [q.name for q in tmp_path.iterdir()] == ["report.pdf"]  # the temporary file was removed
+
+
+def test_fsync_dir_needs_an_existing_folder(tmp_path):
+    fsync_dir(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        fsync_dir(tmp_path / "missing")
+
+
+@needs_proc_fd
+def test_init_makes_key_and_config_durable_before_the_catalog_exists(tmp_path, fsync_log):
+    """A power loss during `surgbox init` cannot leave a catalog whose key or config is lost: the key
+    file, the config's data and the folder entries naming them are synced before catalog.db appears."""
+    log, probe = fsync_log
+    home = Home(tmp_path / "home")
+    probe["value"] = lambda: home.catalog_path.exists()
+    home.init("admin", "admin-password")
+    before = [p for p, catalog_exists in log if not catalog_exists]
+    assert str(home.master_key_path) in before
+    cfg = [i for i, p in enumerate(before) if Path(p).name.startswith(".config.toml.")]
+    assert cfg, before  # the config's data, synced under its temporary name ...
+    assert str(home.path) in before[cfg[0] + 1:]  # ... then the folder holding its new name
+    assert str(home.keys_dir) in before and str(home.path.parent) in before
+    assert home.config_path.is_file() and not list(home.path.glob(".config.toml.*"))
+    assert stat.S_IMODE(home.config_path.stat().st_mode) == 0o600
