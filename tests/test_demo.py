@@ -4,6 +4,7 @@
 * flash-to-beep offset measured from the decoded file is <= 1 frame at every 2 s marker;
 * CPU cost <= 1.2 core-seconds per recorded second (printed);
 * kill -9 at ~12 s leaves >= 9 s of playable video;
+* the simulated BIS monitor's readings reach the data track;
 * ``surgbox record`` stops cleanly on SIGTERM.
 """
 
@@ -151,20 +152,28 @@ def test_kill_9_leaves_the_completed_seconds_playable(tmp_path):
     assert json.loads(side.read_text())["status"] == "recording"  # the sidecar written at start survives
 
 
-def test_demo_default_output_under_user_data_dir(tmp_path):
-    env = {**os.environ, "SURGBOX_HOME": str(tmp_path / "home")}
-    proc = subprocess.run(surgbox("demo", "--duration", "1", "--quiet"), capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    assert path.parent == tmp_path / "home" / "recordings" and path.name.startswith("demo-") and path.exists()
-    assert f"recording to {path}" in proc.stderr
+def test_demo_records_the_simulated_bis_monitor(demo):
+    """The demo's BIS simulator (pty) reaches the data track beside --out (about one reading a
+    second on the recording's time line); the store default is in test_integration_store.py."""
+    from surgbox.readings import read_data_track
+
+    track = read_data_track(demo["out"].with_name("demo.mp4.data.jsonl"))
+    series = [(t, v) for t, v in track.series("BIS") if 0 <= t <= 20]
+    assert 17 <= len(series) <= 21 and track.skipped_lines == 0
+    assert all(v is None or 0 <= v <= 100 for _, v in series)
+    side = json.loads(demo["out"].with_name("demo.mp4.json").read_text())
+    assert side["data_track"] == "demo.mp4.data.jsonl" and "bis" in [s["name"] for s in side["sources"]]
 
 
 def test_record_cli_status_line_and_clean_sigterm(tmp_path):
     out = tmp_path / "rec.mp4"
     proc = subprocess.Popen(surgbox("record", "--config", str(REPO / "examples" / "record.toml"), "--out", str(out)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    side_path = out.with_name("rec.mp4.json")
+    deadline = time.monotonic() + 30
+    while not side_path.exists() and time.monotonic() < deadline:  # started (slow start-up on a busy machine)
+        time.sleep(0.05)
+    time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

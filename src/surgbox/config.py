@@ -219,16 +219,19 @@ class RecordConfig:
                 raise ConfigError(f"sources.{spec.name}: plugin {spec.plugin!r} rejected its options ({exc}); check the option names and values") from exc
         return out
 
-    def build_recorder(self, *, plugins: Any = None, output: Any = None, duration: float | None = None, **kwargs: Any) -> Any:
-        """A :class:`~surgbox.recorder.Recorder` for this configuration; ``output`` and
-        ``duration`` override the file's values; other keyword arguments go to the Recorder."""
+    def build_recorder(self, *, plugins: Any = None, output: Any = None, duration: float | None = None,
+                       event: Any = None, **kwargs: Any) -> Any:
+        """A :class:`~surgbox.recorder.Recorder` for this configuration; ``output`` (a path, file
+        object or :class:`~surgbox.recorder.RecordingSink`), ``duration`` and ``event`` (the
+        panel's event fields) override the file's values; other keyword arguments go to the Recorder."""
         from .plugins import get_plugins
         from .recorder import Recorder
 
         plugins = plugins or get_plugins()
         target = output if output is not None else self.output
         if target is None:
-            raise ConfigError("no output: set [output] path = \"FILE.mp4\" in the config or pass --out FILE.mp4")
+            raise ConfigError("no output: set [output] path = \"FILE.mp4\" in the config, pass --out FILE.mp4, "
+                              "or record into an event with --event ID")
         try:
             encoder = plugins.create("encoder", self.encoder.plugin, **self.encoder.options)
         except (TypeError, ValueError) as exc:
@@ -247,7 +250,7 @@ class RecordConfig:
             compositor=compositor,
             fps=self.fps,
             stale_timeout_s=self.stale_timeout_s,
-            event=self.event,
+            event=self.event if event is None else event,
             optional=frozenset(s.name for s in self.sources if s.optional),
             audio=self.audio,
             duration=duration if duration is not None else self.duration_s,

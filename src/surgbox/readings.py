@@ -62,7 +62,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -121,29 +121,52 @@ class DataTrackWriter:
     fsync_interval_s: float = 1.0
     written: int = 0
     failed: int = 0
-    error: OSError | None = None
+    error: Exception | None = None
     _file: Any = attrs.field(default=None, alias="_file")  # unbuffered binary file: no stale buffer after an error
     _broken_line: bool = attrs.field(default=False, alias="_broken_line")
     _last_sync: float = attrs.field(default=0.0, alias="_last_sync")
 
     @classmethod
-    def open(cls, path: str | Path, start_ns: int, *, fsync_interval_s: float = 1.0) -> DataTrackWriter:
-        """Create ``path`` (it must not exist) and write the header line.
+    def open(cls, target: str | Path | IO[bytes], start_ns: int, *, fsync_interval_s: float = 1.0,
+             name: str | None = None) -> DataTrackWriter:
+        """Create the data track and write the header line.
 
-        ``start_ns``: master-clock time (``clock.now_ns()``) of the recording's t = 0.
-        Raises :class:`SurgboxError` naming the path when it cannot be created.
+        ``target``: a path (created; it must not exist) or a writable binary file object (e.g. an
+        encrypted store writer), which the writer owns from now on: :meth:`close` closes it (for a
+        store writer that commits the object). Durability for a file object: its ``sync()`` if it
+        has one (the store writer's), else ``os.fsync`` of its ``fileno()``. ``start_ns``:
+        master-clock time (``clock.now_ns()``) of the recording's t = 0. ``name`` labels a file
+        object in messages. Raises :class:`SurgboxError` naming the path when it cannot be created.
         """
-        self = cls(Path(path), int(start_ns), fsync_interval_s)
-        try:
-            self._file = open(self.path, "xb", buffering=0)
-        except FileExistsError:
-            raise SurgboxError(f"data track {self.path} already exists; each recording needs its own sidecar (pick a new path)") from None
-        except OSError as exc:
-            raise SurgboxError(f"cannot create data track {self.path}: {exc.strerror}; check the folder exists and is writable") from exc
+        if isinstance(target, (str, os.PathLike)):
+            self = cls(Path(target), int(start_ns), fsync_interval_s)
+            try:
+                self._file = open(self.path, "xb", buffering=0)
+            except FileExistsError:
+                raise SurgboxError(f"data track {self.path} already exists; each recording needs its own sidecar (pick a new path)") from None
+            except OSError as exc:
+                raise SurgboxError(f"cannot create data track {self.path}: {exc.strerror}; check the folder exists and is writable") from exc
+        else:
+            self = cls(Path(name or getattr(target, "name", None) or "<data track>"), int(start_ns), fsync_interval_s)
+            self._file = target
         header = {"format": FORMAT, "version": VERSION, "start_ns": self.start_ns}
         self._write_all((json.dumps(header) + "\n").encode())
         self._last_sync = time.monotonic()
         return self
+
+    def _sync(self) -> None:
+        sync = getattr(self._file, "sync", None)
+        if callable(sync):
+            sync()
+            return
+        try:
+            fd = self._file.fileno()
+        except (AttributeError, OSError, ValueError):
+            flush = getattr(self._file, "flush", None)
+            if callable(flush):
+                flush()
+            return
+        os.fsync(fd)
 
     def write(self, reading: Reading) -> bool:
         """Append one reading; True when the line reached the OS (see class doc for errors)."""
@@ -156,9 +179,9 @@ class DataTrackWriter:
             self._write_all(line.encode("utf-8"))
             now = time.monotonic()
             if now - self._last_sync >= self.fsync_interval_s:
-                os.fsync(self._file.fileno())
+                self._sync()
                 self._last_sync = now
-        except OSError as exc:
+        except (OSError, SurgboxError) as exc:  # SurgboxError: a store whose every root failed
             self.failed += 1
             self._broken_line = True
             if self.error is None:
@@ -176,19 +199,22 @@ class DataTrackWriter:
             view = view[n:]
 
     def close(self) -> None:
-        """Fsync and close. Idempotent."""
-        f, self._file = self._file, None
-        if f is None:
+        """Fsync and close (a store writer commits). Idempotent. Never raises: a failure is kept
+        in ``error`` (when none was) and logged."""
+        if self._file is None:
             return
         try:
-            os.fsync(f.fileno())
+            if not hasattr(self._file, "sync"):  # a store writer makes its data durable when it commits
+                self._sync()
         except OSError as exc:  # pragma: no cover - disk gone at close
             log.warning("data track %s: final fsync failed: %s", self.path, exc)
-        finally:
-            try:
-                f.close()
-            except OSError:  # pragma: no cover
-                pass
+        f, self._file = self._file, None
+        try:
+            f.close()
+        except (OSError, SurgboxError) as exc:
+            log.error("data track %s: closing failed: %s", self.path, exc)
+            if self.error is None:
+                self.error = exc
 
     def __enter__(self) -> DataTrackWriter:
         return self
@@ -234,31 +260,40 @@ class DataTrack:
         return out
 
 
-def _iter_lines(path: Path) -> Iterator[str]:
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                # the last line of a crashed writer: never trust it
-                yield ""
-                return
-            yield raw.decode("utf-8", errors="replace")
+def _iter_lines(f: IO[Any]) -> Iterator[str]:
+    for raw in f:
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", errors="replace")
+        if not raw.endswith(b"\n"):
+            # the last line of a crashed writer: never trust it
+            yield ""
+            return
+        yield raw.decode("utf-8", errors="replace")
 
 
-def read_data_track(path: str | Path) -> DataTrack:
-    """Read a data track written by :class:`DataTrackWriter`.
+def read_data_track(source: str | os.PathLike | IO[bytes] | IO[str]) -> DataTrack:
+    """Read a data track written by :class:`DataTrackWriter` from a path or an open file object
+    (binary or text, read from its current position; e.g. a store reader: nothing touches the disk).
 
     Lines that are truncated (no final newline: the writer crashed mid-line), not JSON, or not
     readings are skipped and counted. Raises :class:`SurgboxError` when the file is missing or
     is not a data track.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise SurgboxError(f"data track {p} does not exist; it is written beside the recording as <recording>{SUFFIX}")
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.is_file():
+            raise SurgboxError(f"data track {p} does not exist; it is written beside the recording as <recording>{SUFFIX}")
+        with open(p, "rb") as f:
+            return _read_track(f, str(p))
+    return _read_track(source, str(getattr(source, "name", None) or "the data track stream"))
+
+
+def _read_track(f: IO[Any], label: str) -> DataTrack:
     points: list[DataPoint] = []
     skipped = 0
     start_ns = None
     first = True
-    for line in _iter_lines(p):
+    for line in _iter_lines(f):
         if not line.strip():
             if line == "":
                 skipped += 1
@@ -266,15 +301,16 @@ def read_data_track(path: str | Path) -> DataTrack:
         try:
             obj = json.loads(line)
         except ValueError:
+            if first:
+                raise SurgboxError(f"{label} is not a surgbox data track (its first line is not JSON)") from None
             skipped += 1
-            first = False
             continue
         if first:
             first = False
             if isinstance(obj, dict) and obj.get("format") == FORMAT:
                 start_ns = obj.get("start_ns")
                 continue
-            raise SurgboxError(f"{p} is not a surgbox data track (its first line has no \"format\": \"{FORMAT}\")")
+            raise SurgboxError(f"{label} is not a surgbox data track (its first line has no \"format\": \"{FORMAT}\")")
         try:
             dt = obj.get("device_time")
             points.append(

@@ -11,14 +11,23 @@ time, writes data readings to the data track and serves snapshot requests. PNG s
 written by a helper thread so the pipeline never waits on PNG compression. Memory is bounded by
 the queue sizes; nothing grows with the recording's length.
 
-Files beside an output path ``case.mp4``: ``case.mp4.json`` (the sidecar: metadata, layout,
-sources, snapshots, final stats; rewritten atomically), ``case.mp4.data.jsonl`` (data track,
-when there are data sources) and ``case.mp4.snapshots/`` (PNG snapshots).
+Where the files go is a :class:`RecordingSink`. Beside an output path ``case.mp4``
+(:class:`FileSink`): ``case.mp4.json`` (the sidecar: metadata, layout, sources, snapshots, final
+stats; rewritten atomically), ``case.mp4.data.jsonl`` (data track, when there are data sources)
+and ``case.mp4.snapshots/`` (PNG snapshots). :class:`StoreSink` encrypts the same files into a
+store as they are recorded (no plaintext on disk; crash recovery by ``store.recover()``), and
+:class:`EventSink` does that for a catalog event, which it starts, fills and stops.
 """
 
 from __future__ import annotations
 
+import abc
+import collections
 import concurrent.futures
+import contextlib
+import hashlib
+import inspect
+import io
 import json
 import logging
 import os
@@ -58,6 +67,95 @@ def snapshot_dir(output: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".snapshots")
 
 
+# -- recording sinks -----------------------------------------------------------------------------
+
+RECORDING_SEGMENT_SIZE = 32 * 1024
+"""Ciphertext segment size of a recording's video in a store. A crash loses the open segment:
+32 KiB is ~0.5 s of the demo (~0.5 Mbit/s; 1 MiB would be ~15 s) and 0.03 s at 8 Mbit/s, for 16
+bytes of tag per segment (0.05 %)."""
+
+SMALL_SEGMENT_SIZE = 4096
+"""Segment size of a recording's data track and sidecar in a store: a data track grows by a few
+hundred bytes a second, so a crash loses at most ~4 KiB of it (seconds, not minutes)."""
+
+FILE_KINDS = ("segment", "snapshot", "data", "sidecar")
+
+
+@attrs.frozen
+class RecordedFile:
+    """A file a recording wrote: ``kind`` (``segment`` the video, ``snapshot`` a PNG, ``data`` the
+    data track, ``sidecar`` the JSON sidecar), ``name`` (a path, or a store key), ``size`` in bytes
+    and ``sha256`` of the plaintext (hex; ``None`` when the sink did not hash it)."""
+
+    kind: str = attrs.field(validator=attrs.validators.in_(FILE_KINDS))
+    name: str
+    size: int
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+class RecordingSink(abc.ABC):
+    """Where a recording's files go: the video stream, the JSON sidecar, the data track and the
+    PNG snapshots. :class:`FileSink` writes plain files beside an output path; :class:`StoreSink`
+    encrypts everything into a :class:`~surgbox.interfaces.Store` (nothing in plaintext on disk);
+    :class:`EventSink` does that for an event of the catalog.
+
+    The recorder calls, in order: :meth:`open` (before the sources start; fail here on a bad
+    destination), :meth:`write_sidecar` (at start, after each snapshot and at the end),
+    :meth:`video_target` once, :meth:`data_track_target` once when there are data sources,
+    :meth:`sync` about once a second (pipeline thread), :meth:`write_snapshot` (snapshot thread),
+    :meth:`finish_video` after the encoder closed, and :meth:`close` last; :meth:`abort` instead
+    when the recording could not start. Names in the sidecar are relative to the sidecar.
+    """
+
+    label: str = ""
+    #: name of the data track in the sidecar (``None``: this sink keeps no data track)
+    data_track_name: str | None = None
+    #: whether :meth:`write_snapshot` can store snapshots
+    can_snapshot: bool = True
+
+    def open(self) -> None:
+        """Prepare the destination (before any source starts)."""
+
+    @abc.abstractmethod
+    def video_target(self) -> str | os.PathLike | IO[bytes]:
+        """The encoder's output: a path or a writable, non-seekable binary file object."""
+
+    def sync(self) -> None:
+        """Make what was written so far durable (called about once a second)."""
+
+    def finish_video(self) -> None:
+        """The encoder closed: make the video durable (and commit it)."""
+
+    @abc.abstractmethod
+    def write_sidecar(self, meta: Mapping[str, Any]) -> None:
+        """Store (replace) the sidecar JSON."""
+
+    def data_track_target(self) -> str | os.PathLike | IO[bytes]:
+        """Where :class:`~surgbox.readings.DataTrackWriter` writes (it closes a file object)."""
+        raise ConfigError(f"{type(self).__name__} keeps no data track")
+
+    @abc.abstractmethod
+    def snapshot_name(self, index: int, what: str) -> str:
+        """The sidecar's name for snapshot ``index`` of ``what`` (``composite`` or a source name)."""
+
+    @abc.abstractmethod
+    def write_snapshot(self, name: str, png: bytes) -> None:
+        """Store one PNG under the name :meth:`snapshot_name` gave."""
+
+    def files(self) -> list[RecordedFile]:
+        """What was written so far."""
+        return []
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The recording ended (``error``: why it ended early, if it did)."""
+
+    def abort(self) -> None:
+        """The recording did not start: discard what was begun."""
+
+
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -66,6 +164,360 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
+    return (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8")
+
+
+def _png(picture: Any) -> bytes:
+    """PNG bytes of an ``av.VideoFrame`` (fast compression: snapshots must not lag)."""
+    buf = io.BytesIO()
+    picture.to_image().save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@attrs.define(eq=False)
+class FileSink(RecordingSink):
+    """Plain files: the video at ``video`` (a path, or a binary file object such as a pipe),
+    the sidecar at ``sidecar``, PNGs in the folder ``snapshots`` and the data track at
+    ``data_track`` (``None`` disables each; for a path video they default to ``case.mp4.json``,
+    ``case.mp4.snapshots/`` and ``case.mp4.data.jsonl`` beside it)."""
+
+    video: str | os.PathLike | IO[bytes]
+    sidecar: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    snapshots: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    data_track: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
+
+    def __attrs_post_init__(self) -> None:
+        from .readings import data_track_path
+
+        if isinstance(self.video, (str, os.PathLike)):
+            self.sidecar = self.sidecar or sidecar_path(self.video)
+            self.snapshots = self.snapshots or snapshot_dir(self.video)
+            self.data_track = self.data_track or data_track_path(self.video)
+        elif self.data_track is None and self.sidecar is not None:
+            self.data_track = data_track_path(self.sidecar.with_suffix(""))
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        v = self.video
+        return os.fspath(v) if isinstance(v, (str, os.PathLike)) else getattr(v, "name", None) or f"<{type(v).__name__}>"
+
+    @property
+    def data_track_name(self) -> str | None:  # type: ignore[override]
+        return None if self.data_track is None else self.data_track.name
+
+    @property
+    def can_snapshot(self) -> bool:  # type: ignore[override]
+        return self.snapshots is not None
+
+    def video_target(self) -> str | os.PathLike | IO[bytes]:
+        return self.video
+
+    def finish_video(self) -> None:
+        if isinstance(self.video, (str, os.PathLike)) and os.path.exists(self.video):
+            fd = os.open(self.video, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def write_sidecar(self, meta: Mapping[str, Any]) -> None:
+        if self.sidecar is not None:
+            with self._lock:
+                _write_json_atomic(self.sidecar, meta)
+
+    def data_track_target(self) -> Path:
+        if self.data_track is None:
+            raise ConfigError("no data track path: give FileSink(data_track=PATH)")
+        return self.data_track
+
+    def snapshot_name(self, index: int, what: str) -> str:
+        if self.snapshots is None:
+            raise ConfigError("snapshot: no snapshot folder; give Recorder(snapshots=DIR) when the output is a file object")
+        return f"{self.snapshots.name}/snapshot-{index:04d}-{what}.png"
+
+    def write_snapshot(self, name: str, png: bytes) -> None:
+        assert self.snapshots is not None
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        (self.snapshots.parent / name).write_bytes(png)
+
+    def files(self) -> list[RecordedFile]:
+        out = []
+        cands: list[tuple[str, Any]] = [("segment", self.video), ("sidecar", self.sidecar), ("data", self.data_track)]
+        if self.snapshots is not None and self.snapshots.is_dir():
+            cands += [("snapshot", p) for p in sorted(self.snapshots.glob("snapshot-*.png"))]
+        for kind, p in cands:
+            if isinstance(p, (str, os.PathLike)) and os.path.isfile(p):
+                out.append(RecordedFile(kind, os.fspath(p), os.path.getsize(p)))
+        return out
+
+
+class _HashingWriter:
+    """Write-through wrapper of a store writer that hashes (SHA-256) and counts the plaintext;
+    ``on_close(self)`` runs after the inner writer committed."""
+
+    def __init__(self, inner: Any, name: str, on_close: Any = None):
+        self.inner, self.name, self.on_close = inner, name, on_close
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        n = self.inner.write(data)
+        n = len(data) if n is None else n
+        self.sha.update(memoryview(data)[:n])
+        self.size += n
+        return n
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        flush = getattr(self.inner, "flush", None)
+        if callable(flush):
+            flush()
+
+    def sync(self) -> None:
+        sync = getattr(self.inner, "sync", None)
+        if callable(sync):
+            sync()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.inner.close()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            abort = getattr(self.inner, "abort", None)
+            if callable(abort):
+                abort()
+
+
+@attrs.define(eq=False)
+class StoreSink(RecordingSink):
+    """Everything encrypted into ``store`` (an opened :class:`~surgbox.interfaces.Store`), nothing
+    in plaintext on disk. Objects: the video at ``key`` (e.g. ``recordings/demo-1/recording.mp4``),
+    the sidecar ``KEY.json``, the data track ``KEY.data.jsonl`` and snapshots
+    ``KEY.snapshot-0001-composite.png`` (flat names: they are valid event file names too).
+
+    ``segment_size`` / ``small_segment_size``: ciphertext segment sizes of the video and of the
+    data track and sidecar (passed to ``store.writer(..., segment_size=)`` when the store takes
+    it; see :data:`RECORDING_SEGMENT_SIZE`). Crash safety: the video writer is synced about once
+    a second; after a ``kill -9``, ``store.recover()`` (``surgbox store recover``) commits every
+    complete segment. The sidecar is replaced (delete + write) at start, after each snapshot and
+    at the end, so after a crash it may be missing: the video's container metadata holds the
+    layout, sources, event and start time. ``close_store``: close ``store`` in :meth:`close`.
+    Object metadata (unencrypted) holds only ``kind``.
+    """
+
+    store: Any = None
+    key: str = ""
+    segment_size: int | None = RECORDING_SEGMENT_SIZE
+    small_segment_size: int | None = SMALL_SEGMENT_SIZE
+    close_store: bool = False
+    _video: _HashingWriter | None = attrs.field(default=None, init=False, alias="_video")
+    _files: dict[str, RecordedFile] = attrs.field(factory=dict, init=False, alias="_files")
+    _open: list[_HashingWriter] = attrs.field(factory=list, init=False, alias="_open")
+    _sidecar_written: bool = attrs.field(default=False, init=False, alias="_sidecar_written")
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
+    _takes_segment_size: bool | None = attrs.field(default=None, init=False, alias="_takes_segment_size")
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"store:{self.key}"
+
+    @property
+    def base(self) -> str:
+        """The video key's last part (names in the sidecar are relative to its folder)."""
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def prefix(self) -> str:
+        return self.key[: len(self.key) - len(self.base)]
+
+    @property
+    def sidecar_key(self) -> str:
+        return self.key + ".json"
+
+    @property
+    def data_track_name(self) -> str:  # type: ignore[override]
+        return self.base + ".data.jsonl"
+
+    def open(self) -> None:
+        if self.store is None or not self.key:
+            raise ConfigError("StoreSink needs an opened store and the video's object key")
+
+    def _writer(self, key: str, kind: str, segment_size: int | None) -> Any:
+        if self._takes_segment_size is None:
+            try:
+                params = inspect.signature(self.store.writer).parameters
+                self._takes_segment_size = "segment_size" in params or any(
+                    p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            except (TypeError, ValueError):  # pragma: no cover
+                self._takes_segment_size = False
+        if segment_size is not None and self._takes_segment_size:
+            return self.store.writer(key, {"kind": kind}, segment_size=segment_size)
+        return self.store.writer(key, {"kind": kind})
+
+    def _committed(self, kind: str) -> Any:
+        def done(w: _HashingWriter) -> None:
+            with self._lock:
+                self._files[w.name] = RecordedFile(kind, w.name, w.size, w.sha.hexdigest())
+                if w in self._open:
+                    self._open.remove(w)
+        return done
+
+    def _track(self, w: _HashingWriter) -> _HashingWriter:
+        with self._lock:
+            self._open.append(w)
+        return w
+
+    def video_target(self) -> IO[bytes]:
+        if self._video is None:
+            self._video = self._track(_HashingWriter(self._writer(self.key, "segment", self.segment_size), self.key,
+                                                     self._committed("segment")))
+        return self._video  # type: ignore[return-value]
+
+    def sync(self) -> None:
+        if self._video is not None and not self._video.closed:
+            self._video.sync()
+
+    def finish_video(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+    def write_sidecar(self, meta: Mapping[str, Any]) -> None:
+        data = _sidecar_bytes(meta)
+        with self._lock:
+            if self._sidecar_written:
+                self.store.delete(self.sidecar_key)
+                self._sidecar_written = False
+            w = self._writer(self.sidecar_key, "sidecar", self.small_segment_size)
+            with w:
+                w.write(data)
+            self._sidecar_written = True
+            self._files[self.sidecar_key] = RecordedFile("sidecar", self.sidecar_key, len(data), hashlib.sha256(data).hexdigest())
+
+    def data_track_target(self) -> IO[bytes]:
+        key = self.prefix + self.data_track_name
+        return self._track(_HashingWriter(self._writer(key, "data", self.small_segment_size), key,
+                                          self._committed("data")))  # type: ignore[return-value]
+
+    def snapshot_name(self, index: int, what: str) -> str:
+        return f"{self.base}.snapshot-{index:04d}-{what}.png"
+
+    def write_snapshot(self, name: str, png: bytes) -> None:
+        key = self.prefix + name
+        w = _HashingWriter(self._writer(key, "snapshot", None), key, self._committed("snapshot"))
+        try:
+            w.write(png)
+        except BaseException:
+            w.abort()
+            raise
+        w.close()
+
+    def files(self) -> list[RecordedFile]:
+        with self._lock:
+            return sorted(self._files.values(), key=lambda f: (FILE_KINDS.index(f.kind), f.name))
+
+    def abort(self) -> None:
+        with self._lock:
+            pending = list(self._open)
+        for w in pending:
+            w.abort()
+        if self._sidecar_written:
+            with contextlib.suppress(Exception):
+                self.store.delete(self.sidecar_key)
+        self._close_store()
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self._lock:
+            pending = list(self._open)
+        for w in pending:  # normally none: the recorder closed them
+            try:
+                w.close()
+            except Exception as exc:  # pragma: no cover
+                log.error("store object %s could not be committed: %s", w.name, exc)
+        self._close_store()
+
+    def _close_store(self) -> None:
+        if self.close_store and self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+
+
+@attrs.define(eq=False)
+class EventSink(StoreSink):
+    """Records an event of the catalog (issue 8's life cycle around a recording).
+
+    ``events``: an :class:`~surgbox.catalog.events.EventManager` (its session needs the
+    ``record`` permission for the event). :meth:`open` checks access, marks the event
+    ``recording`` (when it is ``created``; one still ``recording`` after a crash gets another
+    segment) and opens :meth:`~surgbox.catalog.events.EventManager.store_for`: objects are
+    encrypted with the event's data key, named ``segment-NNNN.mp4`` (next free number),
+    ``segment-NNNN.mp4.json`` / ``.data.jsonl`` / ``.snapshot-0001-composite.png``. :meth:`close`
+    adds every file with its size and SHA-256 (the sidecar as kind ``data``), then, with
+    ``stop_event``, stops the event, which makes its PDF report (``report``). ``registered``
+    holds the catalog's file records afterwards.
+    """
+
+    events: Any = None
+    event_id: str = ""
+    stop_event: bool = True
+    report: bool = True
+    registered: list[Any] = attrs.field(factory=list, init=False)
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"event {self.event_id}: {self.key or 'segment'}"
+
+    def open(self) -> None:
+        from .catalog.errors import CatalogError
+
+        if self.events is None or not self.event_id:
+            raise ConfigError("EventSink needs events= (an EventManager) and event_id=")
+        ev = self.events.get(self.event_id)
+        if ev.status == "stopped":
+            raise CatalogError(f"event {self.event_id} is stopped; create a new event to record again")
+        taken = {f.name for f in ev.files}
+        n = 1
+        while f"segment-{n:04d}.mp4" in taken:
+            n += 1
+        self.key = f"segment-{n:04d}.mp4"
+        self.store = self.events.store_for(self.event_id)  # checks the record permission
+        self.close_store = True
+        if ev.status == "created":
+            try:
+                self.events.start_event(self.event_id)
+            except BaseException:
+                self._close_store()
+                raise
+
+    def close(self, error: BaseException | None = None) -> None:
+        super().close(error)
+        kinds = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data"}
+        problems = []
+        for f in self.files():
+            try:
+                self.registered.append(self.events.add_file(self.event_id, kinds[f.kind], f.name, size=f.size, sha256=f.sha256))
+            except Exception as exc:
+                problems.append(f"{f.name}: {exc}")
+                log.error("event %s: file %s could not be added to the catalog: %s", self.event_id, f.name, exc)
+        if self.stop_event:
+            self.events.stop_event(self.event_id, report=self.report)
+        if problems:
+            raise SurgboxError(f"event {self.event_id}: files not added to the catalog: {'; '.join(problems)}")
 
 
 @attrs.define(eq=False)
@@ -78,7 +530,9 @@ class _SnapshotRequest:
 
 @attrs.define(eq=False)
 class Recorder:
-    """Records ``sources`` into one composite video at ``output`` (a path or binary file object).
+    """Records ``sources`` into one composite video at ``output``: a path (plain files beside
+    it), a binary file object, or a :class:`RecordingSink` (e.g. :class:`StoreSink`: everything
+    encrypted into a store; :class:`EventSink`: into an event of the catalog).
 
     Options: ``layout`` (slots name the sources they show); ``encoder`` / ``compositor``
     (instances; default the ``libx264`` / ``default`` plugins); ``fps`` output rate;
@@ -89,13 +543,14 @@ class Recorder:
     seconds after which the recording ends by itself (exactly ``ceil(duration * fps)`` frames);
     ``latency_s`` how long after a tick its frames are collected; ``audio_lag_s`` how far audio
     writing trails the clock (late chunks land in place); ``sidecar``/``snapshots`` paths
-    (default beside a path output; ``None`` for a file object output disables them);
+    (default beside a path output; ``None`` for a file object output disables them; a sink
+    decides itself); ``sync_interval_s`` how often the sink makes the video durable;
     ``plugins`` for creating default components and calling lifecycle hooks.
     """
 
     sources: Sequence[Source] = attrs.field(converter=tuple)
     layout: Layout
-    output: str | os.PathLike | IO[bytes]
+    output: str | os.PathLike | IO[bytes] | RecordingSink
     encoder: Encoder | None = None
     compositor: Compositor | None = None
     fps: Fraction = attrs.field(default=Fraction(30), converter=lambda v: Fraction(v).limit_denominator(1_000_000))
@@ -114,7 +569,11 @@ class Recorder:
     plugins: Any = None
     clock: Clock | None = None
     source_info: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    sync_interval_s: float = 1.0
 
+    _sink: RecordingSink = attrs.field(default=None, init=False, alias="_sink")
+    _last_sync: float = attrs.field(default=0.0, init=False, alias="_last_sync")
+    _pending_readings: dict[str, Any] = attrs.field(factory=dict, init=False, alias="_pending_readings")
     _thread: threading.Thread | None = attrs.field(default=None, init=False, alias="_thread")
     _stop_evt: threading.Event = attrs.field(factory=threading.Event, init=False, alias="_stop_evt")
     _done_evt: threading.Event = attrs.field(factory=threading.Event, init=False, alias="_done_evt")
@@ -164,11 +623,22 @@ class Recorder:
             raise ConfigError(f"stale_timeout_s must be > 0, got {self.stale_timeout_s}")
         if self.duration is not None and self.duration <= 0:
             raise ConfigError(f"duration must be > 0 seconds, got {self.duration}")
-        if isinstance(self.output, (str, os.PathLike)):
-            if self.sidecar is None:
-                self.sidecar = sidecar_path(self.output)
-            if self.snapshots is None:
-                self.snapshots = snapshot_dir(self.output)
+        if isinstance(self.output, RecordingSink):
+            if self.sidecar is not None or self.snapshots is not None:
+                raise ConfigError("sidecar=/snapshots= apply to a path or file output; a RecordingSink names its own files")
+            self._sink = self.output
+        else:
+            if isinstance(self.output, (str, os.PathLike)):
+                if self.sidecar is None:
+                    self.sidecar = sidecar_path(self.output)
+                if self.snapshots is None:
+                    self.snapshots = snapshot_dir(self.output)
+            self._sink = FileSink(self.output, self.sidecar, self.snapshots)
+
+    @property
+    def sink(self) -> RecordingSink:
+        """Where the files go (a :class:`FileSink` for a path or file object output)."""
+        return self._sink
 
     @property
     def audio_source(self) -> Source | None:
@@ -185,8 +655,7 @@ class Recorder:
         return self.plugins
 
     def _label(self) -> str:
-        o = self.output
-        return os.fspath(o) if isinstance(o, (str, os.PathLike)) else f"<{type(o).__name__}>"
+        return self._sink.label
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> Recorder:
@@ -223,6 +692,7 @@ class Recorder:
             self.compositor = self._plugins().create("compositor", "default")
         self.compositor.configure(self.layout)
         clock = self.clock = self.clock or Clock()
+        self._sink.open()  # a bad destination fails before any device opens
         for src in self.sources:
             try:
                 src.start(clock)
@@ -232,6 +702,7 @@ class Recorder:
                     log.warning("optional source %r did not start (%s); it shows NO SIGNAL", src.name, exc)
                     continue
                 self._stop_sources()
+                self._sink.abort()
                 if isinstance(exc, SourceError):
                     raise SourceError(f"{exc} (mark source {src.name!r} optional to record without it)") from exc
                 raise SourceError(
@@ -242,6 +713,12 @@ class Recorder:
             self._open_output(clock)
         except BaseException:
             self._stop_sources()
+            if self.encoder is not None:
+                with contextlib.suppress(Exception):
+                    self.encoder.close()
+            self._sink.abort()  # discards what a store sink began (the data track's writer too)
+            if self._data_track is not None:
+                self._data_track.close()
             raise
         self._thread = threading.Thread(target=self._run, name="surgbox-recorder", daemon=True)
         self._thread.start()
@@ -271,11 +748,7 @@ class Recorder:
         started_at = clock.wall_time(start_ns)
         self.event_id = self.event_id or str(self.event.get("id") or self.event.get("event_id") or f"rec-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
         sources = [self._describe_source(s) for s in self.sources]
-        data_track = None
-        if self.sidecar is not None and any(s.media == "data" for s in self._started):
-            from .readings import data_track_path
-
-            data_track = data_track_path(self.output if isinstance(self.output, (str, os.PathLike)) else self.sidecar.with_suffix(""))
+        data_track = self._sink.data_track_name if any(s.media == "data" for s in self._started) else None
         enc_name = getattr(self.encoder, "codec", None) or type(self.encoder).__name__
         self._meta = {
             "format": SIDECAR_FORMAT,
@@ -290,7 +763,7 @@ class Recorder:
             "sources": sources,
             "audio": None if asrc is None else {"source": asrc.name, "sample_rate": audio_rate, "channels": audio_channels},
             "encoder": {"name": enc_name, **self._encoder_settings()},
-            "data_track": None if data_track is None else data_track.name,
+            "data_track": data_track,
             "snapshots": self._snapshots,
             "status": "recording",
         }
@@ -303,11 +776,10 @@ class Recorder:
             "surgbox_sources": json.dumps(sources, separators=(",", ":"), default=str),
             "surgbox_event": json.dumps(self._meta["event"], separators=(",", ":"), default=str),
         }
-        if self.sidecar is not None:
-            _write_json_atomic(self.sidecar, self._meta)  # fails early on an unwritable folder
+        self._sink.write_sidecar(self._meta)  # fails early on an unwritable folder
         assert self.encoder is not None
         self.encoder.open_output(
-            self.output,
+            self._sink.video_target(),
             width=self.layout.width,
             height=self.layout.height,
             fps=self.fps,
@@ -318,7 +790,7 @@ class Recorder:
         if data_track is not None:
             from .readings import DataTrackWriter
 
-            self._data_track = DataTrackWriter.open(data_track, start_ns)
+            self._data_track = DataTrackWriter.open(self._sink.data_track_target(), start_ns, name=data_track)
         self._snap_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="surgbox-snapshot")
         self._info = RecordingInfo(
             id=self.event_id,
@@ -402,7 +874,7 @@ class Recorder:
         if source is not None and source not in {s.name for s in self.sources if s.media == "video"}:
             names = ", ".join(s.name for s in self.sources if s.media == "video")
             raise ConfigError(f"snapshot: no video source named {source!r}; video sources: {names}")
-        if self.snapshots is None:
+        if not self._sink.can_snapshot:
             raise ConfigError("snapshot: no snapshot folder; give Recorder(snapshots=DIR) when the output is a file object")
         assert self.clock is not None
         req = _SnapshotRequest(trigger, source, self.clock.now_ns())
@@ -421,7 +893,7 @@ class Recorder:
                 break
         due, self._snap_wait = [r for r in self._snap_wait if r.at_ns <= self._ticks.due_ns(k)], [r for r in self._snap_wait if r.at_ns > self._ticks.due_ns(k)]
         for req in due:
-            assert self.snapshots is not None and self._ticks is not None and self.clock is not None
+            assert self._ticks is not None and self.clock is not None
             n = len(self._snapshots) + 1
             t = self._ticks.output_ns(k) / NS_PER_S
             entry: dict[str, Any] = {
@@ -429,7 +901,7 @@ class Recorder:
                 "t": round(t, 6),
                 "wall": self.clock.wall_time(self._ticks.due_ns(k)).isoformat(),
                 "trigger": req.trigger,
-                "composite": f"{self.snapshots.name}/snapshot-{n:04d}-composite.png",
+                "composite": self._sink.snapshot_name(n, "composite"),
             }
             src_frame = None
             if req.source is not None:
@@ -440,7 +912,7 @@ class Recorder:
                     entry["source_image"] = None
                     entry["source_error"] = "no current frame (source stale or not in the layout)"
                 else:
-                    entry["source_image"] = f"{self.snapshots.name}/snapshot-{n:04d}-{req.source}.png"
+                    entry["source_image"] = self._sink.snapshot_name(n, req.source)
                     entry["source_size"] = [src_frame.width, src_frame.height]
             self._snapshots.append(entry)
             assert self._snap_pool is not None
@@ -448,19 +920,15 @@ class Recorder:
 
     def _write_snapshot(self, req: _SnapshotRequest, entry: dict[str, Any], picture: Any, source_image: Any) -> None:
         try:
-            assert self.snapshots is not None
-            self.snapshots.mkdir(parents=True, exist_ok=True)
-            base = self.snapshots.parent
-            picture.to_image().save(base / entry["composite"], compress_level=1)
+            self._sink.write_snapshot(entry["composite"], _png(picture))
             if source_image is not None:
-                source_image.to_image().save(base / entry["source_image"], compress_level=1)
-            if self.sidecar is not None:
-                _write_json_atomic(self.sidecar, self._meta)
+                self._sink.write_snapshot(entry["source_image"], _png(source_image))
+            self._sink.write_sidecar(self._meta)
             req.done.set_result(dict(entry))
         except Exception as exc:
             log.error("snapshot %s failed: %s", entry.get("index"), exc)
             entry["error"] = str(exc)
-            req.done.set_exception(SurgboxError(f"snapshot could not be written to {self.snapshots}: {exc}"))
+            req.done.set_exception(SurgboxError(f"snapshot could not be written to {self._label()}: {exc}"))
 
     # -- pipeline thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -486,6 +954,7 @@ class Recorder:
                 self._drain()
                 self._tick(k)
                 k += 1
+                self._maybe_sync()
             self._drain()
             self._finish_audio(ticks.output_ns(k))
         except BaseException as exc:
@@ -521,7 +990,8 @@ class Recorder:
                         self._source_errors[src.name] = str(exc)
                         log.error("%s", exc)
         elif isinstance(item, Reading):
-            self._readings[src.name] = item
+            pending = self._pending_readings.setdefault(src.name, collections.deque(maxlen=256))
+            pending.append(item)
             if self._data_track is not None:
                 self._data_track.write(item)
         elif isinstance(item, Trigger):
@@ -537,6 +1007,9 @@ class Recorder:
         tick_ns = self._ticks.due_ns(k)
         out_ns = self._ticks.output_ns(k)
         frames = {name: sel.select(tick_ns) for name, sel in self._selectors.items()}
+        for name, pending in self._pending_readings.items():  # newest reading captured at or before the tick
+            while pending and pending[0].capture_ns <= tick_ns:
+                self._readings[name] = pending.popleft()
         data_timeout = round(self.data_timeout_s * NS_PER_S)
         readings = {n: r for n, r in self._readings.items() if tick_ns - r.capture_ns <= data_timeout}
         event = {**self._meta["event"], "time": f"{self.clock.wall_time(tick_ns).astimezone():%Y-%m-%d %H:%M:%S}"}
@@ -574,13 +1047,28 @@ class Recorder:
                 self._rates["_out"] = (self._frames_out - f0) / dt
         self._rate_mark = (now, counts, self._frames_out)
 
+    def _maybe_sync(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sync < self.sync_interval_s:
+            return
+        self._last_sync = now
+        try:
+            self._sink.sync()
+        except Exception as exc:  # a failing disk: the next write reports it if nothing is left
+            log.error("recording %s: sync failed: %s", self._label(), exc)
+
     def _finalize(self, k: int) -> None:
-        enc_error = None
+        enc_error: BaseException | None = None
         try:
             if self.encoder is not None:
                 self.encoder.close()
         except EncoderError as exc:
             enc_error = exc
+        try:
+            self._sink.finish_video()  # fsync / commit what was written, even after an error
+        except Exception as exc:
+            log.error("recording %s: finishing the video failed: %s", self._label(), exc)
+            enc_error = enc_error or exc
         if self._error is None and enc_error is not None:
             self._error = enc_error
         if self._data_track is not None:
@@ -609,25 +1097,24 @@ class Recorder:
             frames=self._frames_out,
             stats=stats,
         )
-        if self.sidecar is not None:
-            try:
-                _write_json_atomic(self.sidecar, self._meta)
-            except OSError as exc:
-                log.error("cannot write sidecar %s: %s", self.sidecar, exc)
+        try:
+            self._sink.write_sidecar(self._meta)
+        except Exception as exc:
+            log.error("cannot write the sidecar of %s: %s", self._label(), exc)
         assert self._info is not None
         size = stats["encoder"].get("size_bytes") or 0
-        if isinstance(self.output, (str, os.PathLike)) and os.path.exists(self.output):
-            try:
-                fd = os.open(self.output, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:  # pragma: no cover
-                log.warning("fsync %s failed: %s", self._label(), exc)
         info = attrs.evolve(self._info, metadata=dict(self._meta))
         if self._frames_out:
             self._call_hook("segment_finalized", recording=info, segment=SegmentInfo(self.event_id or "", 0, self._label(), 0, duration_ns, int(size)))
+        try:
+            self._sink.close(self._error)
+        except Exception as exc:
+            log.error("recording %s: closing the destination failed: %s", self._label(), exc)
+            if self._error is None:
+                self._error = exc
+        stats["files"] = [f.to_dict() for f in self._sink.files()]
+        stats["error"] = None if self._error is None else str(self._error)
+        self._stopped_stats = stats
         self._call_hook("recording_stopped", recording=info, stats=stats)
 
     # -- stats ----------------------------------------------------------------------------------

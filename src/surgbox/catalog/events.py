@@ -46,7 +46,8 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import IntegrityError, StoreError
+from .._fs import atomic_write, fsync_dir
+from ..errors import IntegrityError, StoreError, SurgboxError
 from ..interfaces import Store
 from .db import from_text, to_text
 from .errors import CatalogError, NotFoundError
@@ -63,6 +64,7 @@ PHI_FIELDS = ("patient", "medical_record", "physician", "notes")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EVENT_ID = re.compile(r"^ev-\d{8}-[0-9a-f]{8}$")
 _CHUNK = 1 << 20
+MAX_KEEP_DAYS = 36525  # 100 years: the longest retention period (keeps dates in range)
 _KEY_AAD = b"surgbox/event-key/v1:"
 
 
@@ -192,8 +194,9 @@ class _EventStore(Store):
         self.inner, self.event_id, self.key_id = inner, event_id, key_id
         self.prefix = f"events/{event_id}/"
 
-    def writer(self, key: str, metadata: Mapping[str, str] | None = None) -> IO[bytes]:
-        return self.inner.writer(self.prefix + check_file_name(key), metadata)
+    def writer(self, key: str, metadata: Mapping[str, str] | None = None, **options: Any) -> IO[bytes]:
+        """``options`` go to the underlying store's writer (e.g. ``segment_size``)."""
+        return self.inner.writer(self.prefix + check_file_name(key), metadata, **options)
 
     def reader(self, key: str) -> IO[bytes]:
         return self.inner.reader(self.prefix + check_file_name(key))
@@ -361,6 +364,8 @@ class EventManager:
         (normalized). ``text``: every word must occur in some field (PHI fields match whole words,
         place/procedure/id substrings)."""
         me = self.session.authorize("view", operation="event.search")
+        if not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+            raise CatalogError(f"--limit must be a whole number from 1 to 1000000, got {limit!r}")
         phi = self._cat.phi
         where, params = ["1"], []
         lo, hi = _parse_when(date_from, end=False), _parse_when(date_to, end=True)
@@ -406,7 +411,7 @@ class EventManager:
             params += [me.id, me.physician_hash or b""]
         sql = (f"{self._SELECT} WHERE {' AND '.join(where)} "
                f"ORDER BY coalesce(e.started_at, e.created_at) DESC, e.id LIMIT ?")
-        params.append(max(1, int(limit)))
+        params.append(limit)
         rows = self._cat.db.query(sql, params)
         events = [self._event_from_row(r, with_files=False) for r in rows]
         events = [e for e in events if self.session.can("view", e)]  # defence in depth
@@ -553,7 +558,11 @@ class EventManager:
             from ..crypto.keys import load_key
 
             key = load_key(key_file).material
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise CatalogError(f"cannot create the export folder {dest}: {exc.strerror or exc}; "
+                               f"choose a writable folder (--to DIR)") from None
         written, total = [], 0
         meta = json.dumps(ev.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
         sums = []
@@ -566,7 +575,11 @@ class EventManager:
                 total += rec.size
         meta_name = "event.json" + (".enc" if key else "")
         _write_verified(dest / meta_name, key, "event.json", lambda sink: sink(meta), hashlib.sha256(meta).hexdigest())
-        (dest / "SHA256SUMS").write_text("".join(sums))
+        try:
+            atomic_write(dest / "SHA256SUMS", "".join(sums).encode(), mode=0o600)
+        except OSError as exc:
+            raise CatalogError(f"cannot write {dest / 'SHA256SUMS'}: {exc.strerror or exc}; free space on that "
+                               f"disk or choose another folder") from exc
         written += [meta_name, "SHA256SUMS"]
         self._cat.audit.record(self._actor(), "event.export", ev.id, "ok",
                                {"files": len(files), "bytes": total, "encrypted": key is not None})
@@ -651,8 +664,8 @@ class EventManager:
         and store objects of events no longer in the catalog. Returns the ids (to be) deleted.
         Events still recording are never deleted."""
         me = self.session.authorize("delete", operation="event.retention")
-        if keep_days < 0:
-            raise CatalogError(f"--keep-days must be >= 0, got {keep_days}")
+        if not isinstance(keep_days, (int, float)) or not 0 <= keep_days <= MAX_KEEP_DAYS:  # also refuses NaN
+            raise CatalogError(f"--keep-days must be a number of days from 0 to {MAX_KEEP_DAYS}, got {keep_days}")
         cutoff = to_text(self._cat.now() - timedelta(days=keep_days))
         rows = self._cat.db.query(
             "SELECT id FROM events WHERE status != 'recording' AND coalesce(finished_at, created_at) < ? ORDER BY id",
@@ -710,10 +723,16 @@ class EventManager:
         out = Path(out).expanduser().absolute()
         if self._cat.home.contains(out):
             raise CatalogError(f"{out} lies inside SURGBOX_HOME; write the report outside it")
+        if out.is_dir():
+            raise CatalogError(f"{out} is a folder; give the report's file name, e.g. {out / 'report.pdf'}")
+        if not out.parent.is_dir():
+            raise CatalogError(f"folder {out.parent} does not exist; create it or choose another place for the report")
         rec, pdf = self._store_report(ev, return_pdf=True)
-        tmp = out.with_name(f".{out.name}.part")
-        tmp.write_bytes(pdf)
-        os.replace(tmp, out)
+        try:
+            atomic_write(out, pdf, mode=0o600)  # PHI: owner only; complete or absent even after a crash
+        except OSError as exc:
+            raise CatalogError(f"cannot write the report to {out}: {exc.strerror or exc}; free space or "
+                               f"choose another place (the report is stored in the box as {rec.name})") from None
         self._cat.audit.record(self._actor(), "report.export", ev.id, "ok", {"file_id": rec.id})
         return rec
 
@@ -741,9 +760,9 @@ class EventManager:
                         with store.reader(f.name) as r:
                             if f.kind == "snapshot" and len(snapshots) < 12:
                                 snapshots.append((f.name, r.read()))
-                            elif f.kind == "data":
+                            elif f.kind == "data" and not f.name.endswith(".json"):  # not a recording's JSON sidecar
                                 bis += _bis_series(r)
-                    except (StoreError, OSError) as exc:
+                    except (SurgboxError, OSError) as exc:
                         log.warning("report of %s: cannot read %s (%s); left out", ev.id, f.name, exc)
         return render_report(ReportData(event=ev, snapshots=snapshots, bis=sorted(bis, key=lambda p: p[0])))
 
@@ -761,30 +780,11 @@ def _own_only(role: str, action: str) -> bool:
 
 
 def _bis_series(stream: IO[bytes]) -> list[tuple[float, float | None]]:
-    """``[(t seconds, BIS)]`` of a data track read from a plaintext stream, through
-    :func:`surgbox.readings.read_data_track` (it takes a path, so the stream is handed over in
-    an anonymous in-memory file on Linux: never a file on disk)."""
+    """``[(t seconds, BIS)]`` of a data track read from a plaintext stream (a store reader:
+    nothing is decrypted to disk)."""
     from ..readings import read_data_track
 
-    data = stream.read()
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("surgbox-data-track", 0)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            track = read_data_track(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
-        return track.series("BIS")
-    # elsewhere: the format's essentials (header line, then one JSON object per complete line)
-    out: list[tuple[float, float | None]] = []
-    for line in data.split(b"\n")[1:-1]:
-        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-            obj = json.loads(line)
-            if "BIS" in (obj.get("values") or {}):
-                out.append((float(obj["t"]), obj["values"]["BIS"]))
-    return out
+    return read_data_track(stream).series("BIS")
 
 
 def _write_verified(path: Path, key: bytes | None, name: str, produce: Any, sha256: str) -> None:
@@ -818,7 +818,11 @@ def _write_verified(path: Path, key: bytes | None, name: str, produce: Any, sha2
             raise IntegrityError(f"{path.name}: the written copy does not match SHA-256 {sha256[:16]}...; "
                                  f"check the destination disk and export again")
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise CatalogError(f"cannot write {path}: {exc.strerror or exc}; free space on that disk or "
+                               f"choose another folder") from exc
         raise

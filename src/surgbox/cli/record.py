@@ -1,4 +1,8 @@
-"""``surgbox record --config FILE.toml [--duration S] [--out FILE.mp4]``: record live sources.
+"""``surgbox record --config FILE.toml [--duration S] [--out FILE.mp4 | --event ID]``: record live sources.
+
+With ``--event ID`` the recording goes, encrypted with the event's key, into the catalog event
+(started if it was created, files added with size/SHA-256/key id, stopped with its PDF report);
+log in with ``--user``/``SURGBOX_USER`` and ``SURGBOX_PASSWORD`` (the ``record`` permission).
 
 While recording, one status line on stderr shows per-source input fps and dropped/duplicated
 frames, output fps, the A/V offset and the file size. Ctrl-C or SIGTERM stops cleanly (the
@@ -14,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+from ._auth import add_auth_options, login
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, metavar="FILE.toml", help="recording configuration")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: the config's duration_s, else until Ctrl-C)")
     p.add_argument("--out", metavar="FILE.mp4", help="output file (overrides [output] path)")
+    p.add_argument("--event", metavar="ID", help="record into this catalog event: start it, store the files encrypted "
+                   "with its key, add them to it, stop it (makes the PDF report); needs the record permission")
+    p.add_argument("--no-stop", action="store_true", help="with --event: leave the event recording afterwards (no report yet)")
+    add_auth_options(p)
     p.add_argument("--snapshot-source", metavar="NAME", help="source saved at native resolution with each CLI snapshot")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=run)
@@ -102,11 +112,37 @@ def run_recorder(rec: Any, *, quiet: bool = False, snapshot_source: str | None =
 
 def run(args: argparse.Namespace) -> int:
     from ..config import RecordConfig
+    from ..errors import ConfigError
 
     cfg = RecordConfig.load(args.config)
+    if args.event:
+        if args.out:
+            raise ConfigError("give either --out FILE.mp4 or --event ID, not both")
+        return _run_event(args, cfg)
     rec = cfg.build_recorder(output=args.out, duration=args.duration)
     stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
     print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) to {rec.output}", file=sys.stderr)
     if rec.sidecar is not None:
         print(f"sidecar: {rec.sidecar}", file=sys.stderr)
+    return 0
+
+
+def _run_event(args: argparse.Namespace, cfg: Any) -> int:
+    """``record --event ID``: the recording's files go, encrypted, into the event (EventSink)."""
+    from ..recorder import EventSink
+
+    with login(args) as session:
+        events = session.events
+        ev = events.get(args.event)
+        # the panel (burned into the video) and the sidecar get no PHI: id, place, procedure only
+        panel = {**cfg.event, "id": ev.id, "place": ev.place, "procedure": ev.procedure}
+        sink = EventSink(events=events, event_id=ev.id, stop_event=not args.no_stop)
+        rec = cfg.build_recorder(output=sink, duration=args.duration, event=panel)
+        stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
+        print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) into event {ev.id}", file=sys.stderr)
+        for f in sink.registered:
+            print(f"  {f.kind:9s} {f.name}  {f.size} bytes  sha256 {f.sha256[:16]}...  key {f.key_id}", file=sys.stderr)
+        status = events.get(ev.id).status
+        print(f"event {ev.id} is {status}" + ("; its PDF report is stored (surgbox report ID --out FILE.pdf)" if status == "stopped" else ""),
+              file=sys.stderr)
     return 0

@@ -57,25 +57,82 @@ def render_slate(name: str, width: int, height: int) -> Any:
     return img
 
 
-def _fmt(v: float | None) -> str:
+PANEL_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "bis": (("BIS", "BIS"), ("SQI", "SQI"), ("EMGLOW", "EMG"), ("SR", "SR")),
+    "bis-history": (("AVGBIS", "BIS"), ("AVGSQI", "SQI"), ("AVGEMG", "EMG"), ("AVGSR", "SR")),
+}
+"""What the panel shows of a reading, by ``Reading.kind``: ``(value name, label)`` in order. A BIS
+monitor shows BIS, SQI, EMG (``EMGLOW``) and SR; other kinds show every value of the reading."""
+
+
+def format_value(v: float | None) -> str:
+    """A panel value as shown: ``--`` for missing/invalid, integers without decimals, else one decimal."""
     if v is None:
         return "--"
     return f"{v:.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:.1f}"
 
 
+_fmt = format_value
+
+
+@attrs.frozen
+class PanelCell:
+    """One value shown in the data panel: ``source`` / ``name`` of the reading value, its ``label``,
+    the ``text`` drawn, and ``box``, the rectangle (panel pixels) that holds the value text (and
+    nothing else), so a decoded recording can be checked against :func:`render_panel`."""
+
+    source: str
+    name: str
+    label: str
+    text: str
+    label_xy: tuple[int, int]
+    box: Rect
+
+
+def _panel_geometry(width: int, height: int) -> tuple[int, int]:
+    pad = max(6, height // 24)
+    return pad, min(width // 3, 640)
+
+
+def panel_cells(width: int, height: int, readings: Mapping[str, Reading]) -> list[PanelCell]:
+    """The value cells :func:`render_panel` draws for ``readings`` in a ``width x height`` panel:
+    one block per data source (in the mapping's order), its values per :data:`PANEL_FIELDS`."""
+    if not readings:
+        return []
+    pad, left_w = _panel_geometry(width, height)
+    block_w = (width - left_w - pad) // len(readings)
+    big_px = max(10, height // 5)
+    cells = []
+    for i, (src, r) in enumerate(readings.items()):
+        x0 = left_w + pad + i * block_w
+        fields = PANEL_FIELDS.get(r.kind)
+        items = [(n, lab, r.values.get(n)) for n, lab in fields] if fields else [(n, n, v) for n, v in r.values.items()]
+        cols = max(1, min(len(items), 4))
+        cell_w = (block_w - 2 * pad) // cols
+        for j, (name, lab, v) in enumerate(items):
+            cx = x0 + pad + (j % cols) * cell_w
+            cy = pad + height // 8 + (j // cols) * (height * 3 // 8)
+            if cy + height // 4 > height:
+                break
+            vy = cy + height // 12
+            box = Rect(cx, vy, max(1, min(cell_w - pad, width - cx)), max(1, min(round(big_px * 1.25), height - vy)))
+            cells.append(PanelCell(str(src), str(name), str(lab), format_value(v), (cx, cy), box))
+    return cells
+
+
 def render_panel(width: int, height: int, readings: Mapping[str, Reading], event: Mapping[str, Any], time_ns: int) -> Any:
     """The data panel (Pillow RGB image): event fields on the left (``id``, ``place``,
     ``procedure``, ``time`` ... in the mapping's order) and the recording time; on the right one
-    block per data source with every value of its newest reading (``--`` for invalid/missing)."""
+    block per data source with the values of its newest reading (:func:`panel_cells`; ``--`` for
+    invalid/missing)."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), PANEL_BG)
     d = ImageDraw.Draw(img)
-    pad = max(6, height // 24)
+    pad, left_w = _panel_geometry(width, height)
     line = max(12, height // 10)
     label = load_font(max(9, line * 3 // 4))
     value = load_font(max(9, line * 3 // 4), bold=True)
-    left_w = min(width // 3, 640)
     y = pad
     secs = max(0, time_ns) // 1_000_000_000
     rows = [(str(k).upper(), str(v)) for k, v in event.items() if v not in (None, "")]
@@ -91,23 +148,15 @@ def render_panel(width: int, height: int, readings: Mapping[str, Reading], event
     if not readings:
         d.text((left_w + 2 * pad, pad), "no data sources", font=label, fill=(110, 110, 120))
         return img
-    n = len(readings)
-    block_w = (width - left_w - pad) // n
+    block_w = (width - left_w - pad) // len(readings)
     big = load_font(max(10, height // 5), bold=True)
     small = load_font(max(8, height // 14))
     for i, (src, r) in enumerate(readings.items()):
         x0 = left_w + pad + i * block_w
         d.text((x0 + pad, pad), f"{src} ({r.kind})" if r.kind and r.kind != src else src, font=small, fill=(120, 200, 255))
-        items = list(r.values.items())
-        cols = max(1, min(len(items), 4))
-        cell_w = (block_w - 2 * pad) // cols
-        for j, (name, v) in enumerate(items):
-            cx = x0 + pad + (j % cols) * cell_w
-            cy = pad + height // 8 + (j // cols) * (height * 3 // 8)
-            if cy + height // 4 > height:
-                break
-            d.text((cx, cy), str(name), font=small, fill=(160, 170, 180))
-            d.text((cx, cy + height // 12), _fmt(v), font=big, fill=(120, 255, 140) if v is not None else (120, 120, 120))
+    for c in panel_cells(width, height, readings):
+        d.text(c.label_xy, c.label, font=small, fill=(160, 170, 180))
+        d.text((c.box.x, c.box.y), c.text, font=big, fill=(120, 120, 120) if c.text == "--" else (120, 255, 140))
     return img
 
 
