@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from surgbox.cli import main
-from surgbox.crypto import EncryptingWriter, load_key
+from surgbox.crypto import EncryptingWriter, MasterKey, load_key
 
 
 @pytest.fixture
@@ -96,6 +96,22 @@ def test_passphrase_key(tmp_path, monkeypatch):
     assert main(["crypt", "decrypt", *args, str(tmp_path / "c"), str(tmp_path / "o")]) == 1
     monkeypatch.setenv("PW", "open sesame")
     assert main(["crypt", "decrypt", *args, str(tmp_path / "c"), str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o").read_bytes() == b"minutes of surgery"
+
+
+def test_raw_key_starting_with_a_brace_needs_no_passphrase(tmp_path, capsys):
+    key = MasterKey(b"{" + os.urandom(31))
+    key.save(tmp_path / "raw", binary=True)
+    assert main(["crypt", "keyid", "--key-file", str(tmp_path / "raw")]) == 0
+    assert capsys.readouterr().out.strip() == key.key_id
+    roots = [tmp_path / "d1", tmp_path / "d2"]
+    for r in roots:
+        r.mkdir()
+    (tmp_path / "m").write_bytes(b"minutes of surgery")
+    args = ["--root", str(roots[0]), "--root", str(roots[1]), "--key-file", str(tmp_path / "raw")]
+    assert main(["store", "init", *args]) == 0
+    assert main(["store", "put", *args, str(tmp_path / "m"), "m"]) == 0
+    assert main(["store", "get", *args, "m", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o").read_bytes() == b"minutes of surgery"
 
 

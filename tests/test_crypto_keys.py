@@ -14,6 +14,7 @@ from surgbox.crypto.keys import (
     MasterKey,
     ScryptParams,
     WrongKeyError,
+    is_passphrase_file,
     key_id_of,
     load_key,
     load_keyring,
@@ -123,3 +124,46 @@ def test_keyring_rotation_and_lookup(tmp_path):
     assert loaded.primary == new and loaded.ids == rotated.ids
     with pytest.raises(KeyFileError, match="--key-file"):
         load_keyring([])
+
+
+def test_new_key_files_fsync_their_directory(tmp_path, monkeypatch):
+    """Power-loss durability: after creating a key file, its directory entry is fsynced too (a spy on
+    the fsync system call, which is the durability edge that cannot be cut here)."""
+    synced: list[tuple[bool, int]] = []
+    real = os.fsync
+
+    def spy(fd):
+        st = os.fstat(fd)
+        synced.append((stat.S_ISDIR(st.st_mode), st.st_ino))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    d = tmp_path / "keys"
+    d.mkdir()
+    MasterKey.generate().save(d / "k")
+    assert synced == [(False, (d / "k").stat().st_ino), (True, d.stat().st_ino)]
+    synced.clear()
+    ScryptParams.create(d / "p", "pw", **FAST)
+    assert synced == [(False, (d / "p").stat().st_ino), (True, d.stat().st_ino)]
+
+
+@pytest.mark.parametrize("start", [b"{", b" {", b"\n{"])
+def test_raw_key_that_starts_like_json_is_not_a_passphrase_file(tmp_path, start):
+    material = start + os.urandom(32 - len(start))
+    p = tmp_path / "raw.key"
+    MasterKey(material).save(p, binary=True)
+    assert not is_passphrase_file(p)
+    assert load_key(p).material == material
+    ScryptParams.create(tmp_path / "pass.key", "pw", **FAST)
+    assert is_passphrase_file(tmp_path / "pass.key")
+    assert not is_passphrase_file(MasterKey.generate().save(tmp_path / "hex.key"))
+    assert not is_passphrase_file(tmp_path / "missing")
+
+
+def test_passphrase_file_without_passphrase_message_fits_every_caller(tmp_path):
+    p = tmp_path / "pass.key"
+    ScryptParams.create(p, "pw", **FAST)
+    with pytest.raises(KeyFileError) as info:
+        load_key(p)  # e.g. `events export --key-file`, which has no --passphrase-env
+    msg = str(info.value)
+    assert str(p) in msg and "surgbox crypt keygen" in msg and "where the command supports it" in msg

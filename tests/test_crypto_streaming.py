@@ -127,6 +127,59 @@ def test_encrypt_and_decrypt_file_helpers():
     assert out.getvalue() == data
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_encrypt_file_on_real_files_in_parallel(tmp_path, workers):
+    """Regular files take the pread/pwrite path: several threads, each segment at its own offset."""
+    for n in [*SIZES, 40 * SEG + 7]:
+        data = os.urandom(n)
+        (tmp_path / "in").write_bytes(b"skip" + data)
+        with open(tmp_path / "in", "rb") as fin, open(tmp_path / "out", "wb") as fout:
+            fin.read(4)  # encrypts from the current position (a buffered reader has read ahead)
+            fout.write(b"prefix")
+            assert encrypt_file(fin, fout, KEY, b"ad", segment_size=SEG, workers=workers) == n
+            assert fin.read() == b"" and fout.tell() == 6 + FMT.ciphertext_size(n)
+            fout.write(b"after")  # the output position is right after the ciphertext
+        blob = (tmp_path / "out").read_bytes()
+        assert blob[:6] == b"prefix" and blob[-5:] == b"after"
+        ct = blob[6:-5]
+        assert len(ct) == FMT.ciphertext_size(n) and decrypt(ct) == data, n
+        assert salvage(io.BytesIO(ct), KEY, b"ad", segment_size=SEG).complete
+
+
+def test_encrypt_file_to_an_append_mode_file_streams(tmp_path):
+    data = os.urandom(3000)
+    (tmp_path / "in").write_bytes(data)
+    (tmp_path / "out").write_bytes(b"old")
+    with open(tmp_path / "in", "rb") as fin, open(tmp_path / "out", "ab") as fout:
+        assert encrypt_file(fin, fout, KEY, b"ad", segment_size=SEG) == len(data)
+    blob = (tmp_path / "out").read_bytes()
+    assert blob[:3] == b"old" and decrypt(blob[3:]) == data
+
+
+FSIZE_LIMITED = """
+import os, resource, signal, sys
+from surgbox.crypto.streaming import encrypt_file
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # the kernel refuses writes past 20 kB (EFBIG)
+with open(sys.argv[1], "rb") as fin, open(sys.argv[2], "wb") as fout:
+    try:
+        encrypt_file(fin, fout, bytes(32), b"ad", segment_size=256, workers=3)
+    except OSError as exc:
+        print("raised", exc.errno)
+"""
+
+
+def test_encrypt_file_write_failure_in_a_worker_is_raised(tmp_path):
+    import errno
+    import subprocess
+    import sys
+
+    (tmp_path / "in").write_bytes(os.urandom(100_000))
+    out = subprocess.run([sys.executable, "-c", FSIZE_LIMITED, str(tmp_path / "in"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["raised", str(errno.EFBIG)], out.stderr
+
+
 # ---- attacks: every one must fail with DecryptionError and never return wrong plaintext ---------
 
 DATA = os.urandom(FMT.first_plain + 4 * FMT.plain + 50)  # 6 segments
@@ -248,6 +301,52 @@ def test_reader_fails_over_to_a_good_copy():
     assert seen == [(0, 2)]
 
 
+@pytest.mark.parametrize("where", [0, 5, 1 + 32 + 3])  # header length byte, salt, nonce prefix
+def test_damaged_header_on_the_first_copy_is_read_from_the_other(where):
+    ct = encrypt(DATA)
+    bad = bytearray(ct)
+    bad[where] ^= 0x40
+    seen = []
+    with DecryptingReader.open([io.BytesIO(bytes(bad)), io.BytesIO(ct)], KEY, b"ad", segment_size=SEG,
+                               on_bad_copy=lambda i, s, e: seen.append(i)) as r:
+        assert r.read() == DATA
+        r.seek(3 * SEG)
+        assert r.read(10) == DATA[3 * SEG : 3 * SEG + 10]
+    assert seen and set(seen) == {0}  # only the damaged copy is blamed
+    # the other way round, and the damaged header's copy still serves segments the good copy lost
+    bad2 = bytearray(ct)
+    bad2[2 * SEG + 7] ^= 1  # copy 0: header fine, segment 2 damaged; copy 1: header damaged, data fine
+    seen.clear()
+    with DecryptingReader.open([io.BytesIO(bytes(bad2)), io.BytesIO(bytes(bad))], KEY, b"ad", segment_size=SEG,
+                               on_bad_copy=lambda i, s, e: seen.append((i, s))) as r:
+        assert r.read() == DATA
+    assert (0, 2) in seen and all(i == 1 or s == 2 for i, s in seen)
+
+
+@pytest.mark.parametrize("change", ["truncated", "extended"])
+def test_copies_of_different_sizes(change):
+    ct = encrypt(DATA)
+    other = ct[: len(ct) - SEG - 5] if change == "truncated" else ct + os.urandom(100)
+    seen = []
+    for copies in ([other, ct], [ct, other]):
+        seen.clear()
+        with DecryptingReader.open([io.BytesIO(c) for c in copies], KEY, b"ad", segment_size=SEG,
+                                   on_bad_copy=lambda i, s, e: seen.append(i)) as r:
+            assert r.size == len(DATA) and r.read() == DATA
+        assert set(seen) <= {copies.index(other)}
+
+
+def test_every_copy_damaged_is_refused():
+    ct = encrypt(DATA)
+    a, b = bytearray(ct), bytearray(ct)
+    a[5] ^= 1
+    a[SEG + 3] ^= 1
+    b[SEG + 3] ^= 1
+    with pytest.raises(DecryptionError, match="segment 1"):
+        with DecryptingReader.open([io.BytesIO(bytes(a)), io.BytesIO(bytes(b))], KEY, b"ad", segment_size=SEG) as r:
+            r.read()
+
+
 # ---- crash recovery -----------------------------------------------------------------------------
 
 class Sink(io.BytesIO):
@@ -297,6 +396,29 @@ def test_abort_leaves_no_last_segment():
     w.abort()
     assert w.closed
     refused(out.getvalue())
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_dropped_writer_is_left_unfinished_not_completed(background, caplog):
+    out = Sink()
+    w = EncryptingWriter.open(out, KEY, b"ad", segment_size=SEG, background=background)
+    w.write(DATA)
+    del w  # garbage collected without close(): must not write the last-flagged segment
+    import gc
+
+    gc.collect()
+    assert "dropped without close()" in caplog.text
+    res = salvage(io.BytesIO(out.getvalue()), KEY, b"ad", segment_size=SEG)
+    assert not res.complete and 0 < res.plaintext_size < len(DATA)
+    refused(out.getvalue())
+    # an explicit close() still finishes the stream
+    out2 = Sink()
+    w2 = EncryptingWriter.open(out2, KEY, b"ad", segment_size=SEG, background=background)
+    w2.write(DATA)
+    w2.close()
+    del w2
+    assert salvage(io.BytesIO(out2.getvalue()), KEY, b"ad", segment_size=SEG).complete
+    assert decrypt(out2.getvalue()) == DATA
 
 
 def test_writer_memory_is_bounded():

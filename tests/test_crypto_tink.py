@@ -124,3 +124,16 @@ def test_tink_refuses_our_tampered_or_truncated_output():
     ct[5000] ^= 1
     with pytest.raises(tink.TinkError):
         tink_decrypt(handle, bytes(ct), b"x")
+
+
+@pytest.mark.parametrize("n", SIZES_4K)
+def test_tink_decrypts_parallel_encrypt_file_output(tmp_path, n):
+    """encrypt_file on real files (the multi-threaded pread/pwrite path) writes Tink's format."""
+    from surgbox.crypto.streaming import encrypt_file
+
+    material = os.urandom(32)
+    data = os.urandom(n)
+    (tmp_path / "in").write_bytes(data)
+    with open(tmp_path / "in", "rb") as fin, open(tmp_path / "out", "wb") as fout:
+        assert encrypt_file(fin, fout, material, b"aad", segment_size=4096, workers=3) == n
+    assert tink_decrypt(import_raw(material, 4096), (tmp_path / "out").read_bytes(), b"aad") == data

@@ -180,6 +180,24 @@ def test_corrupted_replica_read_from_good_copy_then_scrub_repairs(mirror, roots)
     assert mirror.verify(decrypt=True).problems == () and mirror.status()["healthy"]
 
 
+def test_damaged_header_on_the_first_copy_read_from_the_second(mirror, roots, caplog):
+    data = payload(40_000)
+    put(mirror, "rec", data)
+    flip(roots[0] / "objects/rec", 5)  # a salt byte of disk 1's header
+    caplog.clear()
+    assert get(mirror, "rec") == data
+    with mirror.reader("rec") as r:
+        r.seek(30_000)
+        assert r.read(100) == data[30_000:30_100]
+    blamed = [rec.getMessage() for rec in caplog.records if "damaged" in rec.getMessage()]
+    assert blamed and all(str(roots[0]) in m and str(roots[1]) not in m for m in blamed)
+    assert mirror.status()["suspect"] == [f"rec @ {roots[0]}"]
+    report = mirror.scrub(decrypt=True)
+    assert report.ok and [(p.root, p.kind, p.repaired) for p in report.problems] == [(str(roots[0]), "checksum", True)]
+    assert (roots[0] / "objects/rec").read_bytes() == (roots[1] / "objects/rec").read_bytes()
+    assert mirror.status()["healthy"]
+
+
 def test_scrub_repairs_deleted_replica_and_sidecar(mirror, roots):
     put(mirror, "a", payload(10_000, 1))
     put(mirror, "b/c", payload(10_000, 2))
@@ -192,6 +210,57 @@ def test_scrub_repairs_deleted_replica_and_sidecar(mirror, roots):
     assert report.lost == ("b/c",) and not report.ok  # no good copy of b/c left: reported, never deleted
     assert (roots[1] / "objects/a").read_bytes() == (roots[0] / "objects/a").read_bytes()
     assert get(mirror, "a") == payload(10_000, 1)
+
+
+def test_delete_while_a_disk_is_away_is_not_resurrected_by_scrub(roots, tmp_path):
+    def store():
+        return MirrorStore(roots, keyring=KeyRing.of(KEY), segment_size=SEG)
+
+    with MirrorStore(roots, keyring=KeyRing.of(KEY), init=True, segment_size=SEG) as s:
+        put(s, "a", payload(9000, 1))
+        put(s, "b", payload(9000, 2))
+    away = tmp_path / "away"
+    roots[1].rename(away)  # disk 2 unplugged
+    with store() as s:
+        assert s.degraded
+        s.delete("a")
+        assert list(s.keys()) == ["b"]
+    away.rename(roots[1])  # disk 2 is back, still holding "a"
+    with store() as s:
+        assert not s.degraded and (roots[1] / "objects/a").exists()
+        assert list(s.keys()) == ["b"] and not s.exists("a")
+        with pytest.raises(ObjectNotFoundError, match="deleted"):
+            s.reader("a")
+        with pytest.raises(ObjectNotFoundError):
+            s.delete("a")
+        report = s.verify()
+        assert [(p.key, p.root, p.kind, p.repaired) for p in report.problems] == [("a", str(roots[1]), "deleted", False)]
+        report = s.scrub()
+        assert report.ok and [(p.key, p.kind, p.repaired) for p in report.problems] == [("a", "deleted", True)]
+        assert not (roots[1] / "objects/a").exists() and not (roots[1] / "meta/a.json").exists()
+        assert (roots[1] / "meta/a.deleted").exists() and (roots[0] / "meta/a.deleted").exists()
+        assert s.scrub().problems == () and list(s.keys()) == ["b"]
+        assert not (roots[0] / "objects/a").exists()  # never re-replicated
+        put(s, "a", b"a new object under the same key")  # a later write supersedes the tombstone
+        assert get(s, "a") == b"a new object under the same key" and list(s.keys()) == ["a", "b"]
+        assert not any((r / "meta/a.deleted").exists() for r in roots)
+        assert s.scrub().problems == ()
+
+
+def test_rewrite_after_delete_while_a_disk_is_away_wins_over_the_old_copy(roots, tmp_path):
+    with MirrorStore(roots, keyring=KeyRing.of(KEY), init=True, segment_size=SEG) as s:
+        put(s, "a", payload(9000, 1))
+    away = tmp_path / "away"
+    roots[1].rename(away)
+    with MirrorStore(roots, keyring=KeyRing.of(KEY), segment_size=SEG) as s:
+        s.delete("a")
+        put(s, "a", payload(5000, 7))
+    away.rename(roots[1])
+    with MirrorStore(roots, keyring=KeyRing.of(KEY), segment_size=SEG) as s:
+        assert get(s, "a") == payload(5000, 7)
+        report = s.scrub()
+        assert report.ok and [(p.root, p.kind) for p in report.problems] == [(str(roots[1]), "stale")]
+        assert (roots[1] / "objects/a").read_bytes() == (roots[0] / "objects/a").read_bytes()
 
 
 def test_scrub_repairs_whole_replaced_disk(roots, tmp_path):
@@ -211,7 +280,9 @@ def test_scrub_repairs_whole_replaced_disk(roots, tmp_path):
         assert (roots[1] / f"objects/k{i}").read_bytes() == (roots[0] / f"objects/k{i}").read_bytes()
 
 
-def test_root_removed_mid_write_degrades_and_write_completes(mirror, roots, caplog):
+def test_root_removed_mid_write_fails_at_commit_and_write_completes(mirror, roots, caplog):
+    """rmtree keeps the open part file writable (the inode lives on), so this failure shows only when
+    committing; see test_root_failing_with_eio_mid_write... for a disk that fails while writing."""
     data = payload(100_000)
     w = mirror.writer("rec/live.mp4")
     w.write(data[:30_000])
@@ -280,3 +351,95 @@ def test_full_disk_degrades_and_write_completes_on_other_root(tmp_path, tiny_dis
         assert st["degraded"] and "disk full" in st["roots"][1]["error"]
         assert get(s, "rec") == data
         assert list((tiny_disk / "tmp").iterdir()) == []  # the partial copy was removed
+
+
+def test_two_writers_of_one_key_second_is_refused(mirror, roots):
+    w1 = mirror.writer("rec/k")
+    w1.write(b"first writer")
+    with pytest.raises(StoreError, match="'rec/k' is being written by another writer"):
+        mirror.writer("rec/k")
+    other = MirrorStore(roots, keyring=KeyRing.of(KEY), segment_size=SEG)  # another store object, same disks
+    with other, pytest.raises(StoreError, match="'rec/k' is being written"):
+        other.writer("rec/k")
+    put(mirror, "rec/other", b"other keys are not blocked")
+    w1.close()
+    assert get(mirror, "rec/k") == b"first writer"  # not overwritten by a racing second commit
+    with pytest.raises(StoreError, match="already exists"):
+        mirror.writer("rec/k")
+    assert all(list((r / "tmp").iterdir()) == [] for r in roots)  # lock files removed on release
+    w2 = mirror.writer("rec/k2")
+    w2.abort()  # an aborted writer releases its lock too
+    put(mirror, "rec/k2", b"x")
+
+
+HOLDER = """
+import sys
+from surgbox.crypto import KeyRing, MasterKey
+from surgbox_ext.store import MirrorStore
+s = MirrorStore(sys.argv[1:3], keyring=KeyRing.of(MasterKey.generate()))
+s.open()
+w = s.writer("rec/k")
+print("writing", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_writer_lock_is_held_across_processes_and_freed_when_the_holder_dies(mirror, roots):
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, *map(str, roots)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        with pytest.raises(StoreError, match="'rec/k' is being written by another writer"):
+            mirror.writer("rec/k")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    put(mirror, "rec/k", b"the lock died with its process")
+    assert get(mirror, "rec/k") == b"the lock died with its process"
+
+
+def test_every_root_failing_names_each_root_and_its_error(mirror, roots):
+    for r in roots:
+        shutil.rmtree(r / "tmp")  # both disks lose their working directory (e.g. remounted empty)
+    with pytest.raises(StoreError) as info:
+        mirror.writer("k")
+    msg = str(info.value)
+    assert all(str(r) in msg for r in roots) and "No such file" in msg and "surgbox store status" in msg
+
+
+class FailingDisk:
+    """A disk that fails with EIO after ``limit`` bytes (the hardware edge: a dying drive), injected
+    where the store writes ciphertext to a root's part file."""
+
+    def __init__(self, real_write, fd: int, limit: int):
+        self.real_write, self.fd, self.limit, self.written = real_write, fd, limit, 0
+
+    def __call__(self, fd: int, data) -> None:
+        if fd == self.fd:
+            if self.written + len(data) > self.limit:
+                raise OSError(5, "Input/output error")  # EIO
+            self.written += len(data)
+        self.real_write(fd, data)
+
+
+def test_root_failing_with_eio_mid_write_degrades_and_write_completes(mirror, roots, monkeypatch, caplog):
+    import surgbox_ext.store.base as base
+
+    data = payload(100_000)
+    w = mirror.writer("rec/live.mp4")
+    disk2 = next(s for s in w._sessions if s.replica.root == roots[1])
+    monkeypatch.setattr(base, "_write_fd", FailingDisk(base._write_fd, disk2.part_fd, 5 * SEG))
+    w.write(data[:50_000])
+    # the failure is seen while writing (not only at commit): disk 2 is dropped at once
+    st = mirror.status()
+    assert st["degraded"] and st["roots"][1]["state"] == "failed" and "Input/output error" in st["roots"][1]["error"]
+    assert "STORE DEGRADED" in caplog.text and not (roots[1] / "tmp" / disk2.part.name).exists()
+    w.write(data[50_000:])
+    w.close()
+    assert w.committed_roots == [str(roots[0])]
+    assert not (roots[1] / "objects/rec/live.mp4").exists() and list(mirror.keys()) == ["rec/live.mp4"]
+    assert get(mirror, "rec/live.mp4") == data
+    put(mirror, "after", b"writes continue on the remaining root")
+    assert get(mirror, "after") == b"writes continue on the remaining root"

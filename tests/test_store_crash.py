@@ -4,6 +4,7 @@ commits an authentic prefix of what was written (up to the last complete segment
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,65 @@ def test_recover_leaves_a_live_write_alone(tmp_path):
         assert store.partials() == [] and store.recover() == []  # its lock is held
         w.close()
         assert list(store.keys()) == ["live"]
+
+
+def _tmp_files(roots) -> list[str]:
+    """The unfinished writes' files (a dead writer's unlocked ``.lock`` file may come and go)."""
+    return sorted(f"{r.name}/{p.name}" for r in roots for p in (r / "tmp").iterdir() if p.suffix != ".lock")
+
+
+def test_recover_with_the_wrong_key_keeps_the_crashed_write(crashed):
+    roots, key, synced = crashed
+    before = _tmp_files(roots)
+    assert len(before) == 4 and all(p.endswith((".json", ".part")) for p in before)  # ID.json + ID.part per root
+    with MirrorStore(roots, keyring=KeyRing.of(MasterKey.generate()), segment_size=SEG) as store:
+        (res,) = store.recover()
+        assert res.action == "no-key" and res.key == "rec/live.mp4" and key.key_id in res.error
+    assert _tmp_files(roots) == before  # nothing deleted
+    with MirrorStore(roots, keyring=KeyRing.of(key), segment_size=SEG) as store:
+        (res,) = store.recover()
+        assert res.action == "recovered" and res.plaintext_size >= synced - SEG
+
+
+RECOVER_ON_FULL_DISK = textwrap.dedent("""
+    import json, resource, signal, sys
+    from surgbox_ext.store import MirrorStore
+    store = MirrorStore(sys.argv[1:3], key_file=sys.argv[3], segment_size=%d)
+    store.open()
+    # the kernel refuses writes past 8 KiB from here on (EFBIG): the disk "fills up" during recovery
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 * %d, 2 * %d))
+    print(json.dumps([[r.key, r.action, r.error] for r in store.recover()]))
+""" % (SEG, SEG, SEG))
+
+
+def test_recover_failing_on_a_full_disk_keeps_the_crashed_write(crashed, tmp_path):
+    roots, key, synced = crashed
+    before = _tmp_files(roots)
+    out = subprocess.run([sys.executable, "-c", RECOVER_ON_FULL_DISK, *map(str, roots), str(tmp_path / "key")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (res,) = json.loads(out.stdout)
+    assert res[:2] == ["rec/live.mp4", "failed"] and "every store root failed" in res[2]
+    assert _tmp_files(roots) == before  # the crashed write's data is still there
+    with MirrorStore(roots, keyring=KeyRing.of(key), segment_size=SEG) as store:  # the disk was fixed: retry
+        assert list(store.keys()) == ["done/first.bin"]
+        (result,) = store.recover()
+        assert result.action == "recovered" and result.plaintext_size >= synced - SEG
+        with store.reader("rec/live.mp4") as r:
+            got = r.read()
+        assert got == expected_stream(len(got))
+        assert _tmp_files(roots) == []
+
+
+def test_cli_recover_reports_a_write_it_cannot_recover_and_exits_2(crashed, tmp_path, capsys):
+    from surgbox.cli import main
+
+    roots, key, _ = crashed
+    MasterKey.generate().save(tmp_path / "other.key")
+    args = ["--root", str(roots[0]), "--root", str(roots[1])]
+    assert main(["store", "recover", *args, "--key-file", str(tmp_path / "other.key")]) == 2
+    out = capsys.readouterr().out
+    assert "NO-KEY" in out and "rec/live.mp4" in out and "files kept" in out
+    assert main(["store", "recover", *args, "--key-file", str(tmp_path / "key")]) == 0
+    assert "recovered" in capsys.readouterr().out

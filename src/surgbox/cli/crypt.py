@@ -81,20 +81,12 @@ def passphrase_from(args: argparse.Namespace, *, confirm: bool = False) -> str |
     return pw
 
 
-def _needs_passphrase(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(64).lstrip().startswith(b"{")
-    except OSError:
-        return False
-
-
 def load_keys(args: argparse.Namespace) -> list:
     """The master keys named by ``--key-file`` (asking for a passphrase only when one is needed)."""
-    from ..crypto.keys import load_key
+    from ..crypto.keys import is_passphrase_file, load_key
 
     paths = args.key_file if isinstance(args.key_file, list) else [args.key_file]
-    pw = passphrase_from(args) if any(_needs_passphrase(p) for p in paths) else None
+    pw = passphrase_from(args) if any(is_passphrase_file(p) for p in paths) else None
     return [load_key(p, pw) for p in paths]
 
 

@@ -56,6 +56,7 @@ def open_from_args(args: argparse.Namespace, *, init: bool = False):
     """An opened store from ``--root``/``--key-file`` (or the environment)."""
     from surgbox_ext.store import open_store
 
+    from ..crypto.keys import is_passphrase_file
     from ..errors import ConfigError
 
     roots = args.root or [Path(p) for p in os.environ.get("SURGBOX_STORE_ROOTS", "").split(os.pathsep) if p]
@@ -65,7 +66,7 @@ def open_from_args(args: argparse.Namespace, *, init: bool = False):
     if (args.needs_keys or getattr(args, "decrypt", False)) and not key_files:
         raise ConfigError(f"`surgbox store {args.store_command}` needs a key: pass --key-file KEY or set SURGBOX_KEY_FILE")
     passphrase = None
-    if key_files and any(Path(k).is_file() and Path(k).read_bytes()[:64].lstrip().startswith(b"{") for k in key_files):
+    if any(is_passphrase_file(k) for k in key_files):
         passphrase = passphrase_from(args)
     store = open_store(roots, key_file=key_files or None, passphrase=passphrase, init=init)
     store.open()
@@ -141,10 +142,13 @@ def run_recover(args: argparse.Namespace) -> int:
             print(json.dumps([attrs.asdict(r) for r in results], indent=2))
         else:
             for r in results:
+                if r.action in ("failed", "no-key"):
+                    print(f"{r.action.upper():18s} {r.key}  NOT recovered, files kept: {r.error}")
+                    continue
                 kind = "complete" if r.complete else "PREFIX (writer was killed)"
                 print(f"{r.action:18s} {r.key}  {r.plaintext_size} bytes, {r.segments} segments, {kind}")
             print(f"{len(results)} unfinished write(s) handled")
-        return 0
+        return 2 if any(r.action in ("failed", "no-key") for r in results) else 0
 
 
 def run_ls(args: argparse.Namespace) -> int:

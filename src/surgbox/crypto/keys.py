@@ -30,7 +30,8 @@ from ..errors import ConfigError, IntegrityError
 KEY_SIZE = 32
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeyFileError", "KeyRing", "MasterKey", "ScryptParams", "WrongKeyError", "key_id_of", "load_key", "load_keyring"]
+__all__ = ["KeyFileError", "KeyRing", "MasterKey", "ScryptParams", "WrongKeyError", "is_passphrase_file", "key_id_of", "load_key",
+           "load_keyring"]
 
 
 class KeyFileError(ConfigError):
@@ -52,7 +53,8 @@ def _check_material(inst: object, attr: object, value: bytes) -> None:
 
 
 def _create_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 (fails if it exists), write ``data`` and fsync."""
+    """Create ``path`` with mode 0600 (fails if it exists), write ``data``, fsync it and its directory
+    (so the new key survives a power loss right after creation; a half-written file is removed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         os.fchmod(fd, 0o600)  # umask cannot widen it, but make it explicit
@@ -60,8 +62,36 @@ def _create_private(path: Path, data: bytes) -> None:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(dfd)  # the directory entry: without it the file may vanish on power loss
+    finally:
+        os.close(dfd)
+
+
+_PASSPHRASE_PROBE = 4096  # bytes read to recognize a passphrase key file
+
+
+def _looks_like_passphrase(head: bytes, size: int) -> bool:
+    # A passphrase key file is a JSON object (far longer than 32 bytes); a raw 32-byte key may start
+    # with "{" by chance, a hex key never does.
+    return size != KEY_SIZE and head.lstrip().startswith(b"{")
+
+
+def is_passphrase_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a passphrase key file (scrypt parameters, needs a passphrase) rather than a
+    raw or hex key. Reads at most 4 KiB; ``False`` when the file cannot be read (:func:`load_key`
+    then reports why)."""
+    try:
+        with open(path, "rb") as f:
+            return _looks_like_passphrase(f.read(_PASSPHRASE_PROBE), os.fstat(f.fileno()).st_size)
+    except OSError:
+        return False
 
 
 @attrs.frozen(repr=False)
@@ -189,11 +219,13 @@ def load_key(path: str | os.PathLike[str], passphrase: str | bytes | None = None
     if st.st_mode & 0o077:
         logger.warning("key file %s is accessible by group/others (mode %o); run `chmod 600 %s`",
                        path, stat.S_IMODE(st.st_mode), path)
-    if data.lstrip().startswith(b"{"):
+    if _looks_like_passphrase(data[:_PASSPHRASE_PROBE], len(data)):  # the rule of is_passphrase_file()
         params = ScryptParams.from_json(data, str(path))
         if passphrase is None:
-            raise KeyFileError(f"key file {path} is a passphrase key: give the passphrase "
-                               f"(CLI: --passphrase-env VAR, or type it at the prompt)")
+            raise KeyFileError(f"key file {path} is a passphrase key file and no passphrase was given: this "
+                               f"command needs a raw/hex key file (create one with `surgbox crypt keygen KEY`) "
+                               f"or, where the command supports it, the passphrase (--passphrase-env VAR, or "
+                               f"typed at the prompt)")
         return params.derive(passphrase, str(path))
     return MasterKey.from_bytes(data, str(path))
 

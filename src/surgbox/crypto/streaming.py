@@ -29,7 +29,10 @@ boundary, so salvaged data must be treated as "at least this much was written", 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import logging
 import os
 import queue
 import struct
@@ -52,6 +55,8 @@ TAG_SIZE = 16
 HEADER_SIZE = 1 + KEY_SIZE + NONCE_PREFIX_SIZE  # 40
 DEFAULT_SEGMENT_SIZE = 1 << 20  # ciphertext segment size, bytes (Tink's AES256_GCM_HKDF_1MB)
 MAX_SEGMENTS = 1 << 32  # the segment counter is 4 bytes
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE", "HEADER_SIZE", "TAG_SIZE", "DecryptionError", "DecryptingReader",
@@ -244,7 +249,9 @@ class EncryptingWriter(io.RawIOBase):
     the last one (its plaintext is full and one more byte arrived), so after a crash ``sink`` holds
     every complete segment (see :func:`salvage`). ``close()`` writes the last-flagged segment and
     flushes ``sink``; it closes ``sink`` only if ``close_sink``. ``abort()`` stops without the final
-    segment (the stream then never decrypts strictly). Not thread-safe.
+    segment (the stream then never decrypts strictly); so does dropping the writer without
+    ``close()`` (garbage collection logs a warning and aborts: an abandoned stream is never marked
+    complete). Not thread-safe.
 
     ``background=True`` writes segments to ``sink`` from a helper thread (at most 3 segments in
     flight), overlapping I/O with encryption for bulk throughput; a crash may then lose up to 3
@@ -342,6 +349,35 @@ class EncryptingWriter(io.RawIOBase):
         self.plaintext_size += n
         return n
 
+    def write_segment(self, plain: Any, *, last: bool) -> None:
+        """Encrypt ``plain`` as the next whole segment, without copying it (bulk encryption, see
+        :func:`encrypt_file`). Allowed only while :meth:`write` has nothing buffered. ``plain`` must be
+        exactly the segment's plaintext capacity (``format.first_plain`` for segment 0, ``format.plain``
+        after) unless ``last``, which ends the stream like :meth:`finish` (1 .. capacity bytes; 0 only
+        for an empty stream)."""
+        if self.closed or self._finished:
+            raise ValueError("write to a closed EncryptingWriter")
+        view = memoryview(plain).cast("B")
+        cap = self._capacity()
+        if self._fill or len(view) > cap or (not last and len(view) != cap):
+            raise ValueError(f"write_segment needs exactly {cap} bytes (or up to {cap} for the last segment) "
+                             f"and nothing buffered by write(); got {len(view)} with {self._fill} buffered")
+        if not last:
+            self._emit(last=False, plain=view)
+            self.plaintext_size += len(view)
+            return
+        self._finished = True
+        try:
+            self._emit(last=True, plain=view)
+            self.plaintext_size += len(view)
+            if self._bg is not None:
+                self._bg.drain()
+        finally:
+            if self._bg is not None:
+                self._bg.stop()
+        if hasattr(self.sink, "flush"):
+            self.sink.flush()
+
     def flush(self) -> None:
         """Hand every complete segment to the sink and flush it (the open segment stays buffered)."""
         if self.closed:
@@ -379,6 +415,7 @@ class EncryptingWriter(io.RawIOBase):
             self.sink.close()
 
     def close(self) -> None:
+        """Finish the stream (:meth:`finish`: the last-flagged segment) and close."""
         if self.closed:
             return
         try:
@@ -386,6 +423,22 @@ class EncryptingWriter(io.RawIOBase):
         finally:
             self._close_sink()
             io.RawIOBase.close(self)
+
+    def __del__(self) -> None:
+        # io.IOBase's finalizer would call close() and so mark a dropped, unfinished stream as
+        # complete. A writer garbage-collected without close() was abandoned (an exception, a bug):
+        # leave it without the last segment, so strict decryption refuses it and salvage() reports
+        # it as a prefix.
+        if not getattr(self, "_finished", True) and not self.closed:
+            logger.warning("EncryptingWriter dropped without close() after %d bytes: stream left unfinished "
+                           "(no last segment; salvage() recovers its complete segments)", self.plaintext_size)
+            try:
+                self.abort()
+            except Exception as exc:  # noqa: BLE001 - never raise from a finalizer
+                logger.warning("aborting a dropped EncryptingWriter failed: %s", exc)
+            return
+        with contextlib.suppress(Exception):
+            io.RawIOBase.__del__(self)
 
     def __repr__(self) -> str:
         return f"<EncryptingWriter segments={self._index} plaintext={self.plaintext_size}>"
@@ -461,12 +514,15 @@ class DecryptingReader(io.RawIOBase):
 
     ``sources`` are one or more readable, seekable copies of the same ciphertext (a mirror): a
     segment that fails to read or authenticate from one is taken from the next, and ``on_bad_copy(i,
-    segment, error)`` is called for the copy that failed. Not thread-safe.
+    segment, error)`` is called for the copy that failed. Each copy is decrypted with the key of its
+    own header; a copy whose header is damaged is decrypted with another copy's header (one derived
+    key per distinct header), so one damaged header or segment per copy never makes the object
+    unreadable while another copy holds it intact. Not thread-safe.
     """
 
     sources: list[Any]
-    _aead: AESGCM = attrs.field(alias="_aead", repr=False)
-    _prefix: bytes = attrs.field(alias="_prefix", repr=False)
+    _keys: list[tuple[AESGCM, bytes]] = attrs.field(alias="_keys", repr=False)  # (aead, nonce prefix) per distinct header
+    _own: list[int | BaseException] = attrs.field(alias="_own", repr=False)  # per source: index into _keys, or why its header is unusable
     format: StreamFormat
     ciphertext_size: int
     name: str = "<stream>"
@@ -478,6 +534,7 @@ class DecryptingReader(io.RawIOBase):
     _pos: int = attrs.field(init=False, default=0)
     _cache: OrderedDict[int, bytes] = attrs.field(init=False, factory=OrderedDict, repr=False)
     _ct: bytearray = attrs.field(init=False, factory=bytearray, repr=False)
+    _header_reported: set[int] = attrs.field(init=False, factory=set, repr=False)
 
     def __attrs_post_init__(self) -> None:
         io.RawIOBase.__init__(self)
@@ -503,25 +560,63 @@ class DecryptingReader(io.RawIOBase):
             srcs.append(s)
         if not srcs:
             raise ValueError("DecryptingReader.open needs at least one source")
-        label = name or getattr(srcs[0], "name", None) or "<stream>"
+        label = str(name or getattr(srcs[0], "name", None) or "<stream>")
         try:
-            header, size, err = None, None, None
-            for s in srcs:  # first copy whose header parses
+            fmt = StreamFormat(segment_size)
+            keys: list[tuple[AESGCM, bytes]] = []
+            by_header: dict[tuple[bytes, bytes], int] = {}
+            own: list[int | BaseException] = []
+            sizes: list[int | None] = []
+            for i, s in enumerate(srcs):  # one derived key per distinct header
                 try:
-                    size = _source_size(s)
-                    salt, prefix = _parse_header(_read_exact(s, 0, HEADER_SIZE), str(label))
-                    header = (salt, prefix)
-                    break
+                    sizes.append(_source_size(s))
+                except OSError as exc:
+                    sizes.append(None)
+                    own.append(exc)
+                    continue
+                try:
+                    hdr = _parse_header(_read_exact(s, 0, HEADER_SIZE), f"{label} (copy {i})")
                 except (OSError, DecryptionError) as exc:
-                    err = exc
-            if header is None or size is None:
+                    own.append(exc)
+                    continue
+                if hdr not in by_header:
+                    by_header[hdr] = len(keys)
+                    keys.append((AESGCM(derive_key(key, hdr[0], associated_data)), hdr[1]))
+                own.append(by_header[hdr])
+            if not keys:
+                err = next(e for e in own if isinstance(e, BaseException))
                 raise err if isinstance(err, DecryptionError) else DecryptionError(f"{label}: cannot read the header: {err}")
-            salt, prefix = header
-            self = cls(srcs, AESGCM(derive_key(key, salt, associated_data)), prefix, StreamFormat(segment_size),
-                       size, str(label), max(1, cache_segments), on_bad_copy, owned)
-            self._segment(0)
-            self._segment(self.segments - 1)
-            return self
+            # Copies may differ in size (one truncated or extended): try each size, most common first,
+            # until the first and last segments authenticate; copy failures seen while trying a wrong
+            # size are not reported (they would blame good copies).
+            counts: dict[int, int] = {}
+            for z in sizes:
+                if z is not None:
+                    counts[z] = counts.get(z, 0) + 1
+            candidates = sorted(counts, key=lambda z: (-counts[z], sizes.index(z)))
+            first_error: BaseException | None = None
+            for size in candidates:
+                reports: list[tuple[int, int, BaseException]] = []
+                try:
+                    self = cls(srcs, keys, own, fmt, size, label, max(1, cache_segments),
+                               lambda i, seg, exc: reports.append((i, seg, exc)), owned)
+                    self._segment(0)
+                    self._segment(self.segments - 1)
+                except DecryptionError as exc:
+                    first_error = first_error or exc
+                    continue
+                self.on_bad_copy = on_bad_copy
+                self._header_reported.clear()
+                if on_bad_copy is not None:
+                    for i, z in enumerate(sizes):
+                        if z != size and not any(r[0] == i for r in reports):
+                            reports.append((i, self.segments - 1, DecryptionError(
+                                f"{label}: copy {i} is {z} bytes, the stream is {size} bytes")))
+                    for i, seg, exc in reports:
+                        on_bad_copy(i, seg, exc)
+                return self
+            assert first_error is not None
+            raise first_error
         except BaseException:
             for s in owned:
                 s.close()
@@ -559,16 +654,35 @@ class DecryptingReader(io.RawIOBase):
         if len(self._ct) < length:
             self._ct = bytearray(fmt.segment_size)
         ct = memoryview(self._ct)[:length]
-        nonce = _nonce(self._prefix, index, last)
         errors = []
         for i, src in enumerate(self.sources):
             try:
                 if _read_into(src, start, ct) != length:
                     raise DecryptionError(f"segment {index}: copy {i} is shorter than expected (truncated)")
-                if out is None:
-                    return self._aead.decrypt(nonce, bytes(ct) if not _HAS_INTO else ct, None)
-                _decrypt_into(self._aead, nonce, ct, out)
-                return b""
+                mine = self._own[i]
+                order = list(range(len(self._keys)))
+                if isinstance(mine, int):  # this copy's own header first, then the other copies' headers
+                    order.remove(mine)
+                    order.insert(0, mine)
+                for k in order:
+                    aead, prefix = self._keys[k]
+                    nonce = _nonce(prefix, index, last)
+                    try:
+                        if out is None:
+                            plain = aead.decrypt(nonce, bytes(ct) if not _HAS_INTO else ct, None)
+                        else:
+                            _decrypt_into(aead, nonce, ct, out)
+                            plain = b""
+                    except InvalidTag as exc:
+                        if k == order[-1]:
+                            raise exc
+                        continue
+                    if k != mine and i not in self._header_reported and self.on_bad_copy is not None:
+                        self._header_reported.add(i)  # the copy's data is fine, its header is not
+                        why = mine if isinstance(mine, BaseException) else DecryptionError("its header differs")
+                        self.on_bad_copy(i, 0, DecryptionError(
+                            f"copy {i}: damaged header ({why}); decrypted with another copy's header"))
+                    return plain
             except (OSError, InvalidTag, DecryptionError) as exc:
                 if out is not None:
                     out[:] = bytes(len(out))  # never leave unauthenticated plaintext in the caller's buffer
@@ -710,23 +824,150 @@ def salvage(source: Any | str | os.PathLike[str], key: bytes, associated_data: b
 
 
 def encrypt_file(src: IO[bytes], dst: IO[bytes], key: bytes, associated_data: bytes = b"", *,
-                 segment_size: int = DEFAULT_SEGMENT_SIZE, background: bool = True) -> int:
-    """Encrypt all of ``src`` into ``dst``; returns the plaintext size in bytes. Memory: ~8 segments.
-    ``background`` overlaps writing ``dst`` with encryption (see :class:`EncryptingWriter`)."""
+                 segment_size: int = DEFAULT_SEGMENT_SIZE, background: bool = True, workers: int | None = None) -> int:
+    """Encrypt the rest of ``src`` (from its position) into ``dst`` (at its position); returns the
+    plaintext size in bytes.
+
+    When both are regular files (with ``fileno()``; ``dst`` not in append mode), ``workers`` threads
+    (default: the usable CPUs, at most 4) each read, encrypt and write whole segments at their own
+    offsets (``pread``/``pwrite``; the AES-GCM and I/O calls release the GIL), so encryption runs on
+    every core; memory is 2 segments per worker; ``src`` must not change size meanwhile (an error
+    otherwise). Other streams go through :class:`EncryptingWriter` (``background``: write from a
+    helper thread), 4 segments of memory. Either way ``dst`` holds the same format; on an error it may
+    hold part of the output (write to a temporary file and rename on success, as the CLI does).
+    """
     fmt = StreamFormat(segment_size)
+    fds = _regular_fds(src, dst)
+    if fds is not None:
+        return _encrypt_parallel(src, dst, *fds, key, associated_data, fmt, workers)
     w = EncryptingWriter.open(dst, key, associated_data, segment_size=segment_size, background=background)
-    buf = bytearray(4 * fmt.plain)  # several segments per read: most are encrypted without a copy
+    # Read each segment's plaintext straight into one of two buffers and encrypt it from there (no copy,
+    # cache-sized); the next segment is read first, to know whether this one is the last.
+    bufs = (memoryview(bytearray(fmt.plain)), memoryview(bytearray(fmt.plain)))
     try:
+        cap, k = fmt.first_plain, 0
+        cur = bufs[0][: _fill_from(src, bufs[0][:cap])]
         while True:
-            n = src.readinto(buf)
-            if not n:
+            if len(cur) < cap:
+                w.write_segment(cur, last=True)
                 break
-            w.write(memoryview(buf)[:n])
+            nxt = bufs[1 - k]
+            n = _fill_from(src, nxt[: fmt.plain])
+            if n == 0:
+                w.write_segment(cur, last=True)
+                break
+            w.write_segment(cur, last=False)
+            cur, cap, k = nxt[:n], fmt.plain, 1 - k
     except BaseException:
         w.abort()
         raise
     w.close()
     return w.plaintext_size
+
+
+def _regular_fds(src: Any, dst: Any) -> tuple[int, int] | None:
+    """``(src_fd, dst_fd)`` when both are regular files usable with pread/pwrite, else ``None``."""
+    try:
+        sfd, dfd = src.fileno(), dst.fileno()
+        import fcntl
+        import stat
+
+        if not (stat.S_ISREG(os.fstat(sfd).st_mode) and stat.S_ISREG(os.fstat(dfd).st_mode)):
+            return None
+        if fcntl.fcntl(dfd, fcntl.F_GETFL) & os.O_APPEND:  # pwrite ignores the offset in append mode
+            return None
+        return sfd, dfd
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation, ImportError):
+        return None
+
+
+def _default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def _encrypt_parallel(src: Any, dst: Any, sfd: int, dfd: int, key: bytes, associated_data: bytes,
+                      fmt: StreamFormat, workers: int | None) -> int:
+    """:func:`encrypt_file` for two regular files: segment ``i`` is read at plaintext offset
+    ``plain_offset(i)`` and written at ``segment_offset(i)``, by worker ``i mod workers``."""
+    start = src.tell()  # accounts for a buffered reader's read-ahead
+    size = os.fstat(sfd).st_size - start
+    if size < 0:
+        raise SurgboxError(f"{getattr(src, 'name', 'input')}: position {start} is past the end of the file")
+    dst.flush()
+    base = dst.tell()
+    salt, prefix = os.urandom(KEY_SIZE), os.urandom(NONCE_PREFIX_SIZE)
+    aead = AESGCM(derive_key(key, salt, associated_data))
+    n_seg = fmt.segment_count(size)
+    if n_seg > MAX_SEGMENTS:
+        raise SurgboxError(f"stream exceeds {MAX_SEGMENTS} segments; use a larger segment_size")
+    total = fmt.ciphertext_size(size)
+    if hasattr(os, "posix_fallocate") and os.fstat(dfd).st_size < base + total:
+        # Allocate the output's blocks at once: cheaper than block by block as writes arrive, and a
+        # full disk fails here, before any work. Not all file systems support it.
+        try:
+            os.posix_fallocate(dfd, base, total)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+    header = bytes([HEADER_SIZE]) + salt + prefix
+    if os.pwrite(dfd, header, base) != HEADER_SIZE:
+        raise OSError(f"short write of the header to {getattr(dst, 'name', 'output')}")
+    n_workers = max(1, min(workers or _default_workers(), n_seg))
+    errors: list[BaseException] = []
+
+    def work(first: int) -> None:
+        plain, out = bytearray(fmt.plain), bytearray(fmt.segment_size)
+        try:
+            for i in range(first, n_seg, n_workers):
+                if errors:
+                    return
+                last = i == n_seg - 1
+                off = fmt.plain_offset(i)
+                n = size - off if last else (fmt.first_plain if i == 0 else fmt.plain)
+                view = memoryview(plain)[:n]
+                got = 0
+                while got < n:
+                    k = os.preadv(sfd, [view[got:]], start + off + got)
+                    if k == 0:
+                        raise SurgboxError(f"{getattr(src, 'name', 'input')} shrank while being encrypted "
+                                           f"(segment {i}); encrypt a file that is not being written")
+                    got += k
+                ct = memoryview(out)[: n + TAG_SIZE]
+                _encrypt_into(aead, _nonce(prefix, i, last), view, ct)
+                pos = base + fmt.segment_offset(i)
+                while ct:
+                    k = os.pwrite(dfd, ct, pos)
+                    ct, pos = ct[k:], pos + k
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"surgbox-encrypt-{k}", daemon=True)
+               for k in range(1, n_workers)]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    src.seek(start + size)
+    dst.seek(base + total)
+    return size
+
+
+def _fill_from(src: Any, view: memoryview) -> int:
+    """Read from ``src`` until ``view`` is full or end of file; returns the bytes read."""
+    got = 0
+    while got < len(view):
+        n = src.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def decrypt_file(src: Any, dst: IO[bytes], key: bytes, associated_data: bytes = b"", *,

@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from surgbox.crypto.keys import KeyRing, MasterKey, load_keyring
+from surgbox.crypto.keys import KeyRing, MasterKey, WrongKeyError, load_keyring
 from surgbox.crypto.streaming import (
     DEFAULT_SEGMENT_SIZE,
     DecryptingReader,
@@ -53,6 +53,7 @@ MARKER = "surgbox-store.json"
 FORMAT = "surgbox-store"
 VERSION = 1
 AAD_PREFIX = b"surgbox-store/v1:"
+TOMBSTONE = "surgbox-tombstone"
 _COPY_CHUNK = 1 << 20
 
 
@@ -232,22 +233,48 @@ class Replica:
             raise ValueError(f"sidecar names key {meta.key!r}")
         return meta
 
-    def iter_keys(self) -> Iterator[str]:
+    def iter_keys(self, suffix: str = ".json") -> Iterator[str]:
+        """Keys with a sidecar here (``suffix=".deleted"``: keys with a tombstone)."""
         base = self.root / "meta"
         for dirpath, _dirs, files in os.walk(base):
             rel = os.path.relpath(dirpath, base)
             for f in files:
-                if f.endswith(".json"):
-                    k = f[:-5] if rel == "." else f"{rel}/{f[:-5]}".replace(os.sep, "/")
-                    yield k
+                if f.endswith(suffix):
+                    name = f[: -len(suffix)]
+                    yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
 
     def write_meta(self, meta: ObjectMeta) -> None:
         self._atomic_write(self.meta_path(meta.key), meta.to_json())
 
+    def tombstone_path(self, key: str) -> Path:
+        return self.root / "meta" / (key + ".deleted")
+
+    def read_tombstone(self, key: str) -> int | None:
+        """When ``key`` was deleted (wall-clock ns), from its tombstone here; ``None`` if none (or unreadable)."""
+        try:
+            d = json.loads(self.tombstone_path(key).read_bytes())
+            return int(d["deleted_ns"]) if d.get("format") == TOMBSTONE and d.get("key") == key else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def write_tombstone(self, key: str, deleted_ns: int) -> None:
+        """Record that ``key`` was deleted at ``deleted_ns`` (atomic, durable)."""
+        data = json.dumps({"format": TOMBSTONE, "version": VERSION, "key": key, "deleted_ns": deleted_ns})
+        self._atomic_write(self.tombstone_path(key), (data + "\n").encode())
+
+    def remove_copy(self, key: str) -> None:
+        """Delete this root's copy of ``key``: sidecar first (never a listed object without data), then data."""
+        meta = self.meta_path(key)
+        if meta.exists():
+            meta.unlink()
+            _fsync_dir(meta.parent)
+        self.data_path(key).unlink(missing_ok=True)
+
 
 @attrs.frozen
 class Problem:
-    """A damaged copy found by verify/scrub: ``kind`` is missing, bad-meta, size, checksum, stale, auth or lost."""
+    """A damaged copy found by verify/scrub: ``kind`` is missing, bad-meta, size, checksum, stale, auth,
+    lost or deleted (a copy of an object deleted while its disk was away: removed by scrub)."""
 
     key: str
     root: str
@@ -282,7 +309,9 @@ class Recovered:
     plaintext_size: int
     segments: int
     complete: bool
-    action: str  # "recovered", "already-committed", "discarded"
+    action: str  # "recovered", "already-committed", "discarded", "no-key" (another key's write: left untouched),
+    #              "failed" (an error, in ``error``: the temporary files are kept for a retry)
+    error: str = ""
 
 
 @attrs.define(eq=False)
@@ -314,7 +343,7 @@ class _Tee:
                 self.drop(s, exc, "writing")
         if not self.sessions:
             raise StoreError(f"cannot write object {self.key!r}: every store root failed "
-                             f"({'; '.join(self.errors)}); fix the disks and retry")
+                             f"({'; '.join(self.errors)}); fix the disks and retry (see `surgbox store status`)")
         return len(data)
 
     def drop(self, s: _Session, exc: BaseException, what: str) -> None:
@@ -350,9 +379,11 @@ class StoreWriter(io.RawIOBase):
     master: MasterKey
     metadata: dict[str, str]
     recovered: bool = False
+    segment_size: int = DEFAULT_SEGMENT_SIZE
     _tee: _Tee = attrs.field(init=False)
     _enc: EncryptingWriter | None = attrs.field(init=False, default=None)
     committed_roots: list[str] = attrs.field(init=False, factory=list)
+    _key_locks: list[tuple[int, Path]] = attrs.field(init=False, factory=list)  # per-key lock on each root
 
     def __attrs_post_init__(self) -> None:
         io.RawIOBase.__init__(self)
@@ -364,7 +395,7 @@ class StoreWriter(io.RawIOBase):
 
     def _start(self) -> None:
         self._enc = EncryptingWriter.open(self._tee, self.master.material, object_aad(self.key),
-                                          segment_size=self.store.segment_size)
+                                          segment_size=self.segment_size)
 
     @property
     def plaintext_size(self) -> int:
@@ -389,7 +420,8 @@ class StoreWriter(io.RawIOBase):
             except OSError as exc:
                 self._drop(s, exc, "syncing")
         if not self._sessions:
-            raise StoreError(f"cannot sync object {self.key!r}: every store root failed ({'; '.join(self._tee.errors)})")
+            raise StoreError(f"cannot sync object {self.key!r}: every store root failed ({'; '.join(self._tee.errors)}); "
+                             f"fix the disks (see `surgbox store status`)")
 
     def close(self) -> None:
         """Commit the object on every root still healthy."""
@@ -397,7 +429,7 @@ class StoreWriter(io.RawIOBase):
             return
         try:
             self._enc.close()
-            meta = ObjectMeta(self.key, self.master.key_id, self.store.segment_size, self._enc.plaintext_size,
+            meta = ObjectMeta(self.key, self.master.key_id, self.segment_size, self._enc.plaintext_size,
                               self._enc.ciphertext_size, self._tee.sha.hexdigest(), time.time_ns(), self.metadata,
                               self.recovered)
             for s in list(self._sessions):
@@ -406,6 +438,7 @@ class StoreWriter(io.RawIOBase):
                     os.fsync(s.part_fd)
                     r.install(s.part, r.data_path(self.key))
                     r.write_meta(meta)
+                    r.tombstone_path(self.key).unlink(missing_ok=True)  # superseded by this newer object
                 except OSError as exc:
                     self._drop(s, exc, "committing")
                     continue
@@ -421,14 +454,27 @@ class StoreWriter(io.RawIOBase):
             self.abort()
             raise
         finally:
+            self._release()
             io.RawIOBase.close(self)
 
     def abort(self) -> None:
         """Discard the object: close and delete its temporary files."""
+        if self._enc is not None and not self._enc.closed:
+            self._enc.abort()
         for s in list(self._sessions):
             self._sessions.remove(s)
             _discard(s)
+        self._release()
         io.RawIOBase.close(self)
+
+    def _release(self) -> None:
+        """Give up the per-key locks (remove each lock file while still holding it, then unlock)."""
+        while self._key_locks:
+            fd, path = self._key_locks.pop()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is not None:
@@ -437,8 +483,9 @@ class StoreWriter(io.RawIOBase):
             self.close()
 
     def __del__(self) -> None:
-        if not self.closed and self._sessions:
-            logger.warning("writer of %r was dropped without close(); the object was discarded", self.key)
+        if not self.closed:
+            if self._sessions:
+                logger.warning("writer of %r was dropped without close(); the object was discarded", self.key)
             self.abort()
 
 
@@ -515,7 +562,8 @@ class EncryptedStore(Store):
             raise StoreError("the store is not open; call open() (or use `with store:`) first")
         healthy = [r for r in self.roots if r.ok]
         if not healthy:
-            raise StoreError("every store root has failed: " + "; ".join(f"{r.root}: {r.error}" for r in self.roots))
+            raise StoreError("every store root has failed: " + "; ".join(f"{r.root}: {r.error}" for r in self.roots)
+                             + "; fix or remount the disks (see `surgbox store status`)")
         return healthy
 
     @property
@@ -560,6 +608,10 @@ class EncryptedStore(Store):
         if not found:
             raise ObjectNotFoundError(f"no object {key!r} in the store ({', '.join(str(r.root) for r in self.roots)})")
         meta = max((m for _, m in found), key=lambda m: m.created_ns)
+        deleted = self._deleted_ns(key)
+        if deleted is not None and deleted > meta.created_ns:  # copies left on a disk that missed the delete
+            raise ObjectNotFoundError(f"no object {key!r} in the store (deleted; stale copies are removed by "
+                                      f"`surgbox store scrub`)")
         copies = []
         for r, m in found:
             try:
@@ -569,24 +621,51 @@ class EncryptedStore(Store):
                 pass
         return meta, copies
 
+    def _deleted_ns(self, key: str) -> int | None:
+        """The newest tombstone of ``key`` on the healthy roots (wall-clock ns), or ``None``."""
+        times = [t for r in self._healthy() if (t := r.read_tombstone(key)) is not None]
+        return max(times, default=None)
+
     def exists(self, key: str) -> bool:
+        """Whether ``key`` is committed: a sidecar exists (even a corrupt one) and no newer tombstone."""
         validate_key(key)
-        return any(r.meta_path(key).exists() for r in self._healthy())
+        roots = [r for r in self._healthy() if r.meta_path(key).exists()]
+        if not roots:
+            return False
+        deleted = self._deleted_ns(key)
+        if deleted is None:
+            return True
+        created = []
+        for r in roots:
+            with contextlib.suppress(OSError, ValueError):
+                if (m := r.read_meta(key)) is not None:
+                    created.append(m.created_ns)
+        return any(c > deleted for c in created)
 
     def info(self, key: str) -> ObjectMeta:
         """The sidecar of a committed object."""
         return self._find_meta(validate_key(key))[0]
 
-    def writer(self, key: str, metadata: Mapping[str, str] | None = None, *, recovered: bool = False) -> StoreWriter:
-        """A new object's stream (refuses an existing key: delete it first). Committed by ``close()``."""
+    def writer(self, key: str, metadata: Mapping[str, str] | None = None, *, recovered: bool = False,
+               segment_size: int | None = None) -> StoreWriter:
+        """A new object's stream (refuses an existing key: delete it first). Committed by ``close()``.
+        ``segment_size``: ciphertext bytes per segment of this object (default the store's); smaller
+        segments lose less on a crash (a recording uses 256 KiB, its data track 4 KiB)."""
         validate_key(key)
         master = self._master().primary
-        if self.exists(key):
-            raise StoreError(f"object {key!r} already exists; delete it first (objects are never overwritten)")
+        seg = self.segment_size if segment_size is None else int(segment_size)
+        StreamFormat(seg)  # validates
         meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-        w = StoreWriter(self, key, master, meta, recovered)
+        w = StoreWriter(self, key, master, meta, recovered, segment_size=seg)
+        self._lock_key(w)  # one writer per key at a time (this process or another): no lost commit
+        try:
+            if self.exists(key):
+                raise StoreError(f"object {key!r} already exists; delete it first (objects are never overwritten)")
+        except BaseException:
+            w.abort()
+            raise
         wid = uuid.uuid4().hex
-        desc = json.dumps({"key": key, "key_id": master.key_id, "segment_size": self.segment_size,
+        desc = json.dumps({"key": key, "key_id": master.key_id, "segment_size": seg,
                            "metadata": meta, "started_ns": time.time_ns()}).encode()
         for r in self._healthy():
             fds: list[int] = []
@@ -610,13 +689,33 @@ class EncryptedStore(Store):
                         p.unlink()
                 self._fail(r, exc, f"starting {key!r}")
         if not w._sessions:
-            raise StoreError(f"cannot write object {key!r}: every store root failed")
+            w.abort()
+            raise StoreError(f"cannot write object {key!r}: every store root failed ("
+                             + "; ".join(f"{r.root}: {r.error}" for r in self.roots if not r.ok)
+                             + "); see `surgbox store status`")
         try:
             w._start()
         except BaseException:
             w.abort()
             raise
         return w
+
+    def _lock_key(self, w: StoreWriter) -> None:
+        """Lock ``w.key`` on every healthy root (``tmp/KEYHASH.lock``, ``flock``: released by the kernel
+        if the process dies); :class:`StoreError` naming the key when another writer holds it."""
+        name = hashlib.sha256(w.key.encode("utf-8")).hexdigest()[:32] + ".lock"
+        for r in self._healthy():
+            path = r.tmp / name
+            try:
+                fd = _lock_file(path)
+            except OSError as exc:
+                self._fail(r, exc, f"locking {w.key!r}")
+                continue
+            if fd is None:
+                w.abort()
+                raise StoreError(f"object {w.key!r} is being written by another writer (lock {path} is held); "
+                                 f"wait until it is closed, or write another key")
+            w._key_locks.append((fd, path))
 
     def reader(self, key: str) -> DecryptingReader:
         """Seekable plaintext of ``key``, reading any healthy copy (a damaged segment is read from another copy)."""
@@ -656,28 +755,35 @@ class EncryptedStore(Store):
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Committed keys starting with ``prefix`` (union over healthy roots), sorted."""
         found: set[str] = set()
+        tombs: set[str] = set()
         for r in self._healthy():
             try:
                 found.update(k for k in r.iter_keys() if k.startswith(prefix))
+                tombs.update(k for k in r.iter_keys(".deleted") if k.startswith(prefix))
             except OSError as exc:
                 self._fail(r, exc, "listing")
+        found -= {k for k in found & tombs if not self.exists(k)}  # deleted while a disk was away
         return iter(sorted(found))
 
     def delete(self, key: str) -> None:
-        """Remove ``key`` from every healthy root (sidecar first, so it is never listed half-deleted)."""
+        """Remove ``key``: write a tombstone (``meta/KEY.deleted``) on every healthy root, then remove
+        the sidecar and the data there. A root that missed the delete (offline) keeps its copy until
+        ``scrub`` removes it; until then reads and listings honour the newer tombstone."""
         validate_key(key)
-        hit = False
+        if not self.exists(key):
+            raise ObjectNotFoundError(f"no object {key!r} to delete")
+        created = 0
+        for r in self._healthy():
+            with contextlib.suppress(OSError, ValueError):
+                if (m := r.read_meta(key)) is not None:
+                    created = max(created, m.created_ns)
+        deleted_ns = max(time.time_ns(), created + 1)  # newer than every copy even if the clock stepped back
         for r in self._healthy():
             try:
-                if r.meta_path(key).exists():
-                    hit = True
-                    r.meta_path(key).unlink()
-                    _fsync_dir(r.meta_path(key).parent)
-                r.data_path(key).unlink(missing_ok=True)
+                r.write_tombstone(key, deleted_ns)
+                r.remove_copy(key)
             except OSError as exc:
                 self._fail(r, exc, f"deleting {key!r}")
-        if not hit:
-            raise ObjectNotFoundError(f"no object {key!r} to delete")
 
     # ---- integrity ------------------------------------------------------------------------
     def verify(self, keys: Sequence[str] | None = None, *, decrypt: bool = False) -> ScrubReport:
@@ -691,7 +797,13 @@ class EncryptedStore(Store):
 
     def _check(self, keys: Sequence[str] | None, *, decrypt: bool, repair: bool) -> ScrubReport:
         healthy = self._healthy()
-        todo = sorted(set(keys)) if keys is not None else list(self.keys())
+        if keys is None:  # every key with a sidecar anywhere, including stale copies of deleted objects
+            found: set[str] = set()
+            for r in healthy:
+                with contextlib.suppress(OSError):
+                    found.update(r.iter_keys())
+            keys = found
+        todo = sorted(set(keys))
         problems: list[Problem] = []
         lost: list[str] = []
         for key in todo:
@@ -723,7 +835,12 @@ class EncryptedStore(Store):
                     state[r] = (m, None, f"missing: unreadable ({exc})")
                     continue
                 state[r] = (m, digest, "" if digest == m.sha256 else "checksum: SHA-256 differs from the sidecar")
-            valid = {r: m for r, (m, d, why) in state.items() if not why and m is not None}
+            deleted = self._deleted_ns(key)
+            if deleted is not None and not any(m is not None and m.created_ns > deleted for m, _d, _w in state.values()):
+                self._check_deleted(key, deleted, state, problems, repair)  # a newer tombstone wins
+                continue
+            valid = {r: m for r, (m, d, why) in state.items()
+                     if not why and m is not None and (deleted is None or m.created_ns > deleted)}
             if not valid:  # no copy left that matches its sidecar: nothing to repair from
                 lost.append(key)
                 for r, (_, _, why) in state.items():
@@ -750,6 +867,26 @@ class EncryptedStore(Store):
                     with self._lock:
                         self.suspect.discard((key, str(r.root)))
         return ScrubReport(len(todo), tuple(problems), tuple(lost))
+
+    def _check_deleted(self, key: str, deleted_ns: int, state: dict[Replica, Any], problems: list[Problem],
+                       repair: bool) -> None:
+        """``key`` was deleted after every copy left: report (and with ``repair`` remove) those copies."""
+        for r in state:
+            if not (r.meta_path(key).exists() or r.data_path(key).exists()):
+                continue
+            fixed = False
+            if repair:
+                try:
+                    r.write_tombstone(key, deleted_ns)
+                    r.remove_copy(key)
+                    fixed = True
+                    logger.warning("object %r: removed the stale copy on %s (the object was deleted)", key, r.root)
+                except OSError as exc:
+                    self._fail(r, exc, f"removing the deleted {key!r}")
+            problems.append(Problem(key, str(r.root), "deleted",
+                                    f"deleted: a copy of an object deleted at {deleted_ns} ns (tombstone)", fixed))
+            with self._lock:
+                self.suspect.discard((key, str(r.root)))
 
     def _authenticate(self, key: str, meta: ObjectMeta, good: list[Replica]) -> str | None:
         master = self._master().get(meta.key_id, f"object {key!r}")
@@ -817,7 +954,11 @@ class EncryptedStore(Store):
         For each write whose writer died (its lock is free), the complete segments of the longest
         copy are authenticated in order (:func:`~surgbox.crypto.streaming.salvage`) and re-encrypted
         into the object under its key with ``recovered=True`` in the sidecar (the prefix cannot prove
-        it is the whole recording). Temp files are removed. Needs the key that wrote them.
+        it is the whole recording). Needs the key that wrote them. The temporary files are removed
+        only once the object is committed (or when the write held no segment, or its key is already
+        committed); a write that cannot be recovered keeps its files and its result says why:
+        ``action="no-key"`` (written with a key this store was not given) or ``"failed"`` with
+        ``error`` (e.g. a full disk); run ``recover`` again once fixed.
         """
         groups: dict[str, list[tuple[Replica, Path, int]]] = {}
         results: list[Recovered] = []
@@ -829,7 +970,25 @@ class EncryptedStore(Store):
         for wid, items in groups.items():
             try:
                 results.append(self._recover_one(items))
-            finally:
+            except WrongKeyError as exc:  # another key's write (e.g. an event's data key): keep it for its owner
+                logger.warning("unfinished write %s is encrypted with a key this store was not given (%s); left "
+                               "as it is: recover it with that key", wid, exc)
+                results.append(Recovered(self._partial_key(items), 0, 0, False, "no-key", str(exc)))
+                for _r, _desc, lock in items:
+                    os.close(lock)
+                continue
+            except Exception as exc:  # e.g. a full disk: keep the crashed write's files for a retry
+                logger.error("could not recover unfinished write %s (%s: %s); its files are kept in tmp/: fix the "
+                             "cause and run `surgbox store recover` again", wid, type(exc).__name__, exc)
+                results.append(Recovered(self._partial_key(items), 0, 0, False, "failed", f"{type(exc).__name__}: {exc}"))
+                for _r, _desc, lock in items:
+                    os.close(lock)
+                continue
+            except BaseException:
+                for _r, desc, lock in items:
+                    os.close(lock)
+                raise
+            else:
                 for _r, desc, lock in items:
                     with contextlib.suppress(OSError):
                         desc.with_suffix(".part").unlink()
@@ -837,6 +996,15 @@ class EncryptedStore(Store):
                         desc.unlink()
                     os.close(lock)
         return results
+
+    @staticmethod
+    def _partial_key(items: list[tuple[Replica, Path, int]]) -> str:
+        for _r, path, _ in items:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                key = json.loads(path.read_bytes()).get("key")
+                if isinstance(key, str):
+                    return key
+        return "?"
 
     def _recover_one(self, items: list[tuple[Replica, Path, int]]) -> Recovered:
         desc: dict[str, Any] = {}
@@ -866,12 +1034,33 @@ class EncryptedStore(Store):
         if best is None or best_res is None or best_res.segments == 0:
             return Recovered(key, 0, 0, False, "discarded")
         meta = {**desc.get("metadata", {}), "surgbox.recovered": "complete" if best_res.complete else "prefix"}
-        w = self.writer(key, meta, recovered=not best_res.complete)
+        w = self.writer(key, meta, recovered=not best_res.complete, segment_size=seg)
         with w:
             res = salvage(str(best), master.material, object_aad(key), w.write, segment_size=seg)
         logger.warning("recovered %r: %d bytes in %d segments (%s)", key, res.plaintext_size, res.segments,
                        "complete" if res.complete else "prefix of a killed write")
         return Recovered(key, res.plaintext_size, res.segments, res.complete, "recovered")
+
+
+def _lock_file(path: Path) -> int | None:
+    """Create/open ``path`` and ``flock`` it exclusively: the fd, or ``None`` if another holder has it.
+    Checks that the locked file is still the one at ``path`` (a holder deletes it on release)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the previous holder removed it between our open and lock: try again
 
 
 def _try_lock(path: Path) -> int | None:
