@@ -1,0 +1,750 @@
+"""The de-identification pipeline: decode -> crop -> detect (batched) -> temporal -> anonymize -> encode.
+
+Four threads overlap the work: the *decode* thread demuxes and decodes (PyAV, threaded
+decoding) into a bounded frame queue; the *detect* thread crops the scan regions (RGB
+conversion of the small crops only), runs the Detector plugin in batches and the temporal
+stage, which holds at most ``lookahead`` frames; the *anonymize* thread hides the regions on
+the YUV planes; the calling thread feeds the Encoder plugin. Audio packets travel with the next video frame and are
+stream-copied untouched. Output timestamps are the input's (same time base and pts), so frame
+count, timing and frame rate survive. The output is written under a temporary name in the
+destination directory and renamed only when complete; on any error nothing is left there.
+
+    >>> from surgbox.deid import deidentify
+    >>> result = deidentify("in.mp4", "out.mp4", region="1280,0,640,360")   # doctest: +SKIP
+    >>> result.frames, result.report["fps"]                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import numpy as np
+
+from ..errors import ConfigError, SurgboxError
+from ..interfaces import Detector, Encoder
+from ..types import DeidResult, Detections, Rect
+from .anonymize import Anonymizer, frame_planes, make_anonymizer
+from .audit import AuditWriter
+from .regions import parse_region_spec, resolve_regions
+from .temporal import Region, TemporalFilter
+from .timing import StageTimes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_MEMORY = 512 * 2**20
+DEFAULT_THRESHOLD = 0.3  # detector score threshold: recall first (privacy), see docs/deid.md
+
+
+class DeidError(SurgboxError, RuntimeError):
+    """De-identification failed: unreadable/corrupt/truncated input, or a stage failed.
+    The message names the input and the fix."""
+
+
+@attrs.frozen
+class Progress:
+    """Progress of a run: ``frames`` done of ``total`` (``None`` when unknown), ``elapsed`` s;
+    ``done`` on the last report (all frames written)."""
+
+    frames: int
+    total: int | None
+    elapsed: float
+    done: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def fraction(self) -> float | None:
+        return min(1.0, self.frames / self.total) if self.total else None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (``None`` when the total is unknown)."""
+        if not self.total or self.fps <= 0:
+            return None
+        return max(0.0, (self.total - self.frames) / self.fps)
+
+
+@attrs.define(eq=False)
+class _Item:
+    index: int
+    frame: Any  # av.VideoFrame (yuv420p)
+    audio: list  # audio packets to mux before this frame
+    regions: list[Region] = attrs.field(factory=list)
+
+
+_END = object()
+
+
+@attrs.define(eq=False)
+class _Failure:
+    exc: BaseException
+
+
+def _source_name(src: Any) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    return str(getattr(src, "name", None) or f"<{type(src).__name__}>")
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event, times: StageTimes, wait_stage: str) -> bool:
+    """Blocking put that gives up when ``stop`` is set; time blocked counts as ``wait_stage``."""
+    t0 = time.perf_counter()
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            times.add(wait_stage, time.perf_counter() - t0, count=0)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event, times: StageTimes, wait_stage: str) -> Any:
+    t0 = time.perf_counter()
+    while True:
+        try:
+            item = q.get(timeout=0.1)
+            times.add(wait_stage, time.perf_counter() - t0, count=0)
+            return item
+        except queue.Empty:
+            if stop.is_set():
+                return _END
+
+
+def _crop_rgb(frame: Any, rect: Rect) -> np.ndarray:
+    """``rect`` of a yuv420p frame as ``HxWx3 uint8`` RGB; only the crop is converted (swscale).
+
+    The crop is aligned to even coordinates (4:2:0 chroma), so it may start one pixel
+    earlier than ``rect``; the caller shifts detections by the returned crop origin.
+    """
+    import av
+
+    if rect.as_xywh() == (0, 0, frame.width, frame.height):
+        return frame.to_ndarray(format="rgb24")
+    y, u, v = frame_planes(frame, writable=False)
+    x0, y0 = rect.x & ~1, rect.y & ~1
+    x1, y1 = min(rect.x2 + (rect.x2 & 1), frame.width), min(rect.y2 + (rect.y2 & 1), frame.height)
+    w, h = (x1 - x0) & ~1, (y1 - y0) & ~1
+    crop = av.VideoFrame(w, h, "yuv420p")
+    cy, cu, cv = frame_planes(crop)
+    cy[:] = y[y0:y0 + h, x0:x0 + w]
+    cu[:] = u[y0 // 2:(y0 + h) // 2, x0 // 2:(x0 + w) // 2]
+    cv[:] = v[y0 // 2:(y0 + h) // 2, x0 // 2:(x0 + w) // 2]
+    crop.color_range = frame.color_range
+    crop.colorspace = frame.colorspace
+    return crop.to_ndarray(format="rgb24")
+
+
+def _crop_origin(frame: Any, rect: Rect) -> tuple[int, int]:
+    if rect.as_xywh() == (0, 0, frame.width, frame.height):
+        return 0, 0
+    return rect.x & ~1, rect.y & ~1
+
+
+def _detector_stage_seconds(det: Any) -> Mapping[str, float] | None:
+    """A detector's cumulative per-stage seconds, if it reports them (``stage_seconds``)."""
+    stats = getattr(det, "stage_seconds", None)
+    if callable(stats):
+        stats = stats()
+    return dict(stats) if isinstance(stats, Mapping) else None
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def deidentify(
+    src: str | os.PathLike | IO[bytes],
+    dst: str | os.PathLike,
+    *,
+    region: Any = "auto",
+    detector: str | Detector = "retinaface",
+    detector_options: Mapping[str, Any] | None = None,
+    threshold: float | None = DEFAULT_THRESHOLD,
+    encoder: str | Encoder = "libx264",
+    encoder_options: Mapping[str, Any] | None = None,
+    batch: int = 16,
+    queue_size: int = 500,
+    queue_memory: int = DEFAULT_QUEUE_MEMORY,
+    carry: int = 5,
+    max_gap: int = 10,
+    every: int = 1,
+    expand: float = 1.3,
+    feather: float = 0.25,
+    anonymizer: str | Anonymizer = "blur",
+    anonymizer_options: Mapping[str, Any] | None = None,
+    cut_threshold: float | None = 30.0,
+    detector_threads: int | None = 1,
+    audit: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    chart: str | os.PathLike | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    plugins: Any = None,
+) -> DeidResult:
+    """De-identify the video ``src`` into ``dst``; returns a :class:`~surgbox.types.DeidResult`.
+
+    ``src``: a path or a readable, seekable binary file object (e.g. from the encrypted store).
+    ``dst``: output path (its extension picks the container; written as a temporary file in
+    the same directory and renamed when complete). ``region``: ``"auto"``, ``"full"``,
+    ``"X,Y,W,H[;...]"`` or Rect(s) (see :mod:`surgbox.deid.regions`). ``detector`` /
+    ``encoder``: plugin names (or built instances) with their ``*_options``. ``threshold``:
+    passed to a detector built by name as its ``threshold`` option (default 0.3: recall first;
+    ``None`` keeps the plugin's own default, for detectors without that option). ``batch``: crops
+    per detector call. ``queue_size``: decoded frames buffered between decode and detection,
+    capped so that all pictures the pipeline holds (the queue, a detection batch, the temporal
+    stage's lookahead) fit in ``queue_memory`` bytes (default 512 MiB: 140 frames of 1080p). ``carry``/``max_gap``/``every``: the
+    temporal stage (:class:`~surgbox.deid.temporal.TemporalFilter`). ``expand``/``feather``:
+    the mask (:class:`~surgbox.deid.masks.MaskShape`). ``anonymizer``: ``blur``, ``pixelate``
+    or ``fill`` with ``anonymizer_options``. ``cut_threshold``: mean luma change (0-255, of
+    16x16-block averages of the regions) between frames that marks a scene cut, across which nothing is
+    carried (``None``: never). ``detector_threads``: intra-op threads of the detector's CPU math
+    library (torch, when loaded) during the run, restored afterwards; decode, detection and
+    encode already run in parallel, so 1 (default) avoids oversubscribing the cores (about 3x
+    faster on 2 cores than torch's default); ``None`` leaves the library's setting. ``audit``/``report``/``chart``: optional JSON
+    Lines sidecar, JSON report and PNG stage chart paths. ``progress``: called with
+    :class:`Progress` about four times a second from the calling thread. ``plugins``: the
+    :class:`~surgbox.plugins.Plugins` manager to use (default: the process-wide one); its
+    ``deid_finished`` hook is called with the result.
+
+    Raises :class:`DeidError` for unreadable, corrupt or truncated input,
+    :class:`~surgbox.errors.ConfigError` for bad options, and the plugins' own errors.
+    """
+    detector_options = dict(detector_options or {})
+    if threshold is not None and isinstance(detector, str):
+        detector_options.setdefault("threshold", threshold)
+    run = _Run(src, dst, region=region, detector=detector, detector_options=detector_options,
+               encoder=encoder, encoder_options=dict(encoder_options or {}), batch=batch, queue_size=queue_size,
+               queue_memory=queue_memory, every=every, progress=progress, plugins=plugins,
+               audit_path=audit, report_path=report, chart_path=chart, cut_threshold=cut_threshold,
+               detector_threads=detector_threads,
+               temporal=TemporalFilter(carry=carry, max_gap=max_gap, every=every) if _valid_temporal(carry, max_gap, every) else None,
+               anonymizer=make_anonymizer(anonymizer, expand=expand, feather=feather, **dict(anonymizer_options or {})))
+    return run.execute()
+
+
+MAX_EVERY = 30  # detect at least once a second at 30 fps (the temporal stage holds ~2 * every frames)
+MAX_WINDOW = 120  # frames: bounds carry / max_gap, hence the frames held for the temporal stage
+
+
+def _valid_temporal(carry: int, max_gap: int, every: int) -> bool:
+    for name, v, lo, hi in (("carry", carry, 0, MAX_WINDOW), ("max_gap", max_gap, 0, MAX_WINDOW), ("every", every, 1, MAX_EVERY)):
+        if not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+    return True
+
+
+@attrs.define(eq=False)
+class _Run:
+    """State of one :func:`deidentify` call (threads, queues, counters)."""
+
+    src: Any
+    dst: Any
+    region: Any
+    detector: Any
+    detector_options: dict
+    encoder: Any
+    encoder_options: dict
+    batch: int
+    queue_size: int
+    queue_memory: int
+    every: int
+    progress: Any
+    plugins: Any
+    audit_path: Any
+    report_path: Any
+    chart_path: Any
+    temporal: TemporalFilter
+    anonymizer: Anonymizer
+    times: StageTimes = attrs.field(factory=StageTimes)
+    stop: threading.Event = attrs.field(factory=threading.Event)
+    warnings: list[str] = attrs.field(factory=list)
+    decoded: int = 0
+    detections: int = 0
+    detected_frames: int = 0
+    tracks: set = attrs.field(factory=set)
+    frames_with_regions: int = 0
+    regions_total: int = 0
+    audio_packets: int = 0
+    video_packets: int = 0
+    cut_threshold: float | None = 30.0
+    detector_threads: int | None = 1
+    cuts: int = 0
+    _thumbs: Any = attrs.field(default=None, alias="_thumbs")
+
+    def execute(self) -> DeidResult:
+        if self.batch < 1:
+            raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        if self.queue_size < 1:
+            raise ConfigError(f"queue_size must be >= 1, got {self.queue_size}")
+        name = _source_name(self.src)
+        dst = Path(self.dst)
+        if not dst.parent.is_dir():
+            raise ConfigError(f"output directory {str(dst.parent)!r} does not exist; create it or choose another DST")
+        if dst.suffix == "":
+            raise ConfigError(f"output {str(dst)!r} has no extension; give e.g. OUT.mp4 so the container can be chosen")
+        spec = parse_region_spec(self.region)
+        plugins = self.plugins
+        if plugins is None:
+            from ..plugins import get_plugins
+
+            plugins = get_plugins()
+        t_start = time.perf_counter()
+        tmp = str(dst.parent / f".{dst.name}.{secrets.token_hex(4)}.partial{dst.suffix}")
+        container = det = enc = audit = None
+        restore_threads = None
+        threads: list[threading.Thread] = []
+        committed = False
+        try:
+            with self.times.stage("setup"):
+                container, vs, as_ = self._open_input(name)
+                width, height = vs.codec_context.width, vs.codec_context.height
+                if width < 1 or height < 1:
+                    raise DeidError(f"input {name!r}: video stream has no picture size; is the file complete? (check with ffprobe)")
+                path = os.fspath(self.src) if isinstance(self.src, (str, os.PathLike)) else None
+                rects, origin = resolve_regions(spec, width, height, metadata=dict(container.metadata), path=path)
+                self.temporal.bounds = tuple(r.as_xyxy() for r in rects)
+                frame_bytes = width * height * 3 // 2
+                # frames held beyond the queue: lookahead, a batch, the two hand-over queues, a margin
+                held = self.temporal.lookahead + self.batch * self.every + 2 * max(4, self.batch) + 4
+                depth = max(1, min(self.queue_size, self.queue_memory // max(frame_bytes, 1) - held))
+                if depth < self.queue_size:
+                    log.info("frame queue capped at %d frames (%d MiB of %dx%d pictures)", depth, self.queue_memory >> 20, width, height)
+                q_frames: queue.Queue = queue.Queue(maxsize=depth)
+                q_out: queue.Queue = queue.Queue(maxsize=max(4, self.batch))
+                fps = vs.average_rate or vs.guessed_rate or vs.base_rate or Fraction(30)
+                metadata = {str(k): str(v) for k, v in container.metadata.items()}
+                total = vs.frames or (int(float(vs.duration * vs.time_base) * float(fps)) if vs.duration else None)
+                # decoding starts now and fills the queue while the detector loads
+                threads.append(threading.Thread(target=self._decode_loop, args=(container, vs, as_, q_frames, name),
+                                                name="surgbox-deid-decode", daemon=True))
+                threads[-1].start()
+                det = self._make("detector", self.detector, self.detector_options, plugins)
+                det.open()
+                restore_threads = _limit_math_threads(self.detector_threads)
+                enc = self._make("encoder", self.encoder, self.encoder_options, plugins)
+                # 4:2:0 needs even sizes: odd inputs are padded by one repeated row/column (see _to_yuv420p)
+                enc.open_output(tmp, width=width + (width & 1), height=height + (height & 1), fps=fps, time_base=vs.time_base,
+                                audio_template=as_, metadata=metadata)
+                if self.audit_path is not None:
+                    audit = AuditWriter(Path(self.audit_path))
+                    audit.open({"src": name, "dst": str(dst), "detector": _detector_info(det),
+                                "settings": self._settings(rects, origin), "regions": [list(r.as_xywh()) for r in rects],
+                                "time_base": str(vs.time_base)})
+            q_blurred: queue.Queue = queue.Queue(maxsize=max(4, self.batch))
+            threads.append(threading.Thread(target=self._detect_loop, args=(det, rects, q_frames, q_out),
+                                            name="surgbox-deid-detect", daemon=True))
+            threads.append(threading.Thread(target=self._anonymize_loop, args=(rects, q_out, q_blurred),
+                                            name="surgbox-deid-anonymize", daemon=True))
+            for t in threads[1:]:
+                t.start()
+            written = self._encode_loop(enc, q_blurred, audit, vs.time_base, fps, total, t_start)
+            for t in threads:
+                t.join()
+            with self.times.stage("write"):
+                enc.close()
+            if written == 0:
+                raise DeidError(f"input {name!r} has no decodable video frame; check it with ffprobe")
+            if vs.frames and self.video_packets < vs.frames:  # packets, not frames: edit lists may hide frames
+                raise DeidError(
+                    f"input {name!r} is truncated or corrupt: its index declares {vs.frames} video frames but the file "
+                    f"holds only {self.video_packets}; re-copy the file, or repair it (e.g. ffmpeg -i IN -c copy OUT.mp4)"
+                )
+            _fsync_path(tmp)
+            os.replace(tmp, dst)
+            committed = True
+            if audit is not None:
+                audit.commit()
+            wall = time.perf_counter() - t_start
+            result = self._result(name, str(dst), written, wall, vs, fps, rects, origin, det, depth, width, height)
+            if self.report_path is not None:
+                _write_json(Path(self.report_path), result.report)
+            if self.chart_path is not None:
+                self.times.chart(self.chart_path, written)
+            plugins.hook.deid_finished(result=result)
+            return result
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join(timeout=10)
+            if not committed:
+                if enc is not None:
+                    try:
+                        enc.close()
+                    except Exception:  # the real error is already propagating
+                        log.debug("encoder close after failure raised", exc_info=True)
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                if audit is not None:
+                    audit.abort()
+            if det is not None:
+                det.close()
+            if restore_threads is not None:
+                restore_threads()
+            if container is not None:
+                container.close()
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _open_input(self, name: str):
+        import av
+
+        try:
+            container = av.open(self.src if not isinstance(self.src, os.PathLike) else os.fspath(self.src), mode="r")
+        except FileNotFoundError:
+            raise DeidError(f"input {name!r} does not exist; check the path") from None
+        except PermissionError:
+            raise DeidError(f"input {name!r} cannot be read (permission denied); check its permissions") from None
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise DeidError(
+                f"input {name!r} is not a readable video ({exc}); it may be corrupt, truncated or not a media file "
+                f"(check it with ffprobe)"
+            ) from None
+        if not container.streams.video:
+            container.close()
+            raise DeidError(f"input {name!r} has no video stream; give a video file")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        as_ = container.streams.audio[0] if container.streams.audio else None
+        return container, vs, as_
+
+    def _make(self, kind: str, spec: Any, options: dict, plugins: Any) -> Any:
+        if not isinstance(spec, str):
+            if options:
+                raise ConfigError(f"{kind} options given with an already built {kind} {spec!r}; pass a name instead")
+            return spec
+        return plugins.create(kind, spec, **options)
+
+    def _settings(self, rects: list[Rect], origin: str) -> dict[str, Any]:
+        return {"region": [list(r.as_xywh()) for r in rects], "region_origin": origin, "batch": self.batch,
+                "queue_size": self.queue_size, "carry": self.temporal.carry, "max_gap": self.temporal.max_gap,
+                "every": self.temporal.every, "edge_carry": self.temporal.edge_carry, "lookahead": self.temporal.lookahead,
+                "cut_threshold": self.cut_threshold, "detector_threads": self.detector_threads,
+                **self.anonymizer.settings()}
+
+    # -- threads ---------------------------------------------------------------------------------
+    def _decode_loop(self, container, vs, as_, q: queue.Queue, name: str) -> None:
+        import av
+
+        audio: list = []
+        index = 0
+        streams = [vs] + ([as_] if as_ is not None else [])
+        try:
+            t0 = time.perf_counter()
+            for packet in container.demux(streams):
+                if self.stop.is_set():
+                    return
+                if packet.stream.type == "audio":
+                    if packet.size:
+                        audio.append(packet)
+                    continue
+                if packet.size:
+                    self.video_packets += 1
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as exc:
+                    raise DeidError(
+                        f"input {name!r} is corrupt near frame {index} ({exc}); repair or re-copy it"
+                    ) from None
+                for frame in frames:
+                    if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
+                        frame = self._to_yuv420p(frame)
+                    frame.pict_type = 0  # let the encoder choose frame types
+                    item = _Item(index, frame, audio)
+                    audio = []
+                    index += 1
+                    self.times.add("decode", time.perf_counter() - t0)
+                    if not _put(q, item, self.stop, self.times, "queue wait (decode)"):
+                        return
+                    t0 = time.perf_counter()
+            self.decoded = index
+            _put(q, _Item(-1, None, audio), self.stop, self.times, "queue wait (decode)")
+            _put(q, _END, self.stop, self.times, "queue wait (decode)")
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            if isinstance(exc, av.FFmpegError):
+                exc = DeidError(f"input {name!r} could not be decoded at frame {index} ({exc}); it may be corrupt or truncated")
+            _put(q, _Failure(exc), self.stop, self.times, "queue wait (decode)")
+
+    def _to_yuv420p(self, frame: Any) -> Any:
+        """Frames in other pixel formats are converted; odd sizes are padded to even (last
+        row/column repeated), since 4:2:0 H.264 cannot code odd sizes."""
+        w, h = frame.width, frame.height
+        out = frame.reformat(format="yuv420p") if frame.format.name not in ("yuv420p", "yuvj420p") else frame
+        if w % 2 == 0 and h % 2 == 0:
+            return out
+        import av
+
+        ew, eh = w + (w & 1), h + (h & 1)
+        msg = f"odd picture size {w}x{h} padded to {ew}x{eh} (4:2:0 needs even sizes; last row/column repeated)"
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+        src = frame_planes(out, writable=False)
+        padded = av.VideoFrame(ew, eh, "yuv420p")
+        for s, d in zip(src, frame_planes(padded)):
+            d[: s.shape[0], : s.shape[1]] = s
+            d[s.shape[0]:, : s.shape[1]] = s[-1:, :]
+            d[:, s.shape[1]:] = d[:, s.shape[1] - 1: s.shape[1]]
+        padded.pts, padded.time_base = frame.pts, frame.time_base
+        padded.color_range, padded.colorspace = out.color_range, out.colorspace
+        return padded
+
+    def _detect_loop(self, det: Any, rects: list[Rect], q_in: queue.Queue, q_out: queue.Queue) -> None:
+        pending: collections.deque[_Item] = collections.deque()
+        chunk: list[_Item] = []
+        try:
+            while True:
+                item = _get(q_in, self.stop, self.times, "queue wait (detect)")
+                if item is _END:
+                    break
+                if isinstance(item, _Failure):
+                    _put(q_out, item, self.stop, self.times, "queue wait (detect)")
+                    return
+                if item.frame is None:  # trailing audio
+                    self._run_chunk(det, rects, chunk, pending, q_out)
+                    chunk = []
+                    for idx, regs in self.temporal.flush():
+                        self._emit(pending, idx, regs, q_out)
+                    _put(q_out, item, self.stop, self.times, "queue wait (detect)")
+                    continue
+                chunk.append(item)
+                if sum(1 for c in chunk if c.index % self.every == 0) >= self.batch:
+                    self._run_chunk(det, rects, chunk, pending, q_out)
+                    chunk = []
+            if not self.stop.is_set():
+                self._run_chunk(det, rects, chunk, pending, q_out)
+                for idx, regs in self.temporal.flush():
+                    self._emit(pending, idx, regs, q_out)
+                _put(q_out, _END, self.stop, self.times, "queue wait (detect)")
+        except BaseException as exc:
+            _put(q_out, _Failure(exc), self.stop, self.times, "queue wait (detect)")
+
+    def _run_chunk(self, det: Any, rects: list[Rect], chunk: list[_Item], pending, q_out) -> None:
+        if not chunk:
+            return
+        todo = [c for c in chunk if c.index % self.every == 0]
+        images, owners = [], []
+        with self.times.stage("crop", count=len(todo) * len(rects)):
+            for c in todo:
+                for r in rects:
+                    images.append(_crop_rgb(c.frame, r))
+                    owners.append((c.index, _crop_origin(c.frame, r)))
+        found: dict[int, list[Detections]] = {c.index: [] for c in todo}
+        if images:
+            before = _detector_stage_seconds(det)
+            t0 = time.perf_counter()
+            results = det.detect(images)
+            self.times.add_detector(before, _detector_stage_seconds(det), time.perf_counter() - t0)
+            if len(results) != len(images):
+                raise SurgboxError(f"detector {getattr(det, 'name', det)!r} returned {len(results)} results for {len(images)} images")
+            for (idx, (ox, oy)), d in zip(owners, results):
+                found[idx].append(d.shifted(ox, oy) if (ox or oy) else d)
+        with self.times.stage("temporal", count=len(chunk)):
+            finals = []
+            for c in chunk:
+                pending.append(c)
+                dets = None
+                if c.index in found:
+                    parts = found[c.index]
+                    dets = _concat(parts)
+                    self.detected_frames += 1
+                    self.detections += len(dets)
+                finals.extend(self.temporal.push(c.index, dets, cut=self._is_cut(c.frame, rects)))
+        for idx, regs in finals:
+            self._emit(pending, idx, regs, q_out)
+
+    def _is_cut(self, frame: Any, rects: list[Rect]) -> bool:
+        """Scene cut: the regions' luma, averaged over 16x16 blocks (so motion and texture do
+        not count), changed by more than ``cut_threshold`` on average (0-255) since the
+        previous frame."""
+        if self.cut_threshold is None:
+            return False
+        y = frame_planes(frame, writable=False)[0]
+        thumbs = [_block_means(y[r.y:r.y2, r.x:r.x2], 16) for r in rects]
+        prev, self._thumbs = self._thumbs, thumbs
+        if prev is None:
+            return False
+        cut = any(float(np.abs(a - b).mean()) > self.cut_threshold for a, b in zip(thumbs, prev))
+        self.cuts += cut
+        return cut
+
+    def _emit(self, pending, idx: int, regs: list[Region], q_out) -> None:
+        item = pending.popleft()
+        assert item.index == idx, (item.index, idx)
+        item.regions = regs
+        _put(q_out, item, self.stop, self.times, "queue wait (detect)")
+
+    def _anonymize_loop(self, rects: list[Rect], q_in: queue.Queue, q_out: queue.Queue) -> None:
+        """Hide the regions of each frame (own thread: Pillow and the blend kernel release the GIL)."""
+        try:
+            while True:
+                item = _get(q_in, self.stop, self.times, "queue wait (anonymize)")
+                if item is _END or isinstance(item, _Failure):
+                    _put(q_out, item, self.stop, self.times, "queue wait (anonymize)")
+                    return
+                if item.frame is not None and item.regions:
+                    with self.times.stage("blur"):
+                        self._anonymize(item.frame, rects, item.regions)
+                if not _put(q_out, item, self.stop, self.times, "queue wait (anonymize)"):
+                    return
+        except BaseException as exc:
+            _put(q_out, _Failure(exc), self.stop, self.times, "queue wait (anonymize)")
+
+    def _encode_loop(self, enc, q: queue.Queue, audit, time_base, fps, total, t_start) -> int:
+        written = 0
+        last_report = 0.0
+        while True:
+            item = _get(q, self.stop, self.times, "queue wait (encode)")
+            if item is _END:
+                if self.progress is not None:
+                    self.progress(Progress(written, total, time.perf_counter() - t_start, done=True))
+                return written
+            if isinstance(item, _Failure):
+                raise item.exc
+            if item.audio:
+                with self.times.stage("write", count=0):
+                    for p in item.audio:
+                        enc.copy_audio(p)
+                self.audio_packets += len(item.audio)
+            if item.frame is None:
+                continue
+            frame = item.frame
+            if written == 0 and getattr(frame, "rotation", 0):
+                _apply_rotation(enc, frame.rotation, self.warnings)
+            if item.regions:
+                self.frames_with_regions += 1
+                self.regions_total += len(item.regions)
+                self.tracks.update(r.track for r in item.regions)
+            pts = frame.pts
+            if pts is None:  # a stream without timestamps (raw formats): the nominal frame rate
+                time_ns = round(written * 1_000_000_000 / float(fps))
+            else:
+                time_ns = int(round(Fraction(pts) * time_base * 1_000_000_000))
+            with self.times.stage("write"):
+                enc.write_video(frame, time_ns)
+            if audit is not None:
+                audit.frame(item.index, pts, time_base, item.regions)
+            written += 1
+            now = time.perf_counter()
+            if self.progress is not None and now - last_report >= 0.25:
+                last_report = now
+                self.progress(Progress(written, total, now - t_start))
+
+    def _anonymize(self, frame: Any, rects: list[Rect], regions: list[Region]) -> None:
+        planes = frame_planes(frame)
+        boxes = [r.box for r in regions]
+        for rect in rects:
+            inside = [b for b in boxes if b[0] < rect.x2 and b[2] > rect.x and b[1] < rect.y2 and b[3] > rect.y]
+            if not inside:
+                continue
+            cx0, cy0 = rect.x // 2, rect.y // 2
+            cx1, cy1 = (rect.x2 + 1) // 2, (rect.y2 + 1) // 2
+            views = [planes[0][rect.y:rect.y2, rect.x:rect.x2], planes[1][cy0:cy1, cx0:cx1], planes[2][cy0:cy1, cx0:cx1]]
+            shifted = [(b[0] - rect.x, b[1] - rect.y, b[2] - rect.x, b[3] - rect.y) for b in inside]
+            self.anonymizer.apply(views, shifted)
+
+    # -- result ----------------------------------------------------------------------------------
+    def _result(self, name, dst, frames, wall, vs, fps, rects, origin, det, depth, width, height) -> DeidResult:
+        duration = float(vs.duration * vs.time_base) if vs.duration else (frames / float(fps) if fps else None)
+        report = {
+            "src": name,
+            "dst": dst,
+            "frames": frames,
+            "width": width,
+            "height": height,
+            "fps_input": float(fps) if fps else None,
+            "duration_s": duration,
+            "wall_s": round(wall, 3),
+            "fps": round(frames / wall, 2) if wall > 0 else None,
+            "realtime_factor": round(wall / duration, 4) if duration else None,
+            "audio_packets_copied": self.audio_packets,
+            "detected_frames": self.detected_frames,
+            "detections": self.detections,
+            "tracks": len(self.tracks),
+            "scene_cuts": self.cuts,
+            "frames_with_regions": self.frames_with_regions,
+            "regions": self.regions_total,
+            "queue_depth": depth,
+            "detector": _detector_info(det),
+            "settings": self._settings(rects, origin),
+            "warnings": list(self.warnings),
+            "timing": self.times.to_dict(frames, wall),
+        }
+        return DeidResult(src=name, dst=dst, frames=frames, faces=len(self.tracks), seconds=wall, report=report)
+
+
+def _limit_math_threads(n: int | None) -> Callable[[], None] | None:
+    """Set torch's intra-op thread count to ``n`` if torch is loaded; returns the undo."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if n is None or torch is None:
+        return None
+    if n < 1:
+        raise ConfigError(f"detector_threads must be >= 1 or None, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return lambda: torch.set_num_threads(before)
+
+
+def _block_means(plane: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each ``k x k`` block of a 2-D plane (partial blocks at the edges dropped)."""
+    h, w = plane.shape[0] // k, plane.shape[1] // k
+    if h == 0 or w == 0:
+        return plane.astype(np.float32)
+    return plane[: h * k, : w * k].reshape(h, k, w, k).mean(axis=(1, 3), dtype=np.float32)
+
+
+def _concat(parts: list[Detections]) -> Detections:
+    if len(parts) == 1:
+        return parts[0]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Detections.empty()
+    return Detections(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]))
+
+
+def _detector_info(det: Any) -> dict[str, Any]:
+    try:
+        settings = dict(det.settings()) if hasattr(det, "settings") else {}
+    except Exception as exc:  # audit must not fail on a detector's settings()
+        settings = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"name": getattr(det, "name", type(det).__name__), "version": str(getattr(det, "version", "")),
+            "class": f"{type(det).__module__}.{type(det).__qualname__}", "settings": settings}
+
+
+def _apply_rotation(enc: Any, rotation: float, warnings: list[str]) -> None:
+    """Carry the input's display rotation (degrees, counter-clockwise) to the output stream,
+    before its first frame; needs an encoder that exposes its PyAV ``video_stream``."""
+    stream = getattr(enc, "video_stream", None)
+    if stream is not None and hasattr(stream, "set_display_rotation"):
+        stream.set_display_rotation(rotation)
+    else:
+        msg = f"input display rotation {rotation} degrees not carried over: encoder {type(enc).__name__} exposes no video_stream"
+        log.warning(msg)
+        warnings.append(msg)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    import json
+
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
