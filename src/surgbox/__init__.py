@@ -47,6 +47,8 @@ _LAZY: dict[str, str] = {
     "Recorder": "surgbox.recorder:Recorder",
     "RecordConfig": "surgbox.config:RecordConfig",
     "layouts": "surgbox.layouts:__name__",
+    # de-identification
+    "deidentify": "surgbox.deid:deidentify",
     # data devices
     "DataTrackWriter": "surgbox.readings:DataTrackWriter",
     "read_data_track": "surgbox.readings:read_data_track",

@@ -14,24 +14,58 @@ P = DEFAULT_PRIORITY
 
 @hookimpl
 def register_sources(register: Register) -> None:
-    pass
+    register("bis", lazy("surgbox_ext.bis.source:BISSource"), priority=P,
+             description="BIS Vista / A-2000 ASCII serial output over any pyserial URL (tty, socket://, rfc2217://)",
+             check=requires("serial", install="pip install pyserial"))
+    src = "surgbox_ext.sources."
+    register("testsrc", lazy(src + "testsrc:TestSource"), priority=P,
+             description="synthetic video (size/fps), name and time burned in, white sync frame every 2 s")
+    register("tone", lazy(src + "tone:ToneSource"), priority=P,
+             description="synthetic audio with a 50 ms 1 kHz sync beep every 2 s")
+    register("file", lazy(src + "file:FileSource"), priority=P,
+             description="a media file's video (or audio) played as a live source, paced to real time, optional loop")
+    register("v4l2", lazy(src + "v4l2:V4L2Source"), priority=P, check=lazy(src + "checks:v4l2"),
+             description="capture card or USB camera through Video4Linux2 (size/fps/format options)")
+    register("url", lazy(src + "url:UrlSource"), priority=P,
+             description="RTSP/HTTP/UDP/TCP IP camera stream with timeouts and reconnect with backoff")
+    register("alsa", lazy(src + "alsa:AlsaSource"), priority=P, check=lazy(src + "checks:alsa"),
+             description="microphone or line input through ALSA")
+    register("pulse", lazy(src + "pulse:PulseSource"), priority=P, check=lazy(src + "checks:pulse"),
+             description="microphone through PulseAudio/PipeWire")
+    register("footswitch", lazy(src + "footswitch:FootSwitch"), priority=P,
+             description="trigger source: serial foot switch (byte, line or CTS/DSR) plus programmatic press()")
+    register("footswitch_evdev", lazy(src + "footswitch:EvdevFootSwitch"), priority=P, check=lazy(src + "checks:evdev"),
+             description="trigger source: USB foot pedal seen as a key device (evdev)")
 
 
 @hookimpl
 def register_compositors(register: Register) -> None:
-    pass
+    register("default", lazy("surgbox_ext.compositor:DefaultCompositor"), priority=P,
+             description="YUV 4:2:0 compositor: swscale-fitted slots, NO SIGNAL slates, data panel with a real font")
 
 
 @hookimpl
 def register_encoders(register: Register) -> None:
-    pass
+    register("libx264", lazy("surgbox_ext.encoders:X264Encoder"), priority=P,
+             description="H.264 (libx264) + AAC in crash-safe fragmented MP4")
+    register("h264_nvenc", lazy("surgbox_ext.encoders:NvencEncoder"), priority=P, check=lazy("surgbox_ext.encoders:nvenc_check"),
+             description="H.264 on NVIDIA NVENC + AAC in crash-safe fragmented MP4")
 
 
 @hookimpl
 def register_detectors(register: Register) -> None:
-    pass
+    register(
+        "retinaface",
+        lazy("surgbox_ext.retinaface.detector:RetinaFaceDetector"),
+        priority=P,
+        description="RetinaFace face detector (PyTorch, MobileNet-0.25 weights shipped; ResNet-50 checkpoints accepted)",
+        check=requires("torch", install="pip install 'surgbox[detect]'"),
+    )
 
 
 @hookimpl
 def register_stores(register: Register) -> None:
-    pass
+    register("local", lazy("surgbox_ext.store.local:LocalStore"), priority=P,
+             description="encrypted store (Tink AES256-GCM-HKDF streams, SHA-256 sidecars) under one root directory")
+    register("mirror", lazy("surgbox_ext.store.mirror:MirrorStore"), priority=P,
+             description="RAID-1 style encrypted store over >= 2 roots: degraded mode, scrub and repair")

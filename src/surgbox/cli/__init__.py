@@ -18,6 +18,19 @@ from ..errors import SurgboxError
 # Subcommand modules, in the order `surgbox --help` lists them.
 COMMAND_MODULES = [
     "plugins",
+    "record",
+    "demo",
+    "bis",
+    "simulate",
+    "detect",
+    "crypt",
+    "store",
+    "deid",
+    "init",
+    "events",
+    "users",
+    "audit",
+    "report",
 ]
 
 
