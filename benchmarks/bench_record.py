@@ -1,13 +1,22 @@
-"""Compose + encode throughput at 1080p30 from three sources (paper layout, default x264 preset).
+"""Recording performance budgets (not in the default test run).
 
-Target: >= 1.5x real time (45 fps) on 2 cores. The baseline in the same run is a plain encode of
-ready-made 1080p frames with the same encoder settings, so the ratio shows what compositing
-costs. Run: ``pytest benchmarks/bench_record.py --benchmark-only -s``.
+* Compose + encode throughput at 1080p30 from three sources (paper layout, default x264 preset):
+  >= 1.5x real time (45 fps) on 2 cores. The baseline in the same run is a plain encode of
+  ready-made 1080p frames with the same encoder settings, so the ratio shows what compositing costs.
+* ``surgbox demo`` CPU cost: <= 1.2 core-seconds per recorded second (a 20 s demo in a
+  subprocess, user + system time of it and its children). The baseline in the same run is the
+  ffmpeg CLI encoding 20 s of a 1080p30 test pattern with the same x264 preset.
+
+Run: ``pytest benchmarks/bench_record.py --benchmark-only -s``.
 """
 
 from __future__ import annotations
 
 import io
+import resource
+import shutil
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -84,3 +93,38 @@ def test_compose_and_encode_three_sources(benchmark, inputs):
     print(f"\ncompose+encode 1080p30 from 3 sources: {fps:.1f} fps = {fps / 30:.2f}x real time"
           + (f", {fps / plain:.2f}x the plain encode" if plain else ""))
     assert fps >= 45, f"{fps:.1f} fps < 45 fps (1.5x real time)"
+
+
+DEMO_SECONDS = 20
+CPU_BUDGET = 1.2  # core-seconds per recorded second
+
+
+def children_cpu(cmd: list[str]) -> float:
+    """User + system CPU seconds of ``cmd`` (run to completion) and its children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert proc.returncode == 0, proc.stderr
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def test_ffmpeg_encode_cpu_baseline(benchmark):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg CLI not installed")
+    cmd = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={DEMO_SECONDS}",
+           "-c:v", "libx264", "-preset", "veryfast", "-f", "null", "-"]
+    cpu = benchmark.pedantic(children_cpu, args=(cmd,), rounds=1, iterations=1)
+    pytest.ffmpeg_core_s = cpu / DEMO_SECONDS
+    benchmark.extra_info["core_s_per_s"] = pytest.ffmpeg_core_s
+    print(f"\nffmpeg testsrc2 1080p30 libx264 veryfast: {pytest.ffmpeg_core_s:.2f} core-s per second of video")
+
+
+def test_demo_cpu_per_recorded_second(benchmark, tmp_path):
+    cmd = [sys.executable, "-m", "surgbox", "demo", "--duration", str(DEMO_SECONDS), "--out", str(tmp_path / "demo.mp4"), "--quiet"]
+    cpu = benchmark.pedantic(children_cpu, args=(cmd,), rounds=1, iterations=1)
+    per_second = cpu / DEMO_SECONDS
+    base = getattr(pytest, "ffmpeg_core_s", None)
+    benchmark.extra_info.update(core_s_per_s=per_second, budget=CPU_BUDGET, ratio_to_ffmpeg_encode=per_second / base if base else None)
+    print(f"\nsurgbox demo: {cpu:.1f} core-s for {DEMO_SECONDS} s = {per_second:.2f} core-s per recorded second"
+          f" (budget {CPU_BUDGET})" + (f", {per_second / base:.2f}x the plain ffmpeg encode" if base else ""))
+    assert per_second <= CPU_BUDGET

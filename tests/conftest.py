@@ -62,3 +62,33 @@ def surgbox_home(tmp_path, monkeypatch):
     monkeypatch.delenv("SURGBOX_USER", raising=False)
     monkeypatch.delenv("SURGBOX_PASSWORD", raising=False)
     return home
+
+
+def kill_9_when_recorded(proc, seconds: float, timeout: float = 120) -> int:
+    """``kill -9`` a ``surgbox demo``/``record`` subprocess (no ``--quiet``, stderr piped, text
+    mode) once it has recorded about ``seconds``: when its status line (printed every 5 s without
+    a terminal; ``REC HH:MM:SS`` counts the frames written) shows ``seconds - 3`` or more, 3 s
+    later. So a slow start-up or a busy machine does not shorten the recording that is killed.
+    Returns the last ``REC`` seconds seen before the kill."""
+    import re
+    import signal
+    import threading
+    import time
+
+    seen = [-1]
+
+    def read() -> None:
+        for line in proc.stderr:
+            m = re.search(r"REC (\d+):(\d\d):(\d\d)", line)
+            if m:
+                seen[0] = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3])
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while seen[0] < seconds - 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert seen[0] >= seconds - 3, f"the recording did not reach {seconds - 3} s (last status: {seen[0]} s)"
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    return seen[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -93,12 +95,31 @@ def test_panel_shows_readings_and_is_rendered_only_on_change(comp):
     assert comp.renders == 3
 
 
-def test_panel_text_uses_a_real_font():
+def _panel_pixels() -> np.ndarray:
     img = render_panel(1920, 360, {"bis": Reading("bis", 0, "bis", {"BIS": 45.0, "SR": None})}, {"id": "ev-1"}, 5_000_000_000)
-    a = np.asarray(img.convert("L"))
-    # anti-aliased FreeType text has intermediate grey levels, a bitmap font would not
-    levels = np.unique(a[a > 40])
-    assert len(levels) > 20
+    return np.asarray(img.convert("L"))
+
+
+def test_panel_text_uses_the_bundled_dejavu_font(monkeypatch):
+    from surgbox import fonts
+    from surgbox_ext.compositor import load_font
+
+    for bold, name in ((False, "DejaVuSans.ttf"), (True, "DejaVuSans-Bold.ttf")):
+        font = load_font(40, bold=bold)
+        assert Path(font.path) == fonts.BUNDLED_DIR / name and font.getname()[0] == "DejaVu Sans"
+    a = _panel_pixels()
+    assert len(np.unique(a[a > 40])) > 20  # anti-aliased FreeType text
+    try:
+        monkeypatch.setattr(fonts, "FONT_DIRS", (fonts.BUNDLED_DIR,))  # nothing but the bundled files
+        fonts.load.cache_clear()
+        bundled = _panel_pixels()
+        monkeypatch.setattr(fonts, "FONT_DIRS", ())  # no DejaVu at all: Pillow's own FreeType font
+        fonts.load.cache_clear()
+        fallback = _panel_pixels()
+    finally:
+        fonts.load.cache_clear()
+    assert np.array_equal(a, bundled)
+    assert not np.array_equal(a, fallback)  # so the comparison above can tell the fonts apart
 
 
 def test_explicit_layout_with_odd_rect_is_handled():

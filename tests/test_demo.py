@@ -2,7 +2,7 @@
 
 * a 20 s demo is H.264 1920x1080 + AAC with 600 +- 1 frames, clean under ffprobe and a full decode;
 * flash-to-beep offset measured from the decoded file is <= 1 frame at every 2 s marker;
-* CPU cost <= 1.2 core-seconds per recorded second (printed);
+* (the CPU budget of 1.2 core-seconds per recorded second is a benchmark: benchmarks/bench_record.py);
 * kill -9 at ~12 s leaves >= 9 s of playable video;
 * the simulated BIS monitor's readings reach the data track;
 * ``surgbox record`` stops cleanly on SIGTERM.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import ffprobe_json
+from conftest import ffprobe_json, kill_9_when_recorded
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = 1 / 30
@@ -37,12 +36,9 @@ def surgbox(*args: str) -> list[str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo.mp4"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(surgbox("demo", "--duration", "20", "--out", str(out), "--quiet"), capture_output=True, text=True, timeout=180)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert proc.returncode == 0, proc.stderr
-    return {"out": out, "proc": proc, "cpu": cpu}
+    return {"out": out, "proc": proc}
 
 
 def test_demo_is_h264_1080p_aac_with_600_frames(demo):
@@ -50,7 +46,9 @@ def test_demo_is_h264_1080p_aac_with_600_frames(demo):
     info = ffprobe_json(out, "-count_frames", "-show_streams", "-show_format")
     v, a = info["streams"]
     assert (v["codec_name"], v["width"], v["height"], v["pix_fmt"]) == ("h264", 1920, 1080, "yuv420p")
-    assert abs(int(v["nb_read_frames"]) - 600) <= 1
+    assert abs(int(v["nb_read_frames"]) - 600) <= 1  # the spec; no tick is skipped unless >= max_behind_s (3 s) late
+    side = json.loads(out.with_name("demo.mp4.json").read_text())
+    assert side["status"] == "complete" and side["stats"]["skipped_ticks"] == 0
     assert a["codec_name"] == "aac" and int(a["sample_rate"]) == 48000
     assert json.loads(info["format"]["tags"]["surgbox_layout"])["name"] == "paper"
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", str(out)], capture_output=True, text=True)
@@ -111,12 +109,6 @@ def test_flash_to_beep_offset_within_one_frame(demo):
     assert all(-0.001 <= o < FRAME for o in room), room
 
 
-def test_cpu_cost_per_recorded_second(demo):
-    per_second = demo["cpu"] / 20
-    print(f"\nsurgbox demo CPU: {demo['cpu']:.1f} core-s for 20 s = {per_second:.2f} core-s per recorded second")
-    assert per_second <= 1.2
-
-
 def decoded_video_seconds(path: Path) -> float:
     times = []
     with av.open(str(path)) as c:
@@ -131,16 +123,10 @@ def decoded_video_seconds(path: Path) -> float:
 
 def test_kill_9_leaves_the_completed_seconds_playable(tmp_path):
     out = tmp_path / "killed.mp4"
-    proc = subprocess.Popen(surgbox("demo", "--duration", "60", "--out", str(out), "--quiet"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(surgbox("demo", "--duration", "60", "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    side = out.with_name("killed.mp4.json")
     try:
-        side = out.with_name("killed.mp4.json")
-        deadline = time.monotonic() + 30
-        while not side.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert side.exists(), "recording did not start"
-        time.sleep(12)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        kill_9_when_recorded(proc, 12)  # ~12 s recorded (status line), however busy the machine
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -171,8 +157,11 @@ def test_record_cli_status_line_and_clean_sigterm(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     side_path = out.with_name("rec.mp4.json")
     deadline = time.monotonic() + 30
-    while not side_path.exists() and time.monotonic() < deadline:  # started (slow start-up on a busy machine)
+    # wait for the first complete fragment (~1 s encoded: the pipeline runs), however slow the
+    # interpreter start-up on a busy machine was; then record 3 s more
+    while time.monotonic() < deadline and not (out.exists() and b"moof" in out.read_bytes()):
         time.sleep(0.05)
+    assert side_path.exists() and b"moof" in out.read_bytes(), "recording did not start"
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)

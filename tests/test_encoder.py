@@ -329,3 +329,35 @@ def test_nvenc_reports_why_it_is_unavailable(default_plugins):
 def test_registered_by_name(default_plugins):
     enc = default_plugins.create("encoder", "libx264", preset="ultrafast", crf=30)
     assert isinstance(enc, X264Encoder) and enc.preset == "ultrafast"
+
+
+class _FlushFails:
+    """Stands in for the video stream at a true FFmpeg edge: encoding works, the final flush
+    (``encode(None)``) fails with an FFmpeg error as a broken codec or device would."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def encode(self, frame=None):
+        if frame is None:
+            raise av.FFmpegError(errno.EIO, "Input/output error")
+        return self.real.encode(frame)
+
+
+def test_ffmpeg_error_in_close_is_an_encoder_error_naming_the_output(tmp_path):
+    out = tmp_path / "flush.mp4"
+    enc = X264Encoder(preset="ultrafast")
+    enc.open_output(out, width=320, height=180, fps=30)
+    for k in range(10):
+        enc.write_video(gradient(k), k * 1_000_000_000 // 30)
+    enc._video = _FlushFails(enc._video)
+    with pytest.raises(EncoderError, match=r"flush\.mp4.*flushing the video encoder.*Input/output error") as info:
+        enc.close()
+    assert isinstance(info.value.__cause__, av.FFmpegError)
+    assert enc.failed is info.value and "flush.mp4" in enc.stats()["error"]
+    enc.close()  # closed: a second close does nothing
+    with pytest.raises(EncoderError, match="flushing"):
+        enc.write_video(gradient(0), 10**9)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import kill_9_when_recorded
 from pypdf import PdfReader
 
 from surgbox.catalog import Catalog
@@ -138,3 +139,60 @@ def test_a_stopped_event_refuses_another_recording(recorded):
     r = cli(recorded["env"], "record", "--config", str(config), "--event", recorded["id"], "--duration", "1", "--quiet",
             user=("op1", "op1-password"))
     assert r.returncode == 1 and f"event {recorded['id']} is stopped" in r.stderr, r.stderr
+
+
+def test_kill_9_of_an_event_recording_then_events_recover(recorded):
+    """``record --event`` killed mid-recording: the master-key ``store recover`` leaves the event's
+    writes alone (another key); ``events recover ID`` recovers them with the event's key, adds the
+    files to the event, and the video decodes with most of its seconds."""
+    import av
+
+    env, admin, home = recorded["env"], recorded["admin"], recorded["home"]
+    r = cli(env, "events", "create", "--patient", "Kim Crash", "--medical-record", "MRN-9", "--procedure", "Appendectomy",
+            "--place", "OR 2", user=admin)
+    assert r.returncode == 0, r.stderr
+    event_id = r.stdout.strip().splitlines()[-1]
+    config = recorded["tmp"] / "crash.toml"
+    config.write_text('[encoder]\nplugin = "libx264"\npreset = "ultrafast"\n[layout]\npreset = "paper"\n'
+                      + "".join(f'[sources.{n}]\nplugin = "testsrc"\nwidth = 640\nheight = 360\n' for n in ("endoscope", "room", "vitals"))
+                      + '[sources.mic]\nplugin = "tone"\n')
+    e = {**env, "SURGBOX_USER": "op1", "SURGBOX_PASSWORD": "op1-password"}
+    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "record", "--config", str(config), "--event", event_id,
+                             "--duration", "60"], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        recorded_s = kill_9_when_recorded(proc, 7) + 3  # ~7 s recorded (status line), however busy the machine
+        assert any(home.rglob("tmp/*.part")), "the video writer was not open"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with Catalog.at(home) as catalog:
+        ev = catalog.login(*admin).events.get(event_id)
+        assert ev.status == "recording" and ev.files == ()
+    store_root = next(p.parent for p in home.rglob("tmp") if p.is_dir() and (p.parent / "meta").exists())
+    master = cli(env, "store", "recover", "--root", str(store_root), "--key-file", str(home / "keys" / "master.key"), "--json")
+    assert master.returncode == 2 and {r["action"] for r in json.loads(master.stdout)} == {"no-key"}, master.stdout + master.stderr
+    r = cli(env, "events", "recover", event_id, "--stop", user=("op1", "op1-password"))
+    assert r.returncode == 0, r.stderr
+    assert "recovered" in r.stdout and "segment-0001.mp4" in r.stdout and f"{event_id} stopped" in r.stdout, r.stdout
+    with Catalog.at(home) as catalog:
+        events = catalog.login(*admin).events
+        ev = events.get(event_id)
+        kinds = {f.name: f.kind for f in ev.files}
+        assert ev.status == "stopped" and kinds["segment-0001.mp4"] == "segment"
+        assert kinds["segment-0001.mp4.json"] == "data" and sum(k == "report" for k in kinds.values()) == 1
+        with events.open_file(event_id, "segment-0001.mp4") as f:  # SHA-256 checked against the catalog
+            times = []
+            with av.open(f) as c:
+                s = c.streams.video[0]
+                for p in c.demux(s):
+                    try:
+                        times += [float(fr.pts * s.time_base) for fr in p.decode()]
+                    except av.InvalidDataError:  # the cut-off last packet
+                        continue
+        with events.open_file(event_id, "segment-0001.mp4.json") as f:
+            assert json.loads(f.read())["status"] == "recording"  # the sidecar written at start
+    seconds = max(times) + 1 / 30
+    print(f"\nkill -9 of record --event at ~{recorded_s} s: {seconds:.2f} s of video recovered")
+    assert seconds >= recorded_s - 2.5  # at most the open fragment, store segment and pipeline latency lost
+    again = cli(env, "events", "recover", event_id, user=("op1", "op1-password"))  # nothing left to do
+    assert again.returncode == 0 and "0 unfinished write(s) handled, 0 file(s) added" in again.stdout, again.stdout

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import av
 import pytest
+from conftest import kill_9_when_recorded
 from PIL import Image
 
 from surgbox import layouts
@@ -147,17 +147,15 @@ def test_kill_9_of_a_demo_into_the_store_recovers_the_completed_seconds(tmp_path
     plaintext was on disk; ``surgbox init`` still works on that home afterwards."""
     home = tmp_path / "home"
     env = {**os.environ, "SURGBOX_HOME": str(home)}
-    proc = subprocess.Popen(surgbox("demo", "--duration", "60", "--quiet"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(surgbox("demo", "--duration", "60"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         tmpdir = home / "store" / "tmp"
         while time.monotonic() < deadline and len(list(tmpdir.glob("*.part"))) < 2:  # video + data track writers open
             time.sleep(0.05)
         assert len(list(tmpdir.glob("*.part"))) >= 2, "recording did not start"
-        time.sleep(12)
         leaks = plaintext_leaks([home])  # while recording
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        kill_9_when_recorded(proc, 12)  # ~12 s recorded (status line), however busy the machine
     finally:
         if proc.poll() is None:
             proc.kill()

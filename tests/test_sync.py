@@ -130,5 +130,21 @@ def test_channels_and_rate():
     al.push(chunk(0, 480, 0.5, ch=1))  # mono -> both channels
     block, _ = al.pull(10_000_000)
     assert block.shape == (2, 480) and np.all(block == np.float32(0.5))
-    with pytest.raises(ValueError, match="44100 Hz"):
-        al.push(chunk(0, 441, rate=44100))
+
+
+def test_other_rate_is_resampled_in_place_not_rejected():
+    """A 44.1 kHz device in a 48 kHz recording: the 1 kHz tone keeps its pitch and its place."""
+    al = AudioAligner(48000, 1, start_ns=0)
+    n, rate = 441, 44100
+    for k in range(100):  # 1 s in 10 ms chunks, starting 0.5 s into the recording
+        i = np.arange(k * n, (k + 1) * n)
+        tone = (0.5 * np.sin(2 * np.pi * 1000 * i / rate)).astype(np.float32)[None]
+        al.push(AudioChunk("mic", 500_000_000 + k * 10_000_000, tone, rate))
+    block, t0 = al.pull(2_000_000_000)
+    assert t0 == 0 and block.shape == (1, 96000) and al.resampled_from == [44100]
+    loud = np.flatnonzero(np.abs(block[0]) > 0.1)
+    assert abs(loud[0] - 24000) <= 48 and abs(loud[-1] - 72000) <= 48  # 0.5 s .. 1.5 s, within 1 ms
+    seg = block[0, 24000:72000]
+    pitch = np.argmax(np.abs(np.fft.rfft(seg))) * 48000 / len(seg)
+    assert abs(pitch - 1000) <= 1, pitch  # mislabelled 44.1 kHz samples would sound at 1088 Hz
+    assert al.stats()["resampled_from"] == [44100]

@@ -45,7 +45,7 @@ import attrs
 
 from . import layouts
 from .errors import ConfigError
-from .types import Layout
+from .types import Layout, parse_rate
 
 TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources"}
 
@@ -169,7 +169,10 @@ class RecordConfig:
         if audio is not None and audio not in raw_sources:
             raise ConfigError(f"audio = {audio!r} names no source; sources: {', '.join(raw_sources)}")
         duration = _number(m, "duration_s", None)
-        fps = _number(m, "fps", 30)
+        try:
+            fps = parse_rate(m.get("fps", 30), "fps")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if fps > 240:
             raise ConfigError(f"fps must be at most 240, got {m.get('fps')!r}")
         return cls(

@@ -43,16 +43,33 @@ from typing import IO, Any
 
 import attrs
 
+from ._fs import atomic_write
 from .clock import NS_PER_S, Clock
-from .errors import ConfigError, EncoderError, SourceError, SurgboxError
+from .errors import ConfigError, SourceError, SurgboxError
 from .interfaces import Compositor, Encoder, Source
 from .sync import AudioAligner, FrameSelector, TickClock
-from .types import AudioChunk, Layout, Reading, RecordingInfo, SegmentInfo, Trigger, VideoFrame
+from .types import AudioChunk, Layout, Reading, RecordingInfo, SegmentInfo, Trigger, VideoFrame, parse_rate
 
 log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "surgbox-recording"
 SIDECAR_VERSION = 1
+DEFAULT_AUDIO_RATE = 48000
+DEFAULT_AUDIO_CHANNELS = 2
+
+
+def _config_rate(value: Any, what: str) -> Fraction:
+    try:
+        return parse_rate(value, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _positive_int(value: Any, default: int) -> int:
+    """``value`` as an int when it is a positive number, else ``default`` (an unset option)."""
+    if isinstance(value, (int, float, Fraction)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    return default
 
 
 def sidecar_path(output: str | os.PathLike) -> Path:
@@ -156,14 +173,15 @@ class RecordingSink(abc.ABC):
         """The recording did not start: discard what was begun."""
 
 
+SIDECAR_FILE_MODE = 0o666
+"""Mode of a plain-file sidecar before the umask: the same as the MP4 and PNGs beside it (which
+FFmpeg and Pillow create with ``0o666 & ~umask``), so the files of one recording share one
+permission; a recording that must not be readable by others goes to a store (encrypted)."""
+
+
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace the sidecar atomically and durably (temporary file, fsync, rename, folder fsync)."""
+    atomic_write(path, _sidecar_bytes(data), mode=SIDECAR_FILE_MODE)
 
 
 def _sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
@@ -542,7 +560,9 @@ class Recorder:
     ``audio`` name of the audio source to record (default the first audio source); ``duration``
     seconds after which the recording ends by itself (exactly ``ceil(duration * fps)`` frames);
     ``latency_s`` how long after a tick its frames are collected; ``audio_lag_s`` how far audio
-    writing trails the clock (late chunks land in place); ``sidecar``/``snapshots`` paths
+    writing trails the clock (late chunks land in place); ``max_behind_s`` how far the pipeline
+    may fall behind the clock (a CPU hiccup: it catches up, every tick written) before it skips
+    ticks to stay live (frames of up to ``latency_s + max_behind_s`` per source are buffered); ``sidecar``/``snapshots`` paths
     (default beside a path output; ``None`` for a file object output disables them; a sink
     decides itself); ``sync_interval_s`` how often the sink makes the video durable;
     ``plugins`` for creating default components and calling lifecycle hooks.
@@ -553,7 +573,7 @@ class Recorder:
     output: str | os.PathLike | IO[bytes] | RecordingSink
     encoder: Encoder | None = None
     compositor: Compositor | None = None
-    fps: Fraction = attrs.field(default=Fraction(30), converter=lambda v: Fraction(v).limit_denominator(1_000_000))
+    fps: Fraction = attrs.field(default=Fraction(30), converter=lambda v: _config_rate(v, "fps"))
     stale_timeout_s: float = 1.0
     event: Mapping[str, Any] = attrs.field(factory=dict)
     event_id: str | None = None
@@ -563,7 +583,7 @@ class Recorder:
     latency_s: float = 0.25
     audio_lag_s: float = 0.05
     data_timeout_s: float = 10.0
-    max_behind_s: float = 1.0
+    max_behind_s: float = 3.0
     sidecar: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     snapshots: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     plugins: Any = None
@@ -598,6 +618,10 @@ class Recorder:
     _rate_mark: tuple[int, dict[str, int], int] | None = attrs.field(default=None, init=False, alias="_rate_mark")
     _source_errors: dict[str, str] = attrs.field(factory=dict, init=False, alias="_source_errors")
     _stopped_stats: dict[str, Any] | None = attrs.field(default=None, init=False, alias="_stopped_stats")
+    _sink_closed: bool = attrs.field(default=False, init=False, alias="_sink_closed")
+    _next_tick: int = attrs.field(default=0, init=False, alias="_next_tick")
+    _audio_rejected: int = attrs.field(default=0, init=False, alias="_audio_rejected")
+    _audio_error: str | None = attrs.field(default=None, init=False, alias="_audio_error")
 
     # -- construction ---------------------------------------------------------------------------
     def __attrs_post_init__(self) -> None:
@@ -742,8 +766,10 @@ class Recorder:
         asrc = self.audio_source
         audio_rate = audio_channels = None
         if asrc is not None:
-            audio_rate = int(getattr(asrc, "sample_rate", 48000))
-            audio_channels = int(getattr(asrc, "channels", 1))
+            # the source's configured format (a file source's default None: the file's own,
+            # unknown here) else 48 kHz stereo; chunks in another format are resampled/mixed
+            audio_rate = _positive_int(getattr(asrc, "sample_rate", None), DEFAULT_AUDIO_RATE)
+            audio_channels = _positive_int(getattr(asrc, "channels", None), DEFAULT_AUDIO_CHANNELS)
             self._aligner = AudioAligner(audio_rate, audio_channels, start_ns)
         started_at = clock.wall_time(start_ns)
         self.event_id = self.event_id or str(self.event.get("id") or self.event.get("event_id") or f"rec-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
@@ -882,7 +908,18 @@ class Recorder:
             self._snap_q.put_nowait(req)
         except queue.Full:
             raise SurgboxError("snapshot: too many snapshots pending; try again in a moment") from None
-        return req.done.result(timeout)
+        try:
+            return req.done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise SurgboxError(f"snapshot: not served within {timeout:g} s (recorder {self.ticks_behind()} ticks behind); "
+                               "try again") from None
+
+    def ticks_behind(self) -> int:
+        """How many output ticks are due (their ``latency_s`` included) but not yet written."""
+        if self._ticks is None or self.clock is None or not self.running:
+            return 0
+        due = self._ticks.ticks_before(self.clock.now_ns() - round(self.latency_s * NS_PER_S))
+        return max(0, due - self._next_tick)
 
     def _serve_snapshots(self, k: int, picture: Any, frames: Mapping[str, VideoFrame | None]) -> None:
         assert self._ticks is not None
@@ -954,6 +991,7 @@ class Recorder:
                 self._drain()
                 self._tick(k)
                 k += 1
+                self._next_tick = k
                 self._maybe_sync()
             self._drain()
             self._finish_audio(ticks.output_ns(k))
@@ -961,8 +999,13 @@ class Recorder:
             self._error = exc
             log.error("recording %s stopped: %s", self._label(), exc)
         finally:
-            self._finalize(k)
-            self._done_evt.set()
+            try:
+                self._finalize(k)
+            except BaseException as exc:  # a bug or an unexpected error while finishing: never hang, never "complete"
+                self._note_error("finishing", exc)
+                self._finalize_failed()
+            finally:
+                self._done_evt.set()
 
     def _drain(self) -> None:
         for src in self._started:
@@ -985,10 +1028,11 @@ class Recorder:
             if self._aligner is not None and src is self.audio_source:
                 try:
                     self._aligner.push(item)
-                except ValueError as exc:
-                    if src.name not in self._source_errors:
-                        self._source_errors[src.name] = str(exc)
-                        log.error("%s", exc)
+                except Exception as exc:  # a chunk that cannot be placed: counted, the first error kept
+                    self._audio_rejected += 1
+                    if self._audio_error is None:
+                        self._audio_error = f"audio source {src.name!r}: chunk of {item.sample_rate} Hz x {item.channels} rejected: {type(exc).__name__}: {exc}"
+                        log.error("recording %s: %s", self._label(), self._audio_error)
         elif isinstance(item, Reading):
             pending = self._pending_readings.setdefault(src.name, collections.deque(maxlen=256))
             pending.append(item)
@@ -1057,22 +1101,34 @@ class Recorder:
         except Exception as exc:  # a failing disk: the next write reports it if nothing is left
             log.error("recording %s: sync failed: %s", self._label(), exc)
 
+    def _note_error(self, what: str, exc: BaseException) -> None:
+        """An error while finishing: logged; the first one ends the recording as failed."""
+        if isinstance(exc, SurgboxError):
+            log.error("recording %s: %s failed: %s", self._label(), what, exc)
+        else:  # not one of ours (FFmpeg, a bug): keep the traceback
+            log.error("recording %s: %s failed", self._label(), what, exc_info=exc)
+        if self._error is None:
+            if isinstance(exc, SurgboxError):
+                self._error = exc
+            else:
+                self._error = SurgboxError(f"recording {self._label()}: {what} failed: {type(exc).__name__}: {exc}")
+                self._error.__cause__ = exc
+
     def _finalize(self, k: int) -> None:
-        enc_error: BaseException | None = None
         try:
             if self.encoder is not None:
                 self.encoder.close()
-        except EncoderError as exc:
-            enc_error = exc
+        except Exception as exc:
+            self._note_error("closing the encoder", exc)
         try:
             self._sink.finish_video()  # fsync / commit what was written, even after an error
         except Exception as exc:
-            log.error("recording %s: finishing the video failed: %s", self._label(), exc)
-            enc_error = enc_error or exc
-        if self._error is None and enc_error is not None:
-            self._error = enc_error
+            self._note_error("finishing the video", exc)
         if self._data_track is not None:
-            self._data_track.close()
+            try:
+                self._data_track.close()
+            except Exception as exc:
+                self._note_error("closing the data track", exc)
         assert self._ticks is not None
         duration_ns = self._ticks.output_ns(k)
         if self._snap_pool is not None:
@@ -1089,6 +1145,9 @@ class Recorder:
         stats["duration_s"] = duration_ns / NS_PER_S
         self._stopped_stats = stats
         assert self.clock is not None
+        if self._meta.get("audio") is not None and stats.get("audio") is not None:
+            self._meta["audio"] = {**self._meta["audio"], "resampled_from": stats["audio"]["resampled_from"],
+                                   "error": stats["audio"]["error"]}
         self._meta.update(
             status="failed" if self._error else "complete",
             error=None if self._error is None else str(self._error),
@@ -1106,6 +1165,7 @@ class Recorder:
         info = attrs.evolve(self._info, metadata=dict(self._meta))
         if self._frames_out:
             self._call_hook("segment_finalized", recording=info, segment=SegmentInfo(self.event_id or "", 0, self._label(), 0, duration_ns, int(size)))
+        self._sink_closed = True
         try:
             self._sink.close(self._error)
         except Exception as exc:
@@ -1116,6 +1176,34 @@ class Recorder:
         stats["error"] = None if self._error is None else str(self._error)
         self._stopped_stats = stats
         self._call_hook("recording_stopped", recording=info, stats=stats)
+
+    def _finalize_failed(self) -> None:
+        """After :meth:`_finalize` itself raised: best effort to leave a ``failed`` sidecar and a
+        closed destination (each step guarded), so nothing reports the recording complete."""
+        steps = [self._write_failed_sidecar]
+        if not self._sink_closed:
+            self._sink_closed = True
+            steps.append(lambda: self._sink.close(self._error))
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.error("recording %s: cleaning up after the failure: %s", self._label(), exc)
+        if self._stopped_stats is None:
+            with contextlib.suppress(Exception):
+                self._stopped_stats = self.stats()
+        if self._stopped_stats is not None:
+            self._stopped_stats["error"] = str(self._error)
+        if self._snap_pool is not None:
+            self._snap_pool.shutdown(wait=True)
+        for req in self._snap_wait:
+            if not req.done.done():
+                req.done.set_exception(SurgboxError("snapshot: the recording ended first"))
+
+    def _write_failed_sidecar(self) -> None:
+        self._meta.update(status="failed", error=str(self._error), stopped_at=datetime.now(timezone.utc).isoformat(),
+                          frames=self._frames_out)
+        self._sink.write_sidecar(self._meta)
 
     # -- stats ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -1146,8 +1234,10 @@ class Recorder:
             d["error"] = err
             srcs[src.name] = d
         audio = None if self._aligner is None else self._aligner.stats()
-        if audio is not None and "_audio" in self._rates:
-            audio["chunks_per_s"] = round(self._rates["_audio"], 2)
+        if audio is not None:
+            audio.update(source=getattr(self.audio_source, "name", None), rejected_chunks=self._audio_rejected, error=self._audio_error)
+            if "_audio" in self._rates:
+                audio["chunks_per_s"] = round(self._rates["_audio"], 2)
         enc = self.encoder.stats() if self.encoder is not None and hasattr(self.encoder, "stats") else {}
         return {
             "event_id": self.event_id,

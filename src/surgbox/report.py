@@ -4,7 +4,7 @@
 disk (the event manager reads snapshots and data tracks from the encrypted store and stores the
 PDF there again, see :meth:`surgbox.catalog.events.EventManager.make_report`).
 
-Text is set in DejaVu Sans, shipped with surgbox (``surgbox/fonts``, Bitstream Vera license), so
+Text is set in DejaVu Sans, shipped with surgbox (:mod:`surgbox.fonts`, Bitstream Vera license), so
 every script DejaVu covers prints correctly; if the font files are missing the report falls back
 to the PDF core font Helvetica and replaces characters outside Latin-1 with ``?`` (logged).
 Times are printed in the machine's local time zone with its UTC offset.
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import fonts
 from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,8 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-FONT_DIRS = (Path(__file__).with_name("fonts"), Path("/usr/share/fonts/truetype/dejavu"))
-_FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+FONT_DIRS = fonts.FONT_DIRS  # where the report's faces are looked up (the bundled ones first)
 MAX_THUMBNAILS = 12
 _THUMB_PX = 480
 
@@ -62,11 +62,11 @@ def fmt_size(n: int) -> str:
 
 
 def _font_paths() -> dict[str, Path] | None:
-    for d in FONT_DIRS:
-        paths = {style: d / name for style, name in _FONT_FILES.items()}
-        if all(p.is_file() for p in paths.values()):
-            return paths
-    return None
+    """DejaVu Sans regular (``""``) and bold (``"B"``) from :data:`FONT_DIRS`, or ``None``."""
+    paths = {"": fonts.font_path(dirs=FONT_DIRS), "B": fonts.font_path(bold=True, dirs=FONT_DIRS)}
+    if any(p is None for p in paths.values()):
+        return None
+    return paths  # type: ignore[return-value]
 
 
 def _duration(ev: Event) -> str:

@@ -19,14 +19,11 @@ import attrs
 import numpy as np
 
 from .clock import NS_PER_S
-from .types import AudioChunk, VideoFrame
+from .types import AudioChunk, VideoFrame, parse_rate
 
 
 def _fps(value: Any) -> Fraction:
-    f = Fraction(value).limit_denominator(1_000_000)
-    if f <= 0:
-        raise ValueError(f"fps must be > 0, got {value!r}")
-    return f
+    return parse_rate(value, "fps")
 
 
 @attrs.frozen
@@ -141,6 +138,12 @@ class AudioAligner:
     ``pull(until_ns)`` returns the contiguous float32 ``(channels, n)`` block from the last
     pulled sample up to output time ``until_ns`` and the output time of its first sample.
     Buffered audio is bounded by ``max_buffer_s`` (oldest dropped, counted).
+
+    Chunks at another sample rate (a device that does not run at the rate asked for, a file)
+    are resampled to ``sample_rate`` (FFmpeg's swresample through ``av.AudioResampler``, one
+    per input rate; capture times carried through the resampler's timestamps); other channel
+    counts are mixed (mono is copied to every channel, more channels are averaged).
+    ``resampled_from`` lists the input rates that were resampled.
     """
 
     sample_rate: int
@@ -156,13 +159,33 @@ class AudioAligner:
     _expect: int | None = attrs.field(default=None, alias="_expect")
     _next: int = attrs.field(default=0, alias="_next")
     _buffered: int = attrs.field(default=0, alias="_buffered")
+    _resamplers: dict[int, _Resampler] = attrs.field(factory=dict, alias="_resamplers")
+
+    @property
+    def resampled_from(self) -> list[int]:
+        return sorted(self._resamplers)
 
     def index_of(self, capture_ns: int) -> int:
         return round((capture_ns - self.start_ns) * self.sample_rate / NS_PER_S)
 
     def push(self, chunk: AudioChunk) -> None:
-        samples = self._conform(chunk)
-        i = self.index_of(chunk.capture_ns)
+        """Place ``chunk`` (any rate, any channel count) by its capture time."""
+        if chunk.sample_rate != self.sample_rate:
+            for part in self._resample(chunk):
+                self._place(part.capture_ns, part.samples)
+            return
+        self._place(chunk.capture_ns, self._conform(chunk.samples))
+
+    def _resample(self, chunk: AudioChunk) -> list[AudioChunk]:
+        rs = self._resamplers.get(chunk.sample_rate)
+        if rs is None:
+            rs = self._resamplers[chunk.sample_rate] = _Resampler(chunk.sample_rate, self.sample_rate, self.channels)
+        return rs.push(chunk.source, chunk.capture_ns, self._conform(chunk.samples))
+
+    def _place(self, capture_ns: int, samples: np.ndarray) -> None:
+        if not samples.shape[1]:
+            return
+        i = self.index_of(capture_ns)
         tol = self.tolerance_ns * self.sample_rate // NS_PER_S
         if self._expect is not None and abs(i - self._expect) <= tol:
             placed = self._expect
@@ -185,13 +208,9 @@ class AudioAligner:
             self._buffered -= old.shape[1]
             self.trimmed_samples += old.shape[1]
 
-    def _conform(self, chunk: AudioChunk) -> np.ndarray:
-        if chunk.sample_rate != self.sample_rate:
-            raise ValueError(
-                f"audio source {chunk.source!r} delivers {chunk.sample_rate} Hz but the recording runs at {self.sample_rate} Hz; "
-                "set the recording's audio rate (or the source's sample_rate) to match"
-            )
-        s = np.asarray(chunk.samples, dtype=np.float32)
+    def _conform(self, samples: np.ndarray) -> np.ndarray:
+        """``samples`` as float32 with this aligner's channel count."""
+        s = np.asarray(samples, dtype=np.float32)
         if s.shape[0] == self.channels:
             return s
         if s.shape[0] == 1:
@@ -237,4 +256,40 @@ class AudioAligner:
         return out, start * NS_PER_S // self.sample_rate
 
     def stats(self) -> dict[str, Any]:
-        return {"chunks": self.chunks, "gap_samples": self.gap_samples, "trimmed_samples": self.trimmed_samples, "av_offset_ms": self.offset_ns / 1e6}
+        return {"chunks": self.chunks, "gap_samples": self.gap_samples, "trimmed_samples": self.trimmed_samples,
+                "av_offset_ms": self.offset_ns / 1e6, "resampled_from": self.resampled_from}
+
+
+_LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+@attrs.define(eq=False)
+class _Resampler:
+    """One input rate resampled to ``out_rate`` (``av.AudioResampler``). Input samples get pts
+    counted at ``in_rate`` from the first chunk's capture time, so the resampler's output pts (at
+    ``out_rate``) give each output block's capture time, delay and gaps included."""
+
+    in_rate: int
+    out_rate: int
+    channels: int
+    _rs: Any = attrs.field(default=None, alias="_rs")
+    _origin_ns: int | None = attrs.field(default=None, alias="_origin_ns")
+
+    def push(self, source: str, capture_ns: int, samples: np.ndarray) -> list[AudioChunk]:
+        import av
+
+        layout = _LAYOUTS.get(self.channels, f"{self.channels}c")
+        if self._rs is None:
+            self._rs = av.AudioResampler(format="fltp", layout=layout, rate=self.out_rate)
+            self._origin_ns = capture_ns
+        assert self._origin_ns is not None
+        pts = round((capture_ns - self._origin_ns) * self.in_rate / NS_PER_S)
+        if pts < 0:  # captured before the first chunk: out of order, nothing to place it by
+            return []
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = self.in_rate, pts, Fraction(1, self.in_rate)
+        out = []
+        for f in self._rs.resample(frame):
+            t = self._origin_ns + round(Fraction(f.pts * NS_PER_S, self.out_rate))
+            out.append(AudioChunk(source, t, f.to_ndarray().astype(np.float32, copy=False), self.out_rate))
+        return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -23,6 +24,31 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import av
+
+
+RATE_MAX_DENOMINATOR = 1_001_000
+""":func:`parse_rate` keeps every rate whose denominator is at most this exactly (``30000/1001``,
+``2997/100``, any decimal with up to 6 digits after the point)."""
+
+
+def parse_rate(value: Any, what: str = "rate") -> Fraction:
+    """A frame (or sample) rate as an exact positive :class:`~fractions.Fraction`, the one rate
+    parser of surgbox: ``30``, ``29.97`` (a float is read as its decimal text: ``2997/100``),
+    ``"29.97"``, ``"30000/1001"`` or a ``Fraction``; denominators are limited to
+    :data:`RATE_MAX_DENOMINATOR`. Raises :class:`ValueError` naming ``what`` for anything else.
+
+    >>> parse_rate(29.97), parse_rate("30000/1001"), parse_rate(25)
+    (Fraction(2997, 100), Fraction(30000, 1001), Fraction(25, 1))
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Fraction)):
+        raise ValueError(f"{what} must be a number like 30, 29.97 or '30000/1001', got {value!r}")
+    try:
+        rate = value if isinstance(value, Fraction) else Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{what} must be a number like 30, 29.97 or '30000/1001', got {value!r}") from None
+    if rate <= 0:
+        raise ValueError(f"{what} must be > 0, got {value!r}")
+    return rate.limit_denominator(RATE_MAX_DENOMINATOR)
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:

@@ -10,7 +10,7 @@
 from .audit import AuditLog, AuditRecord, VerifyResult
 from .db import MIGRATIONS, SCHEMA_VERSION, Database
 from .errors import AccessDenied, AuditError, AuthenticationError, CatalogError, NotFoundError
-from .events import FILE_KINDS, DeleteResult, Event, EventManager, ExportResult, FileRecord
+from .events import FILE_KINDS, DeleteResult, Event, EventManager, ExportResult, FileRecord, RecoverResult
 from .phi import PhiCipher, normalize
 from .session import AuditView, Catalog, Session, UserManager
 from .users import ACTIONS, PERMISSIONS, ROLES, PasswordPolicy, Scope, User, allowed
@@ -18,6 +18,6 @@ from .users import ACTIONS, PERMISSIONS, ROLES, PasswordPolicy, Scope, User, all
 __all__ = [
     "ACTIONS", "FILE_KINDS", "MIGRATIONS", "PERMISSIONS", "ROLES", "SCHEMA_VERSION", "AccessDenied", "AuditError",
     "AuditLog", "AuditRecord", "AuditView", "AuthenticationError", "Catalog", "CatalogError", "Database",
-    "DeleteResult", "Event", "EventManager", "ExportResult", "FileRecord", "NotFoundError", "PasswordPolicy",
+    "DeleteResult", "Event", "EventManager", "ExportResult", "FileRecord", "NotFoundError", "PasswordPolicy", "RecoverResult",
     "PhiCipher", "Scope", "Session", "User", "UserManager", "VerifyResult", "allowed", "normalize",
 ]

@@ -160,6 +160,18 @@ class DeleteResult:
 
 
 @attrs.frozen
+class RecoverResult:
+    """What :meth:`EventManager.recover` did: ``recovered`` the store's results for the event's
+    unfinished writes (``Recovered``: key, plaintext size, segments, action ...), ``added`` the
+    file records of the objects it added to the catalog (the recording's files the crash kept
+    from being registered)."""
+
+    event_id: str
+    recovered: tuple[Any, ...]
+    added: tuple[FileRecord, ...]
+
+
+@attrs.frozen
 class ExportResult:
     """Files written by :meth:`EventManager.export` (``encrypted``: re-encrypted for another key)."""
 
@@ -459,6 +471,43 @@ class EventManager:
                 sha256 = h.hexdigest()
             key_id = store.key_id
         return self._insert_file(ev.id, kind, name, size, sha256, key_id)
+
+    _RECORDING_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data"}
+
+    def recover(self, event_id: str) -> RecoverResult:
+        """Recover an event recording that crashed (``kill -9``, power loss; ``record``).
+
+        Runs the store's :meth:`~surgbox_ext.store.EncryptedStore.recover` with the event's data
+        key, so the unfinished writes of this event (video, data track) become objects holding
+        their longest authentic prefix (writes of other keys are left alone), then adds every
+        object of the event's recording that the catalog does not list yet (by its store
+        metadata ``kind``: segment, snapshot, data track, sidecar) with its size and SHA-256
+        (read back, which authenticates it). The event keeps its status: stop it with
+        :meth:`stop_event` to make the report. Safe to run again (nothing left: nothing done).
+        """
+        from ..crypto.keys import KeyRing, MasterKey
+
+        ev = self._authorized("record", event_id, "event.recover")
+        key, _key_id = self._data_key(ev.id)
+        prefix = f"events/{ev.id}/"
+        inner = self._cat.make_store(KeyRing.of(MasterKey(key, f"event {ev.id}")))
+        try:
+            recovered = tuple(r for r in inner.recover() if r.key.startswith(prefix))
+            listed = {f.name for f in ev.files}
+            missing = []
+            for k in sorted(inner.keys(prefix)):
+                name = k[len(prefix):]
+                kind = self._RECORDING_KINDS.get(str(inner.info(k).metadata.get("kind")))
+                if name not in listed and kind is not None:
+                    missing.append((kind, name))
+        finally:
+            inner.close()
+        added = tuple(self.add_file(ev.id, kind, name) for kind, name in missing)
+        failed = [r for r in recovered if r.action in ("failed", "no-key")]
+        self._cat.audit.record(self._actor(), "event.recover", ev.id, "failed" if failed else "ok",
+                               {"recovered": sum(r.action == "recovered" for r in recovered),
+                                "failed": len(failed), "files_added": len(added)})
+        return RecoverResult(ev.id, recovered, added)
 
     def _insert_file(self, event_id: str, kind: str, name: str, size: int, sha256: str, key_id: str) -> FileRecord:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):

@@ -41,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("id")
     c.add_argument("--no-report", action="store_true", help="do not make the report now")
 
+    c = cmd("recover", "after a crash of `record --event`: recover the event's unfinished writes with its key "
+            "and add the recording's files to it", _recover)
+    c.add_argument("id")
+    c.add_argument("--stop", action="store_true", help="then stop the event (makes its PDF report)")
+
     c = cmd("list", "the newest events you may see", _search)
     _output_options(c)
     c = cmd("search", "events matching every filter given", _search)
@@ -119,6 +124,25 @@ def _stop(args: argparse.Namespace) -> int:
     reports = [f.name for f in ev.files if f.kind == "report"]
     print(f"{ev.id} stopped at {_local(ev.finished_at)}" + (f"; report {reports[-1]}" if reports else ""))
     return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    with login(args) as s:
+        res = s.events.recover(args.id)
+        for r in res.recovered:
+            name = r.key.rsplit("/", 1)[-1]
+            if r.action in ("failed", "no-key"):
+                print(f"{r.action.upper():18s} {name}  NOT recovered, files kept: {r.error}")
+            else:
+                what = "complete" if r.complete else "prefix of the killed write"
+                print(f"{r.action:18s} {name}  {r.plaintext_size} bytes, {r.segments} segments, {what}")
+        for f in res.added:
+            print(f"added {f.kind:9s} {f.name}  {f.size} bytes  sha256 {f.sha256[:16]}...")
+        print(f"{res.event_id}: {len(res.recovered)} unfinished write(s) handled, {len(res.added)} file(s) added")
+        if args.stop:
+            ev = s.events.stop_event(res.event_id)
+            print(f"{ev.id} stopped at {_local(ev.finished_at)}")
+    return 2 if any(r.action in ("failed", "no-key") for r in res.recovered) else 0
 
 
 def _search(args: argparse.Namespace) -> int:

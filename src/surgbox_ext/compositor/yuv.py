@@ -4,14 +4,13 @@ Per tick, each video slot whose source delivered a new frame is scaled by swscal
 ``VideoFrame.reformat``) to the largest even-sized rectangle of the source's aspect that fits
 the slot (letterbox bars are black) and copied into the planes of one reused canvas with numpy.
 A slot whose source is stale (``None``) shows a cached ``NO SIGNAL <name>`` slate. The data
-panel is drawn with Pillow and a FreeType font (DejaVu Sans when installed) only when its
+panel is drawn with Pillow and DejaVu Sans (bundled with surgbox, :mod:`surgbox.fonts`) only when its
 content changes (about once per second, for the clock), so per-frame cost is a few plane copies.
 No full-frame RGB conversion happens.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from surgbox import fonts
 from surgbox.interfaces import Compositor
 from surgbox.types import Layout, Reading, Rect, Slot, VideoFrame
 
@@ -27,18 +27,11 @@ log = logging.getLogger(__name__)
 BLACK_YUV = (16, 128, 128)
 SLATE_BG = (24, 32, 72)
 PANEL_BG = (12, 12, 16)
-_FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
 
 
-@functools.lru_cache(maxsize=32)
 def load_font(size: int, bold: bool = False) -> Any:
-    """A FreeType font of ``size`` px: DejaVu Sans (bold) when installed, else Pillow's bundled font."""
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.truetype(_FONT_FILES[bold], size)
-    except OSError:
-        return ImageFont.load_default(size=size)
+    """DejaVu Sans (bold) of ``size`` px as a Pillow font (:func:`surgbox.fonts.load`)."""
+    return fonts.load(size, bold=bold)
 
 
 def render_slate(name: str, width: int, height: int) -> Any:
@@ -160,13 +153,17 @@ def render_panel(width: int, height: int, readings: Mapping[str, Reading], event
     return img
 
 
-def _planes(frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y, U, V numpy views (no copy) of a ``yuv420p`` ``av.VideoFrame``."""
-    out = []
-    for p in frame.planes:
-        a = np.frombuffer(p, np.uint8).reshape(-1, p.line_size)
-        out.append(a[: p.height, : p.width])
-    return out[0], out[1], out[2]
+def plane_array(plane: Any) -> np.ndarray:
+    """A writable ``(height, width)`` uint8 view (no copy) of one ``av`` video plane, the line
+    padding excluded."""
+    buf = np.frombuffer(plane, np.uint8)
+    return buf[: plane.line_size * plane.height].reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def plane_views(frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V views (:func:`plane_array`, no copy) of a ``yuv420p`` ``av.VideoFrame``."""
+    y, u, v = (plane_array(p) for p in frame.planes)
+    return y, u, v
 
 
 def _even_fit(slot: Rect, width: int, height: int) -> Rect:
@@ -226,7 +223,7 @@ class DefaultCompositor(Compositor):
         import av
 
         f = av.VideoFrame.from_image(image).reformat(r.width, r.height, format="yuv420p")
-        self._blit(r, _planes(f))
+        self._blit(r, plane_views(f))
 
     def _even_slot(self, slot: Slot) -> Rect:
         r = slot.rect
@@ -241,7 +238,7 @@ class DefaultCompositor(Compositor):
         if state is None or state[0] != "video" or state[2] != geometry:
             self._fill(area, BLACK_YUV)  # letterbox bars
         scaled = frame.image.reformat(fit.width, fit.height, format="yuv420p", interpolation=self.interpolation)
-        self._blit(fit, _planes(scaled))
+        self._blit(fit, plane_views(scaled))
         self._state[slot.name] = ("video", (frame.source, frame.seq, frame.capture_ns), geometry)
 
     def _draw_slate(self, slot: Slot) -> None:
@@ -253,7 +250,7 @@ class DefaultCompositor(Compositor):
             import av
 
             f = av.VideoFrame.from_image(render_slate(name, area.width, area.height)).reformat(format="yuv420p")
-            self._slates[slot.name] = tuple(p.copy() for p in _planes(f))
+            self._slates[slot.name] = tuple(p.copy() for p in plane_views(f))
         self._blit(area, self._slates[slot.name])  # type: ignore[arg-type]
         self._state[slot.name] = ("slate",)
 

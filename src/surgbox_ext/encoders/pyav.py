@@ -32,6 +32,7 @@ import numpy as np
 
 from surgbox.errors import EncoderError
 from surgbox.interfaces import Encoder
+from surgbox.types import parse_rate
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,10 @@ class PyAVEncoder(Encoder):
             raise EncoderError(f"{self.codec} encoder: size {width}x{height} must be positive and even (yuv420p)")
         self.target = target
         self._width, self._height = int(width), int(height)
-        rate = Fraction(fps).limit_denominator(1001 * 1000)
-        if rate <= 0:
-            raise EncoderError(f"{self.codec} encoder: fps must be > 0, got {fps!r}")
+        try:
+            rate = parse_rate(fps, "fps")
+        except ValueError as exc:
+            raise EncoderError(f"{self.codec} encoder: {exc}") from None
         self._time_base = Fraction(time_base) if time_base is not None else DEFAULT_TIME_BASE
         # flush_packets: hand each finished fragment to the OS at once (not when a 32 KiB
         # buffer fills, which can take seconds for calm pictures)
@@ -232,7 +234,7 @@ class PyAVEncoder(Encoder):
             log.warning("%s: first video frame at %d ns, not 0: the MP4 track will start at 0 (shifted)", self.codec, time_ns)
         frame.pts, frame.time_base = pts, self._time_base
         self._last_pts = pts
-        self._mux(self._video.encode(frame))
+        self._mux(self._encode(self._video, frame, "encoding video"))
         self._counts["video_frames"] += 1
 
     def write_audio(self, samples: np.ndarray, time_ns: int) -> None:
@@ -273,7 +275,7 @@ class PyAVEncoder(Encoder):
         af.sample_rate = self._audio_rate
         af.pts, af.time_base = self._audio_next, Fraction(1, self._audio_rate)
         self._audio_next += samples.shape[1]
-        self._mux(self._audio.encode(af))
+        self._mux(self._encode(self._audio, af, "encoding audio"))
         self._counts["audio_samples"] += samples.shape[1]
 
     def copy_audio(self, packet: Any) -> None:
@@ -288,7 +290,10 @@ class PyAVEncoder(Encoder):
         self._counts["audio_packets_copied"] += 1
 
     def close(self) -> None:
-        """Flush the codecs and finish the container. Safe to call twice and after an error."""
+        """Flush the codecs and finish the container. Safe to call twice and after an error.
+
+        Raises :class:`EncoderError` naming the output when flushing or finishing fails (an
+        FFmpeg error of the codec included); the container is closed in any case."""
         if self._closed:
             return
         self._closed = True
@@ -299,9 +304,9 @@ class PyAVEncoder(Encoder):
         if self._failed is None:
             try:
                 if self._video is not None:
-                    self._mux(self._video.encode(None), container)
+                    self._mux(self._encode(self._video, None, "flushing the video encoder", container), container)
                 if self._audio is not None and self._audio_rate:
-                    self._mux(self._audio.encode(None), container)
+                    self._mux(self._encode(self._audio, None, "flushing the audio encoder", container), container)
             except EncoderError as exc:
                 err = exc
         try:
@@ -353,12 +358,27 @@ class PyAVEncoder(Encoder):
             raise EncoderError(f"{self.codec} encoder: not open; call open_output(...) first" if not self._closed else f"{self.codec} encoder ({self._label()}) is closed")
 
     def _error(self, doing: str, exc: BaseException) -> EncoderError:
+        full = getattr(exc, "errno", None) == errno.ENOSPC
         err = EncoderError(
             f"{self.codec} encoder: writing {self._label()} failed while {doing}: {_describe(exc)}. "
-            "The recording was stopped; everything written before is playable. Free space or choose another output."
+            "The recording was stopped; everything written before is playable. "
+            + ("Free space or choose another output." if full else "Check the output's disk and the encoder options.")
         )
         err.__cause__ = exc
         return err
+
+    def _encode(self, stream: Any, frame: Any, doing: str, container: Any = None) -> list[Any]:
+        """``stream.encode(frame)``; an FFmpeg error stops the encoder as an :class:`EncoderError`."""
+        import av
+
+        try:
+            return stream.encode(frame)
+        except (OSError, av.FFmpegError) as exc:
+            self._failed = self._error(doing, exc)
+            log.error("%s", self._failed)
+            if container is None:
+                self._abort()
+            raise self._failed from exc
 
     def _mux(self, packets: Any, container: Any = None) -> None:
         import av

@@ -26,9 +26,10 @@ import numpy as np
 
 from surgbox.capture import ThreadedSource
 from surgbox.clock import NS_PER_S
-from surgbox.types import VideoFrame
+from surgbox.types import VideoFrame, parse_rate
+from surgbox_ext.compositor.yuv import plane_views
 
-from ._common import load_font, markers_between, non_negative, pace, plane_array, to_fraction
+from ._common import load_font, markers_between, non_negative, pace
 
 # Limited-range (BT.601) YUV colours.
 WHITE_YUV = (235, 128, 128)
@@ -60,7 +61,7 @@ class TestSource(ThreadedSource):
 
     width: int = attrs.field(default=1280, kw_only=True, converter=int, validator=_even_at_least_64)
     height: int = attrs.field(default=720, kw_only=True, converter=int, validator=_even_at_least_64)
-    fps: Fraction = attrs.field(default=30, kw_only=True, converter=to_fraction)
+    fps: Fraction = attrs.field(default=30, kw_only=True, converter=lambda v: parse_rate(v, "fps"))
     flash_period_s: float = attrs.field(default=2.0, kw_only=True, converter=float, validator=non_negative)
     label: str | None = attrs.field(default=None, kw_only=True)
     queue_size: int = attrs.field(default=16, kw_only=True)
@@ -121,7 +122,7 @@ class TestSource(ThreadedSource):
         import av
 
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        y, u, v = (plane_array(p) for p in frame.planes)
+        y, u, v = plane_views(frame)
         if self.is_flash(capture_ns, self._prev_ns):
             y.fill(WHITE_YUV[0])
             u.fill(WHITE_YUV[1])
@@ -192,7 +193,7 @@ class TestSource(ThreadedSource):
         th = min(th, h - ty)
         draw.rectangle((x0, ty, x0 + tw - 1, ty + th - 1), fill=(0, 0, 0))
         yuv = av.VideoFrame.from_ndarray(np.asarray(picture), format="rgb24").reformat(format="yuv420p")
-        self._planes = tuple(plane_array(p).copy() for p in yuv.planes)
+        self._planes = tuple(p.copy() for p in plane_views(yuv))
         # Black in the patch is exactly Y=16 / U=V=128 so the per-frame patch only writes Y.
         self._planes[0][ty : ty + th, x0 : x0 + tw] = BLACK_Y
         self._planes[1][ty // 2 : (ty + th) // 2, x0 // 2 : (x0 + tw) // 2] = 128
