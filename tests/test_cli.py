@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -24,8 +25,9 @@ def test_version():
 def test_console_script_installed():
     import shutil
 
-    exe = shutil.which("surgbox")
-    assert exe, "the 'surgbox' console script is not on PATH; install the package (README)"
+    # pip puts console scripts beside the interpreter (a venv's bin/), whether or not it is on PATH
+    exe = shutil.which("surgbox", path=os.path.dirname(sys.executable)) or shutil.which("surgbox")
+    assert exe, f"no 'surgbox' console script beside {sys.executable} or on PATH; install the package (README)"
     assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("surgbox ")
 
 
