@@ -361,3 +361,73 @@ def test_ffmpeg_error_in_close_is_an_encoder_error_naming_the_output(tmp_path):
     enc.close()  # closed: a second close does nothing
     with pytest.raises(EncoderError, match="flushing"):
         enc.write_video(gradient(0), 10**9)
+
+
+def _aac_input(tmp_path):
+    """A normal (non-fragmented) MP4 from the ffmpeg CLI: 30 fps video + AAC whose first packet
+    starts before 0 (encoder priming, shifted back by an edit list)."""
+    import subprocess
+
+    src = tmp_path / "in.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=128x96:rate=30:duration=2", "-f", "lavfi",
+         "-i", "sine=frequency=1000:sample_rate=48000:duration=2", "-c:v", "libx264", "-preset", "ultrafast",
+         "-bf", "0", "-c:a", "aac", "-shortest", str(src)],
+        check=True,
+    )
+    return src
+
+
+def test_plain_mp4_keeps_video_times_exact_with_copied_audio_starting_before_zero(tmp_path):
+    from surgbox_ext.encoders import X264Encoder
+
+    src = _aac_input(tmp_path)
+    out = tmp_path / "out.mp4"
+    with av.open(str(src)) as inp:
+        vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        in_time_base = vin.time_base
+        enc = X264Encoder(preset="ultrafast", fragmented=False)
+        enc.open_output(str(out), width=128, height=96, fps=30, time_base=vin.time_base, audio_template=ain)
+        in_video, in_audio = [], []
+        for packet in inp.demux(vin, ain):
+            if packet.stream is ain:
+                if packet.size:
+                    in_audio.append((packet.pts, bytes(packet)))
+                    enc.copy_audio(packet)
+                continue
+            for frame in packet.decode():
+                in_video.append(frame.pts)
+                enc.write_video(frame, round(frame.pts * vin.time_base * 1_000_000_000))
+        enc.close()
+    assert in_audio[0][0] < 0  # the case that shifts fragmented MP4: audio begins before 0
+    with av.open(str(out)) as res:
+        vout = res.streams.video[0]
+        out_video = [f.pts for f in res.decode(vout)]
+        assert vout.time_base == in_time_base
+    with av.open(str(out)) as res:
+        out_audio = [(p.pts, bytes(p)) for p in res.demux(res.streams.audio[0]) if p.size]
+    assert out_video == in_video  # every frame at its input time, to the tick
+    assert out_audio == in_audio  # audio packets identical, timestamps included
+
+
+def test_rotation_is_stored_in_the_header(tmp_path):
+    from surgbox_ext.encoders import X264Encoder
+
+    for fragmented in (True, False):
+        out = tmp_path / f"rot-{fragmented}.mp4"
+        enc = X264Encoder(preset="ultrafast", fragmented=fragmented)
+        enc.open_output(str(out), width=64, height=48, fps=30, rotation=90)
+        for i in range(5):
+            enc.write_video(np.zeros((48, 64, 3), np.uint8), i * 33_333_333)
+        enc.close()
+        side = ffprobe_json(out, "-show_streams")["streams"][0].get("side_data_list", [])
+        assert [d.get("rotation") for d in side if "rotation" in d] == [90], (fragmented, side)
+
+
+def test_plain_mp4_refuses_a_file_object(tmp_path):
+    import io
+
+    from surgbox_ext.encoders import X264Encoder
+
+    with pytest.raises(EncoderError, match="give a file path"):
+        X264Encoder(fragmented=False).open_output(io.BytesIO(), width=64, height=48, fps=30)

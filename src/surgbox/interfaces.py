@@ -149,8 +149,10 @@ class Encoder(_Lifecycle):
         audio_channels: int = 1,
         audio_template: Any = None,
         metadata: Mapping[str, str] | None = None,
+        rotation: float = 0.0,
     ) -> None:
-        """Create the output."""
+        """Create the output. ``rotation``: display rotation in degrees counter-clockwise,
+        stored in the container (display matrix) so players turn the picture."""
 
     @abc.abstractmethod
     def write_video(self, frame: Any, time_ns: int) -> None:

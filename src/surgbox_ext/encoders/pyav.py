@@ -37,6 +37,7 @@ from surgbox.types import parse_rate
 log = logging.getLogger(__name__)
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+use_metadata_tags"
+PLAIN_MOVFLAGS = "faststart+use_metadata_tags"
 DEFAULT_TIME_BASE = Fraction(1, 90000)
 AAC_PRIMING = 1024  # FFmpeg's AAC encoder delay (initial_padding), in samples
 NS = 1_000_000_000
@@ -84,7 +85,11 @@ class PyAVEncoder(Encoder):
     Options (all optional): ``gop_seconds`` keyframe interval (= fragment length, s);
     ``bitrate`` video bits/s (``None``: codec's quality mode); ``threads`` encoder threads
     (0 = codec default); ``audio_bitrate`` AAC bits/s; ``codec_options`` extra FFmpeg codec
-    options as strings. Thread safety: one writer thread; ``stats()``/``size_bytes`` from any.
+    options as strings; ``fragmented`` (default True) writes crash-safe fragmented MP4 — False
+    writes a plain MP4 with its index at the front (``faststart``) and edit lists, for outputs
+    that are written under a temporary name anyway (de-identification): tracks that start before
+    0 (AAC priming in copied audio) then keep every timestamp exactly. A plain MP4 needs a file
+    path. Thread safety: one writer thread; ``stats()``/``size_bytes`` from any.
     """
 
     codec: ClassVar[str] = ""
@@ -94,6 +99,7 @@ class PyAVEncoder(Encoder):
     threads: int = attrs.field(default=0, converter=int)
     audio_bitrate: int = attrs.field(default=128_000, converter=int, validator=_positive_number)
     codec_options: Mapping[str, str] = attrs.field(factory=dict)
+    fragmented: bool = attrs.field(default=True, converter=bool)
 
     target: Any = attrs.field(default=None, init=False)
     _container: Any = attrs.field(default=None, init=False, alias="_container")
@@ -146,6 +152,7 @@ class PyAVEncoder(Encoder):
         audio_channels: int = 1,
         audio_template: Any = None,
         metadata: Mapping[str, str] | None = None,
+        rotation: float = 0.0,
     ) -> None:
         import av
 
@@ -162,7 +169,12 @@ class PyAVEncoder(Encoder):
         self._time_base = Fraction(time_base) if time_base is not None else DEFAULT_TIME_BASE
         # flush_packets: hand each finished fragment to the OS at once (not when a 32 KiB
         # buffer fills, which can take seconds for calm pictures)
-        options = {"movflags": MOVFLAGS, "flush_packets": "1"}
+        if self.fragmented:
+            options = {"movflags": MOVFLAGS, "flush_packets": "1"}
+        else:
+            if not isinstance(target, (str, os.PathLike)):
+                raise EncoderError(f"{self.codec} encoder: a plain (fragmented=False) MP4 is finished by seeking back; give a file path, not {self._label()}")
+            options = {"movflags": PLAIN_MOVFLAGS}
         try:
             if isinstance(target, (str, os.PathLike)):
                 container = av.open(os.fspath(target), "w", format="mp4", options=options)
@@ -186,6 +198,8 @@ class PyAVEncoder(Encoder):
                 ctx.thread_count = self.threads
             self._configure_video(ctx)
             ctx.options = self._video_options()
+            if rotation:
+                vs.set_display_rotation(float(rotation))  # display matrix in the header (before start_encoding)
             self._video = vs
             if audio_template is not None:
                 self._audio = container.add_stream_from_template(audio_template)
