@@ -92,3 +92,20 @@ def kill_9_when_recorded(proc, seconds: float, timeout: float = 120) -> int:
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     return seen[0]
+
+
+def decoded_video_seconds(src, frame: float = 1 / 30) -> float:
+    """Seconds of video a decoder gets out of ``src`` (a path or a readable file object): the
+    last decoded frame's time plus one ``frame`` duration. A cut-off last packet — what a
+    kill -9 leaves — is skipped, as players do."""
+    import av
+
+    times: list[float] = []
+    with av.open(str(src) if isinstance(src, Path) else src) as c:
+        s = c.streams.video[0]
+        for packet in c.demux(s):
+            try:
+                times += [float(f.pts * s.time_base) for f in packet.decode()]
+            except av.InvalidDataError:
+                continue
+    return max(times) + frame if times else 0.0

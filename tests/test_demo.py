@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import ffprobe_json, kill_9_when_recorded
+from conftest import decoded_video_seconds, ffprobe_json, kill_9_when_recorded
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = 1 / 30
@@ -107,18 +106,6 @@ def test_flash_to_beep_offset_within_one_frame(demo):
     # of sound (1 ms detection slack) nor behind by as much as a frame.
     assert all(-0.001 <= o < FRAME for o in off), off
     assert all(-0.001 <= o < FRAME for o in room), room
-
-
-def decoded_video_seconds(path: Path) -> float:
-    times = []
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        for p in c.demux(s):
-            try:
-                times += [float(f.pts * s.time_base) for f in p.decode()]
-            except av.InvalidDataError:  # a cut-off last packet, as a player would skip it
-                continue
-    return max(times) + FRAME if times else 0.0
 
 
 def test_kill_9_leaves_the_completed_seconds_playable(tmp_path):

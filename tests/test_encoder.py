@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import ffprobe_json
+from conftest import decoded_video_seconds, ffprobe_json
 
 from surgbox.errors import EncoderError, PluginUnavailableError
 from surgbox_ext.encoders import NvencEncoder, X264Encoder, nvenc_check
@@ -176,19 +176,6 @@ def test_writes_to_non_seekable_file_object(tmp_path):
     info = ffprobe_json(path)
     assert [s["codec_name"] for s in info["streams"]] == ["h264", "aac"]
     assert full_decode_errors(path) == ""
-
-
-def decoded_video_seconds(path: Path) -> float:
-    """Seconds of video a decoder gets out of ``path`` (a cut-off last packet is skipped, as players do)."""
-    times = []
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        for packet in c.demux(s):
-            try:
-                times += [float(f.pts * s.time_base) for f in packet.decode()]
-            except av.InvalidDataError:
-                continue
-    return max(times) + 1 / 30 if times else 0.0
 
 
 def test_truncation_leaves_completed_fragments_playable(tmp_path):

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import pytest
-from conftest import kill_9_when_recorded
+from conftest import decoded_video_seconds, kill_9_when_recorded
 from PIL import Image
 
 from surgbox import layouts
@@ -30,7 +29,6 @@ from surgbox.recorder import RECORDING_SEGMENT_SIZE, SMALL_SEGMENT_SIZE, Recorde
 from surgbox_ext.encoders import X264Encoder
 from surgbox_ext.store import MirrorStore, open_store
 
-FRAME = 1 / 30
 KEY = "recordings/case-1/case.mp4"
 
 
@@ -46,18 +44,6 @@ def ffprobe_bytes(data: bytes, *, clean: bool = True) -> dict:
     if clean:
         assert proc.stderr == b"", proc.stderr
     return json.loads(proc.stdout)
-
-
-def decoded_seconds(f) -> float:
-    times = []
-    with av.open(f) as c:
-        s = c.streams.video[0]
-        for p in c.demux(s):
-            try:
-                times += [float(fr.pts * s.time_base) for fr in p.decode()]
-            except av.InvalidDataError:  # a cut-off last packet, as a player would skip it
-                continue
-    return max(times) + FRAME if times else 0.0
 
 
 def plaintext_leaks(roots: list[Path]) -> list[str]:
@@ -172,7 +158,7 @@ def test_kill_9_of_a_demo_into_the_store_recovers_the_completed_seconds(tmp_path
         with store.reader(video) as r:
             info = ffprobe_bytes(r.read(), clean=False)
             r.seek(0)
-            seconds = decoded_seconds(r)
+            seconds = decoded_video_seconds(r)
         with store.reader(video + ".json") as r:  # the sidecar written at start
             assert json.loads(r.read())["status"] == "recording"
         with store.reader(video + ".data.jsonl") as r:

@@ -6,7 +6,6 @@ from fractions import Fraction
 
 import av
 import numpy as np
-import pytest
 
 from surgbox.sync import AudioAligner, FrameSelector, TickClock
 from surgbox.types import AudioChunk, VideoFrame
