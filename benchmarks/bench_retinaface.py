@@ -71,7 +71,8 @@ def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def batch_of(size: str, n: int) -> list[np.ndarray]:
-    h, w = SIZES[size]
+    """``n`` scenes of ``size`` (``"WxH"``, e.g. ``"320x180"``, the de-identification default input)."""
+    w, h = (int(v) for v in size.split("x"))
     frames = [scene(h, w, i) for i in range(min(n, 4))]
     return [frames[i % len(frames)] for i in range(n)]
 

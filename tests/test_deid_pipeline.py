@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import ffprobe_json
 
-from surgbox.deid import DeidError, Progress, deidentify, read_audit
+from surgbox.deid import PAPER_STAGES, DeidError, Progress, deidentify, read_audit
 from surgbox.hookspecs import hookimpl
 from surgbox.interfaces import Detector
 from surgbox.types import Detections, Layout, Rect, Slot
@@ -323,6 +323,29 @@ def test_hook_deid_finished(tmp_path, default_plugins):
     assert seen == [(result, True)] and result.frames == 10 and result.report["frames_with_regions"] == 10
 
 
+def test_implied_detector_options_only_go_to_detectors_that_take_them(tmp_path, default_plugins):
+    """``threshold`` and ``detector_threads`` have defaults; a detector plugin without those
+    options (here one registered by name that takes only ``level``) still runs, and the report
+    says what was not passed. Options the caller names are passed as given."""
+    class Registrar:
+        @hookimpl
+        def register_detectors(self, register):
+            register("white-squares", WhiteSquareDetector, description="test detector")
+
+    default_plugins.add(Registrar(), "white-squares-test")
+    src = make_video(tmp_path / "in.mp4", frames=6, audio=False)
+    result = deidentify(src, tmp_path / "o.mp4", region="full", detector="white-squares", plugins=default_plugins)
+    assert result.report["detector"]["settings"] == {"level": 230} and result.report["frames_with_regions"] == 6
+    assert sorted(w.split(";")[0] for w in result.report["warnings"]) == [
+        "detector 'white-squares' has no 'threads' option", "detector 'white-squares' has no 'threshold' option"]
+    result = deidentify(src, tmp_path / "o2.mp4", region="full", detector="white-squares", threshold=None,
+                        detector_threads=None, detector_options={"level": 200}, plugins=default_plugins)
+    assert result.report["warnings"] == [] and result.report["detector"]["settings"] == {"level": 200}
+    with pytest.raises(TypeError, match="threshold"):  # named explicitly: passed, and the plugin refuses it
+        deidentify(src, tmp_path / "o3.mp4", region="full", detector="white-squares",
+                   detector_options={"threshold": 0.5}, plugins=default_plugins)
+
+
 def test_progress_reports(tmp_path, default_plugins):
     src = make_video(tmp_path / "in.mp4", frames=30, audio=False)
     progress: list[Progress] = []
@@ -389,7 +412,35 @@ def test_bad_options(tmp_path, run):
         run(src, dst_name="nodir/o.mp4")
     with pytest.raises(ConfigError, match="carry"):
         run(src, carry=-1)
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(ConfigError, match="detect_scale"):
+            run(src, detect_scale=bad)
+    with pytest.raises(ConfigError, match="detector_threads"):
+        run(src, detector_threads=0)
     assert no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.37])
+def test_detect_scale_maps_boxes_back_to_frame_pixels(tmp_path, run, scale):
+    """Regions are shrunk for the detector (an odd region origin, a non-integer scale); the
+    boxes it finds come back in frame pixels."""
+    src = make_video(tmp_path / "in.mp4", frames=12, audio=False)
+    det = WhiteSquareDetector()
+    result, _ = run(src, detector=det, region="41,21,260,200", detect_scale=scale, audit=tmp_path / "a.jsonl")
+    assert result.report["settings"]["detect_scale"] == scale
+    _, frames, _ = read_audit(tmp_path / "a.jsonl")
+    for i in (0, 5, 11):
+        (region,) = frames[i]["regions"]
+        tol = 1 if scale == 1.0 else 1.5 / scale  # a box edge is known to one detector pixel
+        assert region["box"] == pytest.approx(list(square_at(i, 320, 240)), abs=tol), (i, region)
+
+
+def test_deid_error_is_a_surgbox_error():
+    import surgbox.deid
+    import surgbox.errors
+
+    assert surgbox.deid.DeidError is surgbox.errors.DeidError
+    assert issubclass(DeidError, surgbox.errors.SurgboxError) and issubclass(DeidError, RuntimeError)
 
 
 def test_frame_queue_is_bounded_by_memory(tmp_path, run):
@@ -418,11 +469,20 @@ def test_cli_deid_prints_progress_and_stage_table(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "frames 20/20" in proc.stderr and "fps" in proc.stderr and "ETA" in proc.stderr
-    for stage in ("setup", "decode", "crop", "inference", "write", "queue wait (decode)"):
+    for stage in ("setup", "decode", "crop", "inference", "write", "queue wait (decode)", "score filter", "NMS"):
         assert stage in proc.stderr
+    assert "not measured" not in proc.stderr
     assert "20 frames" in proc.stdout
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["detector"]["name"] == "retinaface" and rep["detector"]["settings"]["threshold"] == 0.3
+    assert rep["detector"]["settings"]["threads"] == 1 and rep["settings"]["detect_scale"] == 0.5  # defaults passed through
+    # RetinaFace reports its sub-stages: all ten sections of the paper are measured
+    timing = rep["timing"]
+    assert timing["not_measured"] == []
+    for s in PAPER_STAGES:
+        assert s in timing["stages"], s
+        if s != "blur":  # no face in this video: nothing blurred (seconds are rounded to 0.1 ms)
+            assert timing["stages"][s]["count"] > 0, s
     assert len(frame_times(out)) == 20 and (tmp_path / "c.png").exists() and (tmp_path / "a.jsonl").exists()
 
 
@@ -472,7 +532,10 @@ def test_real_faces_are_hidden(tmp_path, shared_dir, default_plugins):
     out.close()
     assert sum(map(len, truth)) >= 24, "the photo should show at least one whole face per frame"
     dst = tmp_path / "deid.mp4"
-    deidentify(path, dst, region="full", detector_options={"threshold": 0.3}, plugins=default_plugins)
+    result = deidentify(path, dst, region="full", detector_options={"threshold": 0.3}, plugins=default_plugins)
+    stages = result.report["timing"]["stages"]
+    assert result.report["timing"]["not_measured"] == []
+    assert all(stages[s]["seconds"] > 0 for s in PAPER_STAGES), stages  # all ten sections, blur included
     fin = [f.to_ndarray(format="rgb24") for f in av.open(str(path)).decode(video=0)]
     fout = [f.to_ndarray(format="rgb24") for f in av.open(str(dst)).decode(video=0)]
     det = default_plugins.create("detector", "retinaface", threshold=0.5)

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -382,11 +383,56 @@ def test_settings_identify_the_model(detector):
     assert s["weights_sha256"] == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
 
 
+def test_stage_seconds_cover_every_detector_stage(scene):
+    """Each detect() call adds time to all six sub-stages; together they account for the call."""
+    with RetinaFaceDetector(device="cpu") as det:
+        assert det.stage_seconds == {}
+        t0 = time.perf_counter()
+        det.detect([scene, scene[:200, :300]])
+        total = time.perf_counter() - t0
+        first = dict(det.stage_seconds)
+        assert set(first) == {"preprocessing", "inference", "score filter", "sort", "output decoding", "NMS"}
+        assert all(v > 0 for v in first.values()), first
+        assert first["inference"] > first["sort"]  # the network dominates
+        assert 0.5 * total < sum(first.values()) <= total  # the split accounts for the call
+        det.detect(torch.from_numpy(np.stack([scene] * 2)))  # the tensor path is timed too
+        assert all(det.stage_seconds[k] > first[k] for k in first)
+
+
+def test_threads_set_torch_while_open_and_restore_it(scene):
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    det = RetinaFaceDetector(device="cpu", threads=other)
+    assert torch.get_num_threads() == before  # nothing happens before open()
+    with det:
+        assert torch.get_num_threads() == other and det.settings()["threads"] == other
+        assert len(det.detect([scene])[0]) == len(FACES)
+    assert torch.get_num_threads() == before
+    det.close()  # idempotent
+    assert torch.get_num_threads() == before
+    with RetinaFaceDetector(device="cpu") as det:  # threads=None leaves torch alone
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        RetinaFaceDetector(threads=0)
+
+
+def test_onnxruntime_threads_are_per_session(scene):
+    pytest.importorskip("onnxruntime")
+    before = torch.get_num_threads()
+    with RetinaFaceDetector(device="cpu", backend="onnxruntime", threads=1) as det:
+        assert det._ort.get_session_options().intra_op_num_threads == 1
+        assert torch.get_num_threads() == before  # nothing process-wide
+        assert len(det.detect([scene])[0]) == len(FACES)
+        assert det.stage_seconds["inference"] > 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp16_matches_cpu(scene, detector):
     [ref] = detector.detect([scene])
     with RetinaFaceDetector(device="cuda", fp16=True) as det:
         [d] = det.detect([scene])
+        # synchronized timing on the GPU: every sub-stage measured
+        assert len(det.stage_seconds) == 6 and all(v > 0 for v in det.stage_seconds.values())
     assert len(d) == len(ref)
     np.testing.assert_allclose(d.boxes, ref.boxes, atol=1.5)
     np.testing.assert_allclose(d.scores, ref.scores, atol=2e-2)

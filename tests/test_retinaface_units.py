@@ -181,6 +181,25 @@ def test_postprocess_threshold_sort_decode_and_cap():
     assert [len(s) for _, s, _ in capped] == [1, 1]
 
 
+def test_postprocess_reports_stage_times_and_keeps_results():
+    priors = make_priors(64, 96)
+    p = len(priors)
+    logits = torch.zeros(2, p, 2)
+    logits[..., 0] = 10.0
+    logits[0, 5] = torch.tensor([0.0, 2.0])
+    logits[1, 200] = torch.tensor([0.0, 5.0])
+    args = (torch.zeros(2, p, 4), logits, torch.zeros(2, p, 10), priors, 96, 64)
+    stages: dict[str, float] = {"NMS": 1.0}
+    ticks = iter(range(100))
+    timed = pp.postprocess(*args, stages=stages, clock=lambda: float(next(ticks)))
+    # one tick per boundary: score filter, sort, decoding, NMS, then selection (decoding again)
+    assert stages == {"NMS": 2.0, "score filter": 1.0, "sort": 1.0, "output decoding": 2.0}
+    plain = pp.postprocess(*args)
+    for (b1, s1, p1), (b2, s2, p2) in zip(timed, plain):
+        assert torch.equal(b1, b2) and torch.equal(s1, s2) and torch.equal(p1, p2)
+    assert [len(s) for _, s, _ in plain] == [1, 1]
+
+
 def test_postprocess_nothing_above_threshold():
     priors = make_priors(32, 32)
     p = len(priors)

@@ -47,6 +47,11 @@ class DetectorError(SurgboxError, RuntimeError):
     """The detector could not load its model or run."""
 
 
+class DeidError(SurgboxError, RuntimeError):
+    """De-identification failed: unreadable, corrupt or truncated input, or a stage failed.
+    The message names the input and the fix."""
+
+
 class StoreError(SurgboxError, RuntimeError):
     """The store could not write, read or verify an object."""
 

@@ -36,16 +36,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra encoder option (repeatable, e.g. preset=veryfast crf=20)")
     p.add_argument("--batch", type=int, default=16, metavar="N", help="crops per detector call (default 16)")
+    p.add_argument("--detect-scale", type=float, default=None, metavar="S",
+                   help="resize regions by S (0 < S <= 1) for detection (default 0.5: faces from about 32 px are found)")
     p.add_argument("--queue-size", type=int, default=500, metavar="N", help="decoded frames buffered (default 500, memory-capped)")
     p.add_argument("--carry", type=int, default=5, metavar="K", help="frames a face stays hidden before/after its detections (default 5)")
     p.add_argument("--max-gap", type=int, default=10, metavar="G", help="longest detector gap bridged by interpolation (default 10)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="run the detector on every Nth frame, track in between (default 1)")
-    p.add_argument("--expand", type=float, default=1.3, metavar="F", help="mask size relative to the face box (default 1.3)")
+    p.add_argument("--expand", type=float, default=1.4, metavar="F", help="mask size relative to the face box (default 1.4)")
     p.add_argument("--feather", type=float, default=0.25, metavar="F", help="soft mask edge, fraction of its radius (default 0.25)")
     p.add_argument("--cut-threshold", type=float, default=30.0, metavar="T",
                    help="mean luma change (0-255) that marks a scene cut, across which nothing is carried; 0 disables (default 30)")
     p.add_argument("--detector-threads", type=int, default=1, metavar="N",
-                   help="CPU math threads for the detector during the run (default 1; 0 keeps the library's default)")
+                   help="CPU math threads for the detector (its 'threads' option; default 1; 0 keeps the library's default)")
     p.add_argument("--anonymizer", default="blur", choices=["blur", "pixelate", "fill"], help="how faces are hidden (default blur)")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report (settings, counts, stage timings)")
     p.add_argument("--audit", metavar="FILE.jsonl", help="write the JSON Lines audit sidecar (regions per frame)")
@@ -99,13 +101,14 @@ def run(args: argparse.Namespace) -> int:
         print(("\r" if tty else "") + progress_line(p) + ("\033[K" if tty else ""), end="" if tty else "\n",
               file=sys.stderr, flush=True)
 
+    extra = {} if args.detect_scale is None else {"detect_scale": args.detect_scale}
     result = deidentify(
         args.src, args.dst, region=args.region, detector=args.detector, detector_options=det_opts,
         encoder=args.encoder, encoder_options=enc_opts, batch=args.batch, queue_size=args.queue_size,
         carry=args.carry, max_gap=args.max_gap, every=args.every, expand=args.expand, feather=args.feather,
         cut_threshold=args.cut_threshold or None, detector_threads=args.detector_threads or None,
         anonymizer=args.anonymizer, audit=args.audit, report=args.report, chart=args.chart,
-        progress=None if args.quiet else show,
+        progress=None if args.quiet else show, **extra,
     )
     rep = result.report
     if tty and not args.quiet:

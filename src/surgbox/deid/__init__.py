@@ -6,10 +6,12 @@ stage, masks, anonymizers, audit sidecar, stage timers) are importable on their 
 
 from __future__ import annotations
 
+from ..errors import DeidError
 from .anonymize import ANONYMIZERS, Anonymizer, GaussianBlur, Pixelate, SolidFill, frame_planes, make_anonymizer
 from .audit import AuditWriter, read_audit
 from .masks import MaskShape
-from .pipeline import DeidError, Progress, deidentify
+from .crop import Crop, crop_rgb
+from .pipeline import Progress, deidentify
 from .regions import RegionSpec, layout_from_metadata, layout_from_sidecar, parse_region_spec, resolve_regions
 from .temporal import Region, TemporalFilter
 from .timing import PAPER_STAGES, StageTimes
@@ -19,6 +21,7 @@ __all__ = [
     "PAPER_STAGES",
     "Anonymizer",
     "AuditWriter",
+    "Crop",
     "DeidError",
     "GaussianBlur",
     "MaskShape",
@@ -29,6 +32,7 @@ __all__ = [
     "SolidFill",
     "StageTimes",
     "TemporalFilter",
+    "crop_rgb",
     "deidentify",
     "frame_planes",
     "layout_from_metadata",

@@ -69,9 +69,12 @@ class Anonymizer(abc.ABC):
             size = max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]))
             if size <= 0:
                 continue
+            m = key = None
             for p, plane in enumerate(planes):
                 scale = 1 if p == 0 else max(1, round(y.shape[1] / plane.shape[1]))
-                m = self.shape.alpha(box, plane.shape[1], plane.shape[0], scale)
+                if key != (plane.shape, scale):  # U and V share one mask
+                    key = (plane.shape, scale)
+                    m = self.shape.alpha(box, plane.shape[1], plane.shape[0], scale)
                 if m is None:
                     continue
                 x0, y0, alpha = m

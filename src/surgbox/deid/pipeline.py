@@ -1,8 +1,8 @@
 """The de-identification pipeline: decode -> crop -> detect (batched) -> temporal -> anonymize -> encode.
 
 Four threads overlap the work: the *decode* thread demuxes and decodes (PyAV, threaded
-decoding) into a bounded frame queue; the *detect* thread crops the scan regions (RGB
-conversion of the small crops only), runs the Detector plugin in batches and the temporal
+decoding) into a bounded frame queue; the *detect* thread crops the scan regions (resized by
+``detect_scale``, then converted to RGB: only the small crops, :mod:`surgbox.deid.crop`), runs the Detector plugin in batches and the temporal
 stage, which holds at most ``lookahead`` frames; the *anonymize* thread hides the regions on
 the YUV planes; the calling thread feeds the Encoder plugin. Audio packets travel with the next video frame and are
 stream-copied untouched. Output timestamps are the input's (same time base and pts), so frame
@@ -31,11 +31,12 @@ from typing import IO, Any
 import attrs
 import numpy as np
 
-from ..errors import ConfigError, SurgboxError
+from ..errors import ConfigError, DeidError, SurgboxError
 from ..interfaces import Detector, Encoder
 from ..types import DeidResult, Detections, Rect
 from .anonymize import Anonymizer, frame_planes, make_anonymizer
 from .audit import AuditWriter
+from .crop import crop_rgb
 from .regions import parse_region_spec, resolve_regions
 from .temporal import Region, TemporalFilter
 from .timing import StageTimes
@@ -44,11 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_MEMORY = 512 * 2**20
 DEFAULT_THRESHOLD = 0.3  # detector score threshold: recall first (privacy), see docs/deid.md
-
-
-class DeidError(SurgboxError, RuntimeError):
-    """De-identification failed: unreadable/corrupt/truncated input, or a stage failed.
-    The message names the input and the fix."""
+DEFAULT_DETECT_SCALE = 0.5  # regions are scanned at half size: see docs/deid.md "Speed"
+DEFAULT_EXPAND = 1.4  # mask size / face box: 1.3 left 2 single frames exposed on the shared scene, see docs/deid.md
 
 
 @attrs.frozen
@@ -124,36 +122,6 @@ def _get(q: queue.Queue, stop: threading.Event, times: StageTimes, wait_stage: s
                 return _END
 
 
-def _crop_rgb(frame: Any, rect: Rect) -> np.ndarray:
-    """``rect`` of a yuv420p frame as ``HxWx3 uint8`` RGB; only the crop is converted (swscale).
-
-    The crop is aligned to even coordinates (4:2:0 chroma), so it may start one pixel
-    earlier than ``rect``; the caller shifts detections by the returned crop origin.
-    """
-    import av
-
-    if rect.as_xywh() == (0, 0, frame.width, frame.height):
-        return frame.to_ndarray(format="rgb24")
-    y, u, v = frame_planes(frame, writable=False)
-    x0, y0 = rect.x & ~1, rect.y & ~1
-    x1, y1 = min(rect.x2 + (rect.x2 & 1), frame.width), min(rect.y2 + (rect.y2 & 1), frame.height)
-    w, h = (x1 - x0) & ~1, (y1 - y0) & ~1
-    crop = av.VideoFrame(w, h, "yuv420p")
-    cy, cu, cv = frame_planes(crop)
-    cy[:] = y[y0:y0 + h, x0:x0 + w]
-    cu[:] = u[y0 // 2:(y0 + h) // 2, x0 // 2:(x0 + w) // 2]
-    cv[:] = v[y0 // 2:(y0 + h) // 2, x0 // 2:(x0 + w) // 2]
-    crop.color_range = frame.color_range
-    crop.colorspace = frame.colorspace
-    return crop.to_ndarray(format="rgb24")
-
-
-def _crop_origin(frame: Any, rect: Rect) -> tuple[int, int]:
-    if rect.as_xywh() == (0, 0, frame.width, frame.height):
-        return 0, 0
-    return rect.x & ~1, rect.y & ~1
-
-
 def _detector_stage_seconds(det: Any) -> Mapping[str, float] | None:
     """A detector's cumulative per-stage seconds, if it reports them (``stage_seconds``)."""
     stats = getattr(det, "stage_seconds", None)
@@ -181,12 +149,13 @@ def deidentify(
     encoder: str | Encoder = "libx264",
     encoder_options: Mapping[str, Any] | None = None,
     batch: int = 16,
+    detect_scale: float = DEFAULT_DETECT_SCALE,
     queue_size: int = 500,
     queue_memory: int = DEFAULT_QUEUE_MEMORY,
     carry: int = 5,
     max_gap: int = 10,
     every: int = 1,
-    expand: float = 1.3,
+    expand: float = DEFAULT_EXPAND,
     feather: float = 0.25,
     anonymizer: str | Anonymizer = "blur",
     anonymizer_options: Mapping[str, Any] | None = None,
@@ -206,18 +175,23 @@ def deidentify(
     ``"X,Y,W,H[;...]"`` or Rect(s) (see :mod:`surgbox.deid.regions`). ``detector`` /
     ``encoder``: plugin names (or built instances) with their ``*_options``. ``threshold``:
     passed to a detector built by name as its ``threshold`` option (default 0.3: recall first;
-    ``None`` keeps the plugin's own default, for detectors without that option). ``batch``: crops
-    per detector call. ``queue_size``: decoded frames buffered between decode and detection,
+    ``None`` keeps the plugin's own default), if its factory takes that option (else it is left
+    out, with a warning in the report). ``batch``: crops
+    per detector call. ``detect_scale``: each region is resized by this factor (0 < s <= 1,
+    default 0.5) while it is converted to RGB for the detector, and detections are mapped back
+    to frame pixels; RetinaFace finds faces down to about 16 pixels of its input, i.e. about
+    ``16 / detect_scale`` frame pixels. ``queue_size``: decoded frames buffered between decode and detection,
     capped so that all pictures the pipeline holds (the queue, a detection batch, the temporal
     stage's lookahead) fit in ``queue_memory`` bytes (default 512 MiB: 140 frames of 1080p). ``carry``/``max_gap``/``every``: the
     temporal stage (:class:`~surgbox.deid.temporal.TemporalFilter`). ``expand``/``feather``:
     the mask (:class:`~surgbox.deid.masks.MaskShape`). ``anonymizer``: ``blur``, ``pixelate``
     or ``fill`` with ``anonymizer_options``. ``cut_threshold``: mean luma change (0-255, of
     16x16-block averages of the regions) between frames that marks a scene cut, across which nothing is
-    carried (``None``: never). ``detector_threads``: intra-op threads of the detector's CPU math
-    library (torch, when loaded) during the run, restored afterwards; decode, detection and
-    encode already run in parallel, so 1 (default) avoids oversubscribing the cores (about 3x
-    faster on 2 cores than torch's default); ``None`` leaves the library's setting. ``audit``/``report``/``chart``: optional JSON
+    carried (``None``: never). ``detector_threads``: passed to a detector built by name as its
+    ``threads`` option (CPU math threads; RetinaFace sets torch's process-wide count while open
+    and restores it at close); decode, detection and encode already run in parallel, so 1
+    (default) avoids oversubscribing the cores; left out like ``threshold`` for a factory
+    without that option; ``None`` passes nothing (keeps the library's setting). ``audit``/``report``/``chart``: optional JSON
     Lines sidecar, JSON report and PNG stage chart paths. ``progress``: called with
     :class:`Progress` about four times a second from the calling thread. ``plugins``: the
     :class:`~surgbox.plugins.Plugins` manager to use (default: the process-wide one); its
@@ -227,10 +201,19 @@ def deidentify(
     :class:`~surgbox.errors.ConfigError` for bad options, and the plugins' own errors.
     """
     detector_options = dict(detector_options or {})
-    if threshold is not None and isinstance(detector, str):
-        detector_options.setdefault("threshold", threshold)
-    run = _Run(src, dst, region=region, detector=detector, detector_options=detector_options,
-               encoder=encoder, encoder_options=dict(encoder_options or {}), batch=batch, queue_size=queue_size,
+    implied: dict[str, Any] = {}  # given to a detector built by name, when its factory takes them
+    if threshold is not None and isinstance(detector, str) and "threshold" not in detector_options:
+        implied["threshold"] = threshold
+    if detector_threads is not None:
+        if not isinstance(detector_threads, int) or detector_threads < 1:
+            raise ConfigError(f"detector_threads must be an integer >= 1 or None, got {detector_threads!r}")
+        if isinstance(detector, str) and "threads" not in detector_options:
+            implied["threads"] = detector_threads
+    if not (isinstance(detect_scale, (int, float)) and 0 < detect_scale <= 1):
+        raise ConfigError(f"detect_scale must be in (0, 1], got {detect_scale!r} (0.5 scans regions at half size)")
+    run = _Run(src, dst, region=region, detector=detector, detector_options=detector_options, implied_options=implied,
+               encoder=encoder, encoder_options=dict(encoder_options or {}), batch=batch, detect_scale=float(detect_scale),
+               queue_size=queue_size,
                queue_memory=queue_memory, every=every, progress=progress, plugins=plugins,
                audit_path=audit, report_path=report, chart_path=chart, cut_threshold=cut_threshold,
                detector_threads=detector_threads,
@@ -259,9 +242,11 @@ class _Run:
     region: Any
     detector: Any
     detector_options: dict
+    implied_options: dict
     encoder: Any
     encoder_options: dict
     batch: int
+    detect_scale: float
     queue_size: int
     queue_memory: int
     every: int
@@ -287,6 +272,7 @@ class _Run:
     detector_threads: int | None = 1
     cuts: int = 0
     _thumbs: Any = attrs.field(default=None, alias="_thumbs")
+    _reformatters: dict = attrs.field(factory=dict, alias="_reformatters")
 
     def execute(self) -> DeidResult:
         if self.batch < 1:
@@ -308,7 +294,6 @@ class _Run:
         t_start = time.perf_counter()
         tmp = str(dst.parent / f".{dst.name}.{secrets.token_hex(4)}.partial{dst.suffix}")
         container = det = enc = audit = None
-        restore_threads = None
         threads: list[threading.Thread] = []
         committed = False
         try:
@@ -335,9 +320,8 @@ class _Run:
                 threads.append(threading.Thread(target=self._decode_loop, args=(container, vs, as_, q_frames, name),
                                                 name="surgbox-deid-decode", daemon=True))
                 threads[-1].start()
-                det = self._make("detector", self.detector, self.detector_options, plugins)
+                det = self._make("detector", self.detector, self._detector_options(plugins), plugins)
                 det.open()
-                restore_threads = _limit_math_threads(self.detector_threads)
                 enc = self._make("encoder", self.encoder, self.encoder_options, plugins)
                 # 4:2:0 needs even sizes: odd inputs are padded by one repeated row/column (see _to_yuv420p)
                 enc.open_output(tmp, width=width + (width & 1), height=height + (height & 1), fps=fps, time_base=vs.time_base,
@@ -398,8 +382,6 @@ class _Run:
                     audit.abort()
             if det is not None:
                 det.close()
-            if restore_threads is not None:
-                restore_threads()
             if container is not None:
                 container.close()
 
@@ -426,6 +408,18 @@ class _Run:
         as_ = container.streams.audio[0] if container.streams.audio else None
         return container, vs, as_
 
+    def _detector_options(self, plugins: Any) -> dict:
+        """The explicit detector options plus the implied ones (``threshold``, ``threads``) that
+        the detector's factory takes; an implied option it does not take is left out, with a
+        warning in the report."""
+        options = dict(self.detector_options)
+        for key, value in self.implied_options.items():
+            if _factory_accepts(plugins, "detector", self.detector, key):
+                options[key] = value
+            else:
+                self.warnings.append(f"detector {self.detector!r} has no {key!r} option; {key}={value!r} was not passed to it")
+        return options
+
     def _make(self, kind: str, spec: Any, options: dict, plugins: Any) -> Any:
         if not isinstance(spec, str):
             if options:
@@ -435,6 +429,7 @@ class _Run:
 
     def _settings(self, rects: list[Rect], origin: str) -> dict[str, Any]:
         return {"region": [list(r.as_xywh()) for r in rects], "region_origin": origin, "batch": self.batch,
+                "detect_scale": self.detect_scale,
                 "queue_size": self.queue_size, "carry": self.temporal.carry, "max_gap": self.temporal.max_gap,
                 "every": self.temporal.every, "edge_carry": self.temporal.edge_carry, "lookahead": self.temporal.lookahead,
                 "cut_threshold": self.cut_threshold, "detector_threads": self.detector_threads,
@@ -540,22 +535,22 @@ class _Run:
         if not chunk:
             return
         todo = [c for c in chunk if c.index % self.every == 0]
-        images, owners = [], []
+        crops, owners = [], []
         with self.times.stage("crop", count=len(todo) * len(rects)):
             for c in todo:
-                for r in rects:
-                    images.append(_crop_rgb(c.frame, r))
-                    owners.append((c.index, _crop_origin(c.frame, r)))
+                for k, r in enumerate(rects):
+                    crops.append(crop_rgb(c.frame, r, self.detect_scale, reformatter=self._reformatter(k)))
+                    owners.append(c.index)
         found: dict[int, list[Detections]] = {c.index: [] for c in todo}
-        if images:
+        if crops:
             before = _detector_stage_seconds(det)
             t0 = time.perf_counter()
-            results = det.detect(images)
+            results = det.detect([c.image for c in crops])
             self.times.add_detector(before, _detector_stage_seconds(det), time.perf_counter() - t0)
-            if len(results) != len(images):
-                raise SurgboxError(f"detector {getattr(det, 'name', det)!r} returned {len(results)} results for {len(images)} images")
-            for (idx, (ox, oy)), d in zip(owners, results):
-                found[idx].append(d.shifted(ox, oy) if (ox or oy) else d)
+            if len(results) != len(crops):
+                raise SurgboxError(f"detector {getattr(det, 'name', det)!r} returned {len(results)} results for {len(crops)} images")
+            for idx, crop, d in zip(owners, crops, results):
+                found[idx].append(crop.to_frame(d))
         with self.times.stage("temporal", count=len(chunk)):
             finals = []
             for c in chunk:
@@ -569,6 +564,15 @@ class _Run:
                 finals.extend(self.temporal.push(c.index, dets, cut=self._is_cut(c.frame, rects)))
         for idx, regs in finals:
             self._emit(pending, idx, regs, q_out)
+
+    def _reformatter(self, k: int) -> Any:
+        """The swscale context kept for region ``k`` (detect thread only): set-up is most of a
+        fresh conversion's cost."""
+        if k not in self._reformatters:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatters[k] = VideoReformatter()
+        return self._reformatters[k]
 
     def _is_cut(self, frame: Any, rects: list[Rect]) -> bool:
         """Scene cut: the regions' luma, averaged over 16x16 blocks (so motion and texture do
@@ -690,26 +694,34 @@ class _Run:
         return DeidResult(src=name, dst=dst, frames=frames, faces=len(self.tracks), seconds=wall, report=report)
 
 
-def _limit_math_threads(n: int | None) -> Callable[[], None] | None:
-    """Set torch's intra-op thread count to ``n`` if torch is loaded; returns the undo."""
-    import sys
+def _factory_accepts(plugins: Any, kind: str, name: str, option: str) -> bool:
+    """Whether the factory of plugin ``kind``/``name`` takes the keyword ``option`` (named in its
+    signature, or ``**kwargs``); ``True`` when that cannot be told or the plugin cannot run here
+    (building it then raises the plugin's own error)."""
+    import importlib
+    import inspect
 
-    torch = sys.modules.get("torch")
-    if n is None or torch is None:
-        return None
-    if n < 1:
-        raise ConfigError(f"detector_threads must be >= 1 or None, got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    return lambda: torch.set_num_threads(before)
+    entry = plugins.entry(kind, name)
+    if entry.unavailable_reason() is not None:
+        return True
+    factory = entry.factory
+    target = getattr(factory, "target", None)  # a lazy("module:Attribute") factory: look at the attribute
+    if isinstance(target, str) and ":" in target:
+        module, _, attr = target.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _block_means(plane: np.ndarray, k: int) -> np.ndarray:
-    """Mean of each ``k x k`` block of a 2-D plane (partial blocks at the edges dropped)."""
-    h, w = plane.shape[0] // k, plane.shape[1] // k
-    if h == 0 or w == 0:
-        return plane.astype(np.float32)
-    return plane[: h * k, : w * k].reshape(h, k, w, k).mean(axis=(1, 3), dtype=np.float32)
+    """Mean of each ``k x k`` block of a 2-D ``uint8`` plane (partial blocks at the edges
+    average the pixels they have), rounded to integers, as ``float32``."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(plane)).reduce(k), np.float32)
 
 
 def _concat(parts: list[Detections]) -> Detections:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -50,12 +51,16 @@ def preprocess(
     keeps ``H x W``. Returns ``(B, 3, h, w)`` ``dtype`` BGR minus :data:`MEAN_BGR`, in
     channels-last memory format when asked.
     """
-    x = batch.permute(0, 3, 1, 2).float()  # (B, 3, H, W) RGB, NHWC strides
-    if size is not None and tuple(size) != tuple(x.shape[-2:]):
-        shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    mean = torch.tensor(MEAN_BGR[::-1], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean).flip(1)  # (B, 3, h, w) BGR
+    # BGR while still uint8 (the cheapest copy), then one float copy and in-place mean
+    # subtraction in (B, H, W, 3) order, which *is* channels-last (B, 3, H, W) after the permute
+    x = batch.flip(-1).float()
+    mean = torch.tensor(MEAN_BGR, dtype=x.dtype, device=x.device)
+    if size is not None and tuple(size) != tuple(x.shape[1:3]):
+        shrink = size[0] < x.shape[1] or size[1] < x.shape[2]
+        x = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        x = x - mean.view(1, 3, 1, 1)
+    else:
+        x = x.sub_(mean).permute(0, 3, 1, 2)  # (B, 3, H, W) BGR, NHWC strides
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.to(dtype=dtype, memory_format=fmt)
 
@@ -95,8 +100,21 @@ class RetinaFaceDetector(Detector):
     * ``cpu_batch_pixels``: on CPU (torch backend) a forward pass holds at most this many input
       pixels (at least one image; ``None``: no cap). Big CPU batches thrash the caches: at
       1920x1080 one image per pass ran about 1.7x faster than 16 in ``benchmarks/``.
+    * ``threads``: CPU math threads (``None``: leave the library's setting). For the torch
+      backend this is torch's intra-op thread count, which is **process-wide**: ``open()`` sets
+      it with ``torch.set_num_threads`` and ``close()`` puts back the count found at ``open()``
+      (unless something else changed it in between), so every torch user in the process runs
+      with it while the detector is open. For ``onnxruntime`` it is the session's own
+      ``intra_op_num_threads`` (nothing global).
 
     ``detect`` opens the detector on first use if ``open()`` was not called.
+
+    ``stage_seconds`` holds cumulative seconds per stage of all ``detect`` calls:
+    ``preprocessing`` (stacking, upload, resize, mean subtraction), ``inference`` (the
+    network), ``score filter`` (softmax, threshold), ``sort`` (top-k), ``output decoding`` (box
+    and landmark decoding, scaling back to image pixels, download) and ``NMS``. On CUDA the
+    device is synchronized before each reading, so the split is exact (and costs a little
+    overlap); on CPU it costs a few clock reads per batch.
     """
 
     name: ClassVar[str] = "retinaface"
@@ -118,6 +136,8 @@ class RetinaFaceDetector(Detector):
     pre_nms_top_k: int = 1000
     max_detections: int = 750
     cpu_batch_pixels: int | None = 1 << 20
+    threads: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    stage_seconds: dict[str, float] = attrs.field(factory=dict, init=False)
 
     _model: Any = attrs.field(default=None, init=False, alias="_model")
     _ort: Any = attrs.field(default=None, init=False, alias="_ort")
@@ -125,6 +145,7 @@ class RetinaFaceDetector(Detector):
     _meta: dict = attrs.field(factory=dict, init=False, alias="_meta")
     _post: Any = attrs.field(default=None, init=False, alias="_post")
     _priors: dict = attrs.field(factory=dict, init=False, alias="_priors")
+    _threads_before: int | None = attrs.field(default=None, init=False, alias="_threads_before")
 
     def __attrs_post_init__(self) -> None:
         if self.scale <= 0:
@@ -137,6 +158,8 @@ class RetinaFaceDetector(Detector):
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.5)")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou} (e.g. 0.4)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if self.pre_nms_top_k < 1 or self.max_detections < 1:
             raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got {self.pre_nms_top_k}, {self.max_detections}")
         self._post = PostprocessConfig(self.threshold, self.nms_iou, self.pre_nms_top_k, self.max_detections)
@@ -180,6 +203,9 @@ class RetinaFaceDetector(Detector):
         if self.backend == "onnxruntime":
             self._ort = self._make_ort_session(model)
             return
+        if self.threads is not None:
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
         model = model.to(self._torch_device)
         if self._half:
             model = model.half()
@@ -217,9 +243,16 @@ class RetinaFaceDetector(Detector):
             providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads is not None:
+            opts.intra_op_num_threads = self.threads
         return ort.InferenceSession(buf.getvalue(), opts, providers=providers)
 
     def close(self) -> None:
+        """Release the model; restores torch's thread count if ``threads`` changed it (idempotent)."""
+        if self._threads_before is not None:
+            if torch.get_num_threads() == self.threads:  # not changed by someone else since open()
+                torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         self._model = None
         self._ort = None
         self._priors.clear()
@@ -238,6 +271,7 @@ class RetinaFaceDetector(Detector):
             "device": str(self._torch_device) if self._torch_device is not None else self.device,
             "fp16": self._half,
             "backend": self.backend,
+            "threads": self.threads,
         }
 
     # -- inference -------------------------------------------------------------------------
@@ -264,21 +298,39 @@ class RetinaFaceDetector(Detector):
             self._priors[key] = make_priors(h, w, device=device)
         return self._priors[key]
 
+    def _clock(self) -> float:
+        """``time.perf_counter()``, after waiting for queued GPU work (CUDA only)."""
+        dev = self._torch_device
+        if dev is not None and dev.type == "cuda" and self._ort is None:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    def _add(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
     @torch.inference_mode()
-    def _run(self, batch: torch.Tensor) -> list[Detections]:
-        """``batch`` ``(B, H, W, 3)`` uint8 RGB of one size -> detections in its pixels."""
+    def _run(self, batch: torch.Tensor, t_start: float) -> list[Detections]:
+        """``batch`` ``(B, H, W, 3)`` uint8 RGB of one size -> detections in its pixels.
+        ``t_start``: clock reading when this batch's preprocessing began."""
         _, height, width, _ = batch.shape
         h, w = self.input_size(height, width)
         if self._ort is not None:
             x = preprocess(batch.cpu(), (h, w))
+            t1 = self._clock()
             loc, logits, lms = (torch.from_numpy(o) for o in self._ort.run(None, {"input": x.numpy()}))
             dev = torch.device("cpu")
         else:
             dev = self._torch_device
             x = preprocess(batch.to(dev, non_blocking=True), (h, w),
                            dtype=torch.float16 if self._half else torch.float32, channels_last=self._nhwc)
+            t1 = self._clock()
             loc, logits, lms = self._model(x)
-        results = postprocess(loc, logits, lms, self._priors_for(h, w, dev), w, h, self._post)
+        t2 = self._clock()
+        self._add("preprocessing", t1 - t_start)
+        self._add("inference", t2 - t1)
+        results = postprocess(loc, logits, lms, self._priors_for(h, w, dev), w, h, self._post,
+                              stages=self.stage_seconds, clock=self._clock)
+        t3 = self._clock()
         sx, sy = width / w, height / h
         limit = torch.tensor([width, height, width, height], dtype=torch.float32, device=dev)
         factor = torch.tensor([sx, sy], dtype=torch.float32, device=dev)
@@ -287,6 +339,7 @@ class RetinaFaceDetector(Detector):
             boxes = torch.minimum((boxes * factor.repeat(2)).clamp(min=0), limit)
             points = points * factor
             out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), points.cpu().numpy()))
+        self._add("output decoding", time.perf_counter() - t3)  # .cpu() above synchronized
         return out
 
     def detect(self, images: Sequence[np.ndarray] | torch.Tensor) -> list[Detections]:
@@ -300,7 +353,7 @@ class RetinaFaceDetector(Detector):
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
                 raise ValueError(f"tensor input must be (B, H, W, 3) uint8 RGB, got {tuple(images.shape)} {images.dtype}")
             step = self._step(images.shape[1], images.shape[2])
-            return [d for s in range(0, len(images), step) for d in self._run(images[s : s + step])]
+            return [d for s in range(0, len(images), step) for d in self._run(images[s : s + step], self._clock())]
         arrays = [_check_image(i, im) for i, im in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(arrays):
@@ -310,9 +363,10 @@ class RetinaFaceDetector(Detector):
             step = self._step(height, width)
             for s in range(0, len(idx), step):
                 chunk = idx[s : s + step]
+                t0 = self._clock()
                 batch = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
                 if self._torch_device.type == "cuda" and self._ort is None:
                     batch = batch.pin_memory()
-                for i, det in zip(chunk, self._run(batch)):
+                for i, det in zip(chunk, self._run(batch, t0)):
                     out[i] = det
         return out  # type: ignore[return-value]

@@ -8,6 +8,9 @@ fixed point over an IoU matrix so a GPU does not run a Python loop per box.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import attrs
 import torch
 
@@ -78,29 +81,45 @@ def postprocess(
     width: int,
     height: int,
     config: PostprocessConfig = PostprocessConfig(),
+    *,
+    stages: dict[str, float] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Detections per image from raw outputs of a ``height x width`` network input.
 
     ``loc`` ``(B, P, 4)``, ``logits`` ``(B, P, 2)``, ``landmarks`` ``(B, P, 10)``, ``priors``
     ``(P, 4)``. Returns, per image, ``(boxes (N, 4), scores (N,), points (N, 5, 2))`` float32 in
     pixels of the network input, sorted by descending score.
+
+    ``stages``: when given, seconds spent in ``"score filter"`` (softmax, threshold),
+    ``"sort"`` (top-k of the candidates), ``"output decoding"`` (box and landmark decoding,
+    per-image selection) and ``"NMS"`` are added to it; ``clock`` reads the time (pass one
+    that synchronizes the device first when the tensors are on a GPU).
     """
+    t0 = clock() if stages is not None else 0.0
     bsz, p = logits.shape[:2]
     scores = torch.softmax(logits.float(), dim=-1)[..., 1]  # (B, P)
-    k = min(config.pre_nms_top_k, p)
+    # candidates above the threshold; at most pre_nms_top_k of them per image enter NMS
+    k = min(config.pre_nms_top_k, int((scores > config.score_threshold).sum(dim=1).max())) if bsz and p else 0
+    t1 = clock() if stages is not None else 0.0
     top, idx = scores.topk(k, dim=1, sorted=True)  # (B, K)
     valid = top > config.score_threshold  # (B, K), a prefix of each row
-    k = int(valid.sum(dim=1).max()) if bsz else 0
-    top, idx, valid = top[:, :k], idx[:, :k], valid[:, :k]
+    t2 = clock() if stages is not None else 0.0
     pri = priors.to(loc.device, torch.float32)[idx]  # (B, K, 4)
     sel_loc = torch.gather(loc, 1, idx[..., None].expand(-1, -1, 4)).float()  # (B, K, 4)
     sel_lm = torch.gather(landmarks, 1, idx[..., None].expand(-1, -1, 10)).float()  # (B, K, 10)
     scale = torch.tensor([width, height], dtype=torch.float32, device=loc.device)
     boxes = decode_boxes(sel_loc, pri) * scale.repeat(2)  # (B, K, 4) pixels
     points = decode_landmarks(sel_lm, pri) * scale  # (B, K, 5, 2) pixels
+    t3 = clock() if stages is not None else 0.0
     keep = nms_keep(boxes, valid, config.iou_threshold)  # (B, K)
+    t4 = clock() if stages is not None else 0.0
     out = []
     for i in range(bsz):
         sel = keep[i].nonzero().squeeze(1)[: config.max_detections]
         out.append((boxes[i, sel], top[i, sel], points[i, sel]))
+    if stages is not None:
+        t5 = clock()
+        for name, dt in (("score filter", t1 - t0), ("sort", t2 - t1), ("output decoding", t3 - t2 + t5 - t4), ("NMS", t4 - t3)):
+            stages[name] = stages.get(name, 0.0) + dt
     return out
