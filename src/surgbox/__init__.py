@@ -13,6 +13,7 @@ from ._version import __version__
 from .clock import Clock
 from .errors import (
     ConfigError,
+    DeidError,
     DetectorError,
     EncoderError,
     IntegrityError,
@@ -87,6 +88,7 @@ __all__ = [
     "Clock",
     "Compositor",
     "ConfigError",
+    "DeidError",
     "DeidResult",
     "Detection",
     "Detections",

@@ -17,6 +17,7 @@ destination directory and renamed only when complete; on any error nothing is le
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import queue
@@ -322,10 +323,16 @@ class _Run:
                 threads[-1].start()
                 det = self._make("detector", self.detector, self._detector_options(plugins), plugins)
                 det.open()
-                enc = self._make("encoder", self.encoder, self.encoder_options, plugins)
-                # 4:2:0 needs even sizes: odd inputs are padded by one repeated row/column (see _to_yuv420p)
-                enc.open_output(tmp, width=width + (width & 1), height=height + (height & 1), fps=fps, time_base=vs.time_base,
-                                audio_template=as_, metadata=metadata)
+                enc_options = dict(self.encoder_options)
+                if "fragmented" not in enc_options and _factory_accepts(plugins, "encoder", self.encoder, "fragmented"):
+                    # written under a temporary name anyway: a plain MP4 keeps edit lists, so audio
+                    # copied with its priming (starting before 0) leaves every video time exact
+                    enc_options["fragmented"] = False
+                enc = self._make("encoder", self.encoder, enc_options, plugins)
+                # 4:2:0 needs even sizes: odd inputs are padded by one repeated row/column (see _to_yuv420p).
+                # Opened by the encode loop at the first picture, whose display rotation goes in the header.
+                open_output = functools.partial(enc.open_output, tmp, width=width + (width & 1), height=height + (height & 1),
+                                                fps=fps, time_base=vs.time_base, audio_template=as_, metadata=metadata)
                 if self.audit_path is not None:
                     audit = AuditWriter(Path(self.audit_path))
                     audit.open({"src": name, "dst": str(dst), "detector": _detector_info(det),
@@ -338,7 +345,7 @@ class _Run:
                                             name="surgbox-deid-anonymize", daemon=True))
             for t in threads[1:]:
                 t.start()
-            written = self._encode_loop(enc, q_blurred, audit, vs.time_base, fps, total, t_start)
+            written = self._encode_loop(enc, open_output, q_blurred, audit, vs.time_base, fps, total, t_start)
             for t in threads:
                 t.join()
             with self.times.stage("write"):
@@ -611,27 +618,45 @@ class _Run:
         except BaseException as exc:
             _put(q_out, _Failure(exc), self.stop, self.times, "queue wait (anonymize)")
 
-    def _encode_loop(self, enc, q: queue.Queue, audit, time_base, fps, total, t_start) -> int:
+    def _encode_loop(self, enc, open_output, q: queue.Queue, audit, time_base, fps, total, t_start) -> int:
+        """Encode pictures and copy audio in order. The output is opened at the first picture
+        (``open_output(rotation=...)``) so the input's display rotation reaches the header; audio
+        demuxed before it waits in ``early_audio`` (a few packets)."""
         written = 0
         last_report = 0.0
+        early_audio: list[Any] | None = []  # None once the output is open
+
+        def open_now(rotation: float) -> None:
+            nonlocal early_audio
+            with self.times.stage("setup", count=0):
+                open_output(rotation=rotation)
+            pending, early_audio = early_audio or [], None
+            for p in pending:
+                enc.copy_audio(p)
+
         while True:
             item = _get(q, self.stop, self.times, "queue wait (encode)")
             if item is _END:
+                if early_audio is not None:
+                    open_now(0.0)
                 if self.progress is not None:
                     self.progress(Progress(written, total, time.perf_counter() - t_start, done=True))
                 return written
             if isinstance(item, _Failure):
                 raise item.exc
             if item.audio:
-                with self.times.stage("write", count=0):
-                    for p in item.audio:
-                        enc.copy_audio(p)
+                if early_audio is not None:
+                    early_audio.extend(item.audio)
+                else:
+                    with self.times.stage("write", count=0):
+                        for p in item.audio:
+                            enc.copy_audio(p)
                 self.audio_packets += len(item.audio)
             if item.frame is None:
                 continue
             frame = item.frame
-            if written == 0 and getattr(frame, "rotation", 0):
-                _apply_rotation(enc, frame.rotation, self.warnings)
+            if early_audio is not None:
+                open_now(float(getattr(frame, "rotation", 0) or 0))
             if item.regions:
                 self.frames_with_regions += 1
                 self.regions_total += len(item.regions)
@@ -740,18 +765,6 @@ def _detector_info(det: Any) -> dict[str, Any]:
         settings = {"error": f"{type(exc).__name__}: {exc}"}
     return {"name": getattr(det, "name", type(det).__name__), "version": str(getattr(det, "version", "")),
             "class": f"{type(det).__module__}.{type(det).__qualname__}", "settings": settings}
-
-
-def _apply_rotation(enc: Any, rotation: float, warnings: list[str]) -> None:
-    """Carry the input's display rotation (degrees, counter-clockwise) to the output stream,
-    before its first frame; needs an encoder that exposes its PyAV ``video_stream``."""
-    stream = getattr(enc, "video_stream", None)
-    if stream is not None and hasattr(stream, "set_display_rotation"):
-        stream.set_display_rotation(rotation)
-    else:
-        msg = f"input display rotation {rotation} degrees not carried over: encoder {type(enc).__name__} exposes no video_stream"
-        log.warning(msg)
-        warnings.append(msg)
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
