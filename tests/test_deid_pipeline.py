@@ -473,7 +473,7 @@ def test_cli_deid_errors_exit_1_with_a_message(tmp_path):
 # -- privacy with a real face detector on real face photos -----------------------------------------
 
 def test_real_faces_are_hidden(tmp_path, shared_dir, default_plugins):
-    """Face photos (../shared/data/faces, dlib boxes) panned through a small video: after
+    """Face photos (../shared/data/faces, dlib boxes; skipped when ../shared is absent) panned through a small video: after
     de-identification with RetinaFace, the fine detail of every labelled face is gone and the
     detector finds none of them again."""
     import xml.etree.ElementTree as ET

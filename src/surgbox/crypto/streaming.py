@@ -366,17 +366,8 @@ class EncryptingWriter(io.RawIOBase):
             self._emit(last=False, plain=view)
             self.plaintext_size += len(view)
             return
-        self._finished = True
-        try:
-            self._emit(last=True, plain=view)
-            self.plaintext_size += len(view)
-            if self._bg is not None:
-                self._bg.drain()
-        finally:
-            if self._bg is not None:
-                self._bg.stop()
-        if hasattr(self.sink, "flush"):
-            self.sink.flush()
+        self._end(view)
+        self.plaintext_size += len(view)
 
     def flush(self) -> None:
         """Hand every complete segment to the sink and flush it (the open segment stays buffered)."""
@@ -391,9 +382,14 @@ class EncryptingWriter(io.RawIOBase):
         """Write the last segment and flush the sink; idempotent. ``close()`` calls it."""
         if self._finished:
             return
+        self._end()
+
+    def _end(self, plain: memoryview | None = None) -> None:
+        """Encrypt the last segment (``plain``, or what ``write`` buffered), wait for the
+        background writer, and flush the sink."""
         self._finished = True
         try:
-            self._emit(last=True)
+            self._emit(last=True, plain=plain)
             if self._bg is not None:
                 self._bg.drain()
         finally:
