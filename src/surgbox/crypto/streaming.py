@@ -468,12 +468,7 @@ def _read_into(src: Any, offset: int, view: memoryview) -> int:
             got += n
         return got
     src.seek(offset)
-    while got < len(view):
-        n = src.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
+    return _fill_from(src, view)
 
 
 def _source_size(src: Any) -> int:
