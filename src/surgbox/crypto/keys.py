@@ -25,6 +25,7 @@ from pathlib import Path
 
 import attrs
 
+from .._fs import fsync_dir
 from ..errors import ConfigError, IntegrityError
 
 KEY_SIZE = 32
@@ -67,11 +68,7 @@ def _create_private(path: Path, data: bytes) -> None:
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
-    dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        os.fsync(dfd)  # the directory entry: without it the file may vanish on power loss
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)  # the directory entry: without it the file may vanish on power loss
 
 
 _PASSPHRASE_PROBE = 4096  # bytes read to recognize a passphrase key file

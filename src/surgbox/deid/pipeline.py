@@ -32,6 +32,7 @@ from typing import IO, Any
 import attrs
 import numpy as np
 
+from .._fs import atomic_write
 from ..errors import ConfigError, DeidError, SurgboxError
 from ..interfaces import Detector, Encoder
 from ..types import DeidResult, Detections, Rect
@@ -770,6 +771,4 @@ def _detector_info(det: Any) -> dict[str, Any]:
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     import json
 
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"), mode=0o666)

@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from surgbox._fs import fsync_dir
 from surgbox.crypto.keys import KeyRing, MasterKey, WrongKeyError, load_keyring
 from surgbox.crypto.streaming import (
     DEFAULT_SEGMENT_SIZE,
@@ -76,14 +77,6 @@ def object_aad(key: str) -> bytes:
     return AAD_PREFIX + key.encode("utf-8")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makedirs(path: Path, stop: Path) -> None:
     """Create ``path`` (under ``stop``) and fsync the parent of every directory created."""
     missing = []
@@ -94,7 +87,7 @@ def _makedirs(path: Path, stop: Path) -> None:
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             d.mkdir()
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
 
 
 def _write_fd(fd: int, data: bytes | memoryview) -> None:
@@ -196,7 +189,7 @@ class Replica:
             d = self.root / sub
             if not d.is_dir():
                 d.mkdir()
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
         probe = self.tmp / f"probe-{uuid.uuid4().hex}"  # writable? (read-only mount, EIO)
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
@@ -220,7 +213,7 @@ class Replica:
         """Rename a synced temp file into place and make the rename durable."""
         _makedirs(final.parent, self.root)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def read_meta(self, key: str) -> ObjectMeta | None:
         """The sidecar of ``key`` (``None`` if absent); ``ValueError`` if corrupt."""
@@ -267,7 +260,7 @@ class Replica:
         meta = self.meta_path(key)
         if meta.exists():
             meta.unlink()
-            _fsync_dir(meta.parent)
+            fsync_dir(meta.parent)
         self.data_path(key).unlink(missing_ok=True)
 
 
@@ -679,7 +672,7 @@ class EncryptedStore(Store):
                 os.replace(staging, r.tmp / f"{wid}.json")
                 pfd = os.open(r.tmp / f"{wid}.part", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 fds.append(pfd)
-                _fsync_dir(r.tmp)
+                fsync_dir(r.tmp)
                 w._sessions.append(_Session(r, dfd, r.tmp / f"{wid}.json", pfd, r.tmp / f"{wid}.part"))
             except OSError as exc:
                 for fd in fds:
