@@ -196,14 +196,6 @@ def get_plugins() -> Plugins:
         return _default
 
 
-def set_plugins(plugins: Plugins | None) -> None:
-    """Replace the process-wide manager (``None`` rebuilds it on next use)."""
-    global _default
-    with _default_lock:
-        _default = plugins
-
-
-
 @attrs.frozen
 class _Lazy:
     """Factory that imports ``module:attr`` on call; equal when the targets are equal."""
