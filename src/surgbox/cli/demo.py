@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,6 +25,8 @@ from typing import Any
 
 import attrs
 
+from ._player import player_command
+
 DEMO_SOURCES = {
     "endoscope": {"plugin": "testsrc", "width": 1280, "height": 720, "fps": 30},
     "room": {"plugin": "testsrc", "width": 1920, "height": 1080, "fps": 25},
@@ -34,7 +35,6 @@ DEMO_SOURCES = {
 }
 DEMO_KEY_NAME = "demo.key"
 DEMO_PREFIX = "recordings/"
-PLAYERS = (("ffplay", "ffplay -autoexit -loglevel error -i pipe:0"), ("mpv", "mpv --really-quiet -"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -246,12 +246,7 @@ def play(args: argparse.Namespace) -> int:
     dest = demo_store(args.home, create=False)
     if not dest.key_file.exists():
         raise ConfigError(f"no demo recordings: {dest.key_file} does not exist; run `surgbox demo` first")
-    cmd = shlex.split(args.player) if args.player else None
-    if cmd is None:
-        found = next(((exe, c) for exe, c in PLAYERS if shutil.which(exe)), None)
-        if found is None:
-            raise ConfigError("no player found (ffplay or mpv); pass --player 'CMD reading stdin'")
-        cmd = shlex.split(found[1])
+    cmd = player_command(args.player)
     with dest.store:
         key = args.play or next(iter(sorted((k for k in dest.store.keys(DEMO_PREFIX) if k.endswith(".mp4")), reverse=True)), None)
         if not key:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import shutil
 import sys
 from typing import Any
 
 from ._auth import add_auth_options, login
+from ._player import player_command
 
-DEFAULT_PLAYERS = (("ffplay", "ffplay -autoexit -loglevel error -i pipe:0"), ("mpv", "mpv --really-quiet -"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -206,15 +204,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _play(args: argparse.Namespace) -> int:
-    from ..errors import SurgboxError
-
-    if args.player:
-        player = shlex.split(args.player)
-    else:
-        found = [cmd for exe, cmd in DEFAULT_PLAYERS if shutil.which(exe)]
-        if not found:
-            raise SurgboxError("no player found: install ffplay (ffmpeg) or mpv, or give --player 'CMD ARGS' that reads stdin")
-        player = shlex.split(found[0])
+    player = player_command(args.player)
     with login(args) as s:
         rc = s.events.play(args.id, player, names=args.names)
     if rc:
