@@ -12,6 +12,7 @@ import json
 import sys
 import time
 
+from ..deid import defaults as D
 from ..errors import ConfigError
 
 
@@ -28,27 +29,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", metavar="DST", help="output video (.mp4); written under a temporary name, renamed when complete")
     p.add_argument("--region", default="auto", metavar="SPEC",
                    help="auto | full | X,Y,W,H[;X,Y,W,H...] in pixels (default auto: the layout's room_camera slot)")
-    p.add_argument("--detector", default="retinaface", metavar="NAME", help="detector plugin (default retinaface)")
+    p.add_argument("--detector", default=D.DETECTOR, metavar="NAME", help=f"detector plugin (default {D.DETECTOR})")
     p.add_argument("--threshold", type=float, metavar="T", help="detector score threshold (default 0.3: recall first)")
     p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra detector option (repeatable; VALUE parsed as JSON when possible, e.g. backend=\"onnxruntime\")")
-    p.add_argument("--encoder", default="libx264", metavar="NAME", help="encoder plugin (default libx264)")
+    p.add_argument("--encoder", default=D.ENCODER, metavar="NAME", help=f"encoder plugin (default {D.ENCODER})")
     p.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra encoder option (repeatable, e.g. preset=veryfast crf=20)")
-    p.add_argument("--batch", type=int, default=16, metavar="N", help="crops per detector call (default 16)")
+    p.add_argument("--batch", type=int, default=D.BATCH, metavar="N", help=f"crops per detector call (default {D.BATCH})")
     p.add_argument("--detect-scale", type=float, default=None, metavar="S",
                    help="resize regions by S (0 < S <= 1) for detection (default 0.5: faces from about 32 px are found)")
-    p.add_argument("--queue-size", type=int, default=500, metavar="N", help="decoded frames buffered (default 500, memory-capped)")
-    p.add_argument("--carry", type=int, default=5, metavar="K", help="frames a face stays hidden before/after its detections (default 5)")
-    p.add_argument("--max-gap", type=int, default=10, metavar="G", help="longest detector gap bridged by interpolation (default 10)")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="run the detector on every Nth frame, track in between (default 1)")
-    p.add_argument("--expand", type=float, default=1.4, metavar="F", help="mask size relative to the face box (default 1.4)")
-    p.add_argument("--feather", type=float, default=0.25, metavar="F", help="soft mask edge, fraction of its radius (default 0.25)")
-    p.add_argument("--cut-threshold", type=float, default=30.0, metavar="T",
-                   help="mean luma change (0-255) that marks a scene cut, across which nothing is carried; 0 disables (default 30)")
+    p.add_argument("--queue-size", type=int, default=D.QUEUE_SIZE, metavar="N",
+                   help=f"decoded frames buffered (default {D.QUEUE_SIZE}, memory-capped)")
+    p.add_argument("--carry", type=int, default=D.CARRY, metavar="K",
+                   help=f"frames a face stays hidden before/after its detections (default {D.CARRY})")
+    p.add_argument("--max-gap", type=int, default=D.MAX_GAP, metavar="G",
+                   help=f"longest detector gap bridged by interpolation (default {D.MAX_GAP})")
+    p.add_argument("--every", type=int, default=D.EVERY, metavar="N",
+                   help=f"run the detector on every Nth frame, track in between (default {D.EVERY})")
+    p.add_argument("--expand", type=float, default=D.EXPAND, metavar="F", help=f"mask size relative to the face box (default {D.EXPAND})")
+    p.add_argument("--feather", type=float, default=D.FEATHER, metavar="F",
+                   help=f"soft mask edge, fraction of its radius (default {D.FEATHER})")
+    p.add_argument("--cut-threshold", type=float, default=D.CUT_THRESHOLD, metavar="T",
+                   help=f"mean luma change (0-255) that marks a scene cut, across which nothing is carried; 0 disables (default {D.CUT_THRESHOLD:g})")
     p.add_argument("--detector-threads", type=int, default=1, metavar="N",
                    help="CPU math threads for the detector (its 'threads' option; default 1; 0 keeps the library's default)")
-    p.add_argument("--anonymizer", default="blur", choices=["blur", "pixelate", "fill"], help="how faces are hidden (default blur)")
+    p.add_argument("--anonymizer", default=D.ANONYMIZER, choices=["blur", "pixelate", "fill"], help=f"how faces are hidden (default {D.ANONYMIZER})")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report (settings, counts, stage timings)")
     p.add_argument("--audit", metavar="FILE.jsonl", help="write the JSON Lines audit sidecar (regions per frame)")
     p.add_argument("--chart", metavar="FILE.png", help="write a PNG bar chart of the stage times")

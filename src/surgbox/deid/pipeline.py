@@ -36,6 +36,7 @@ from .._fs import atomic_write
 from ..errors import ConfigError, DeidError, SurgboxError
 from ..interfaces import Detector, Encoder
 from ..types import DeidResult, Detections, Rect
+from . import defaults
 from .anonymize import Anonymizer, frame_planes, make_anonymizer
 from .audit import AuditWriter
 from .crop import crop_rgb
@@ -45,10 +46,10 @@ from .timing import StageTimes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE_MEMORY = 512 * 2**20
-DEFAULT_THRESHOLD = 0.3  # detector score threshold: recall first (privacy), see docs/deid.md
-DEFAULT_DETECT_SCALE = 0.5  # regions are scanned at half size: see docs/deid.md "Speed"
-DEFAULT_EXPAND = 1.4  # mask size / face box: 1.3 left 2 single frames exposed on the shared scene, see docs/deid.md
+DEFAULT_QUEUE_MEMORY = defaults.QUEUE_MEMORY
+DEFAULT_THRESHOLD = defaults.detector_options(defaults.DETECTOR)["threshold"]
+DEFAULT_DETECT_SCALE = defaults.DETECT_SCALE
+DEFAULT_EXPAND = defaults.EXPAND
 
 
 @attrs.frozen
@@ -145,24 +146,24 @@ def deidentify(
     dst: str | os.PathLike,
     *,
     region: Any = "auto",
-    detector: str | Detector = "retinaface",
+    detector: str | Detector = defaults.DETECTOR,
     detector_options: Mapping[str, Any] | None = None,
     threshold: float | None = DEFAULT_THRESHOLD,
-    encoder: str | Encoder = "libx264",
+    encoder: str | Encoder = defaults.ENCODER,
     encoder_options: Mapping[str, Any] | None = None,
-    batch: int = 16,
+    batch: int = defaults.BATCH,
     detect_scale: float = DEFAULT_DETECT_SCALE,
-    queue_size: int = 500,
+    queue_size: int = defaults.QUEUE_SIZE,
     queue_memory: int = DEFAULT_QUEUE_MEMORY,
-    carry: int = 5,
-    max_gap: int = 10,
-    every: int = 1,
+    carry: int = defaults.CARRY,
+    max_gap: int = defaults.MAX_GAP,
+    every: int = defaults.EVERY,
     expand: float = DEFAULT_EXPAND,
-    feather: float = 0.25,
-    anonymizer: str | Anonymizer = "blur",
+    feather: float = defaults.FEATHER,
+    anonymizer: str | Anonymizer = defaults.ANONYMIZER,
     anonymizer_options: Mapping[str, Any] | None = None,
-    cut_threshold: float | None = 30.0,
-    detector_threads: int | None = 1,
+    cut_threshold: float | None = defaults.CUT_THRESHOLD,
+    detector_threads: int | None = defaults.detector_options(defaults.DETECTOR)["threads"],
     audit: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
     chart: str | os.PathLike | None = None,
