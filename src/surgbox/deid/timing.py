@@ -149,7 +149,7 @@ class StageTimes:
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         label_w = 24 + max(int(probe.textlength(k, font=font)) for k in d)
         bar_w, row_h, top = 560, 30, 104
-        width = label_w + bar_w + 190
+        width = label_w + bar_w + 240
         height = top + row_h * len(d) + 70
         img = Image.new("RGB", (width, height), "white")
         draw = ImageDraw.Draw(img)
