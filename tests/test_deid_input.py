@@ -15,7 +15,6 @@ import pytest
 from test_deid_pipeline import WhiteSquareDetector, make_video
 
 from surgbox.deid import deidentify
-from surgbox.deid.bmff import scan_boxes
 from surgbox.errors import ConfigError, DeidError
 
 
@@ -45,6 +44,8 @@ def run(tmp_path, default_plugins):
 
 
 def test_a_complete_recording_is_complete(tmp_path, run):
+    from surgbox.deid.bmff import scan_boxes
+
     src = recorded(tmp_path / "rec.mp4")
     with open(src, "rb") as f:
         scan = scan_boxes(f)
