@@ -278,10 +278,7 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
             print(file=sys.stderr)
     rep = result.report
     if args.timing:
-        times = StageTimes()
-        for stage, st in rep["timing"]["stages"].items():
-            times.add(stage, st["seconds"], st["count"])  # the table is rendered from the report
-        print(times.table(result.frames, result.seconds), file=sys.stderr)
+        print(StageTimes.from_dict(rep["timing"]).table(result.frames, result.seconds), file=sys.stderr)
     for w in rep.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if not args.json:

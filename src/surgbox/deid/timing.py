@@ -52,6 +52,15 @@ class StageTimes:
     counts: dict[str, int] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, alias="_lock")
 
+    @classmethod
+    def from_dict(cls, timing: Mapping[str, Any]) -> StageTimes:
+        """The timer back from :meth:`to_dict`'s output (a report's ``timing``), e.g. to print
+        its :meth:`table` or draw its :meth:`chart` later."""
+        t = cls()
+        for stage, st in timing.get("stages", {}).items():
+            t.add(stage, st["seconds"], st.get("count", 0))
+        return t
+
     def add(self, stage: str, seconds: float, count: int = 1) -> None:
         stage = canonical_stage(stage)
         with self._lock:
