@@ -192,13 +192,21 @@ def _peak_rss(src: Path, dst: Path) -> tuple[float, dict]:
     """Run one de-identification in a fresh process; its peak RSS in MiB (``wait4``)."""
     proc = subprocess.Popen([sys.executable, "-c", PEAK_SCRIPT, str(src), str(dst), json.dumps(EXTRA)],
                             stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # a timeout or Ctrl-C: do not leave the run behind
+        proc.kill()
+        proc.wait()
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, out
-    return usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+    peak, info = usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+    print(f"\n{src.name}: peak RSS {peak:.0f} MiB, {info} (load {_load()})", flush=True)
+    return peak, info
 
 
+@pytest.mark.timeout(4 * 3600)  # 6+ minutes of 1080p, more on a loaded machine
 def test_memory_flat(benchmark, tmp_path):
     one = _testsrc(tmp_path / "1min.mp4", 60)
     lengths = {1: one}

@@ -215,3 +215,54 @@ def test_default_output_name_and_folder(tmp_path):
     assert (tmp_path / "case 1.deid.mp4").exists() and "case 1.deid.mp4: 4 frames" in proc.stdout
     proc = surgbox_cli(str(src), "--region", "full")  # a second run does not replace the first
     assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
+
+
+def _partial(folder: Path, name: str, age: float) -> Path:
+    p = folder / name
+    p.write_bytes(b"half a video")
+    t = __import__("time").time() - age
+    os.utime(p, (t, t))
+    return p
+
+
+def test_partial_files_of_a_killed_run_are_removed_by_the_next(tmp_path, run):
+    """A partial output a ``kill -9`` left (unlocked, untouched) goes at the next run to the
+    same destination; one another run holds locked, a fresh one, or another name's, stays."""
+    import fcntl
+
+    src = make_video(tmp_path / "in.mp4", frames=4, audio=False)
+    stale = _partial(tmp_path, ".out.mp4.deadbeef.partial.mp4", age=60)
+    fresh = _partial(tmp_path, ".out.mp4.0badf00d.partial.mp4", age=0)
+    other = _partial(tmp_path, ".other.mp4.deadbeef.partial.mp4", age=60)
+    busy = _partial(tmp_path, ".out.mp4.12345678.partial.mp4", age=60)
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running de-identification holds its own
+        result = run(src, tmp_path / "out.mp4")
+    assert not stale.exists() and fresh.exists() and other.exists() and busy.exists()
+    assert result.report["warnings"] == [f"removed '{stale.name}', a partial output left by an interrupted run"]
+
+
+def test_kill_9_leaves_a_partial_that_the_next_run_removes(tmp_path):
+    import signal
+    import threading
+    import time
+
+    src = tmp_path / "long.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "20",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src)], check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "deid", str(src), str(tmp_path / "out.mp4")],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    started = threading.Event()
+    threading.Thread(target=lambda: [started.set() for line in proc.stderr if line.startswith("frames ")],
+                     daemon=True).start()
+    assert started.wait(240)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    (left,) = [p for p in tmp_path.iterdir() if "partial" in p.name]
+    t = time.time() - 60
+    os.utime(left, (t, t))  # a minute later
+    short = make_video(tmp_path / "short.mp4", frames=4, audio=False)
+    proc = surgbox_cli(str(short), str(tmp_path / "out.mp4"), "--region", "full")
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: removed '{left.name}', a partial output left by an interrupted run" in proc.stderr
+    assert not left.exists() and [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
