@@ -333,7 +333,7 @@ def check_store(store: Any, *needed: str, plugin: str | None = None, purpose: st
     missing = [m for m in ("writer", "reader", "keys", "delete", "open", "close") if not callable(getattr(store, m, None))]
     if missing:
         raise MissingCapabilityError(f"store plugin {name!r} cannot be used{for_}: it is not a Store (no "
-                                     f"{', '.join(missing)}); see docs/storage.md 'Writing a store plugin'")
+                                     f"{', '.join(missing)}); see docs/storage.md, 'Store capabilities'")
     lacking = [n for n in needed if not isinstance(store, STORE_CAPABILITIES[n])]
     if lacking:
         what = "; ".join(f"'{n}' ({_CAPABILITY_METHODS[n]})" for n in lacking)
