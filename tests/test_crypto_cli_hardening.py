@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import stat
 import subprocess
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from store_fixtures import small_tmpfs
 
 from surgbox.crypto import KeyRing, MasterKey
 from surgbox.crypto.streaming import encrypt_file
@@ -57,6 +57,17 @@ def start(*args: str) -> subprocess.Popen:
                             text=True)
 
 
+def signalled(args: list[str], folder: Path, sig: int = signal.SIGTERM) -> str:
+    """Run ``surgbox ARGS``, send ``sig`` once its output's partial file holds data; its stderr,
+    after checking it exited 128 + sig without a traceback."""
+    proc = start(*args)
+    wait_for_partial(proc, folder)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err
+    return err
+
+
 def wait_for_partial(proc: subprocess.Popen, folder: Path, *, timeout: float = 60) -> Path:
     """The output's temporary file once it holds data, checking its mode (0600) on the way."""
     deadline = time.monotonic() + timeout
@@ -75,13 +86,9 @@ def test_signal_during_decrypt_leaves_no_plaintext_partial(slow_ciphertext, sig)
     d, _ = slow_ciphertext
     out = d / "out"
     out.mkdir()
-    proc = start("crypt", "decrypt", "--key-file", str(d / "k"), "--segment-size", str(SLOW_SEGMENT), str(d / "ct"),
-                 str(out / "plain.mp4"))
-    wait_for_partial(proc, out)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig, err
-    assert "Traceback" not in err and signal.Signals(sig).name in err
+    err = signalled(["crypt", "decrypt", "--key-file", str(d / "k"), "--segment-size", str(SLOW_SEGMENT), str(d / "ct"),
+                     str(out / "plain.mp4")], out, sig)
+    assert signal.Signals(sig).name in err
     assert list(out.iterdir()) == []  # no plaintext partial, no output
 
 
@@ -89,12 +96,8 @@ def test_sigterm_during_encrypt_leaves_no_ciphertext_partial(slow_ciphertext):
     d, _ = slow_ciphertext
     out = d / "out"
     out.mkdir()
-    proc = start("crypt", "encrypt", "--key-file", str(d / "k"), "--segment-size", str(SLOW_SEGMENT), str(d / "plain"),
-                 str(out / "c.enc"))
-    wait_for_partial(proc, out)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    signalled(["crypt", "encrypt", "--key-file", str(d / "k"), "--segment-size", str(SLOW_SEGMENT), str(d / "plain"),
+               str(out / "c.enc")], out)
     assert list(out.iterdir()) == []
 
 
@@ -108,11 +111,7 @@ def test_sigterm_during_store_get_leaves_no_plaintext_partial(keyed):
         w.write(os.urandom(4_000_000))
     out = d / "out"
     out.mkdir()
-    proc = start("store", "get", "--root", str(d / "root"), "--key-file", str(d / "k"), "rec.mp4", str(out / "rec.mp4"))
-    wait_for_partial(proc, out)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    signalled(["store", "get", "--root", str(d / "root"), "--key-file", str(d / "k"), "rec.mp4", str(out / "rec.mp4")], out)
     assert list(out.iterdir()) == []
 
 
@@ -149,15 +148,7 @@ def test_bad_segment_size_is_one_line(keyed, command, value):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 1 MiB tmpfs (needs root; skipped otherwise)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield from small_tmpfs(tmp_path, "1m")
 
 
 @pytest.mark.parametrize("command", ["encrypt", "decrypt"])

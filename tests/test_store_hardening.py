@@ -3,7 +3,6 @@ disagree, persisted degradation, key rules, duplicate roots, and recovery that n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -14,19 +13,12 @@ import pytest
 
 from surgbox.crypto import KeyRing, MasterKey
 from surgbox.errors import ConfigError, StoreError
+from surgbox.testing.store_conformance import payload
 from surgbox_ext.store import LocalStore, MirrorStore
 
 SEG = 4096
 KEY = MasterKey.generate()
 DAY_NS = 24 * 3600 * 10**9
-
-
-def payload(n: int, seed: int = 0) -> bytes:
-    out, i = bytearray(), 0
-    while len(out) < n:
-        out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 @pytest.fixture
