@@ -212,3 +212,24 @@ def test_a_store_without_a_capability_gets_one_line_naming_it(vendor_plugins, en
     assert "'example-minimal'" in line and "'recovery' (partials(), recover())" in line
     assert main(["store", "scrub", *args]) == 1 and "'scrub'" in capsys.readouterr().err
     assert main(["store", "status", *args]) == 0  # what it has still works
+
+
+def test_objects_under_another_key_are_reported_not_fatal(surgbox_home, tmp_path, capsys, monkeypatch):
+    """In a home, event files are encrypted with each event's key: `store verify --decrypt` with the
+    master key lists them as not authenticated (it used to stop at the first one), `store get` says
+    how to export them."""
+    from surgbox.crypto import KeyRing, MasterKey
+    from surgbox_ext.store import LocalStore
+
+    monkeypatch.delenv("SURGBOX_STORE_ROOTS", raising=False)
+    monkeypatch.delenv("SURGBOX_KEY_FILE", raising=False)
+    with LocalStore(surgbox_home.default_store_root, keyring=KeyRing.of(MasterKey.generate())) as s, \
+            s.writer("events/ev-1/0001") as w:
+        w.write(b"an event's file, under the event's own key")
+    (tmp_path / "in").write_bytes(b"under the master key")
+    assert main(["store", "put", str(tmp_path / "in"), "exports/in"]) == 0
+    capsys.readouterr()
+    assert main(["store", "verify", "--decrypt"]) == 0
+    assert "1 object(s) not authenticated" in capsys.readouterr().out
+    assert main(["store", "get", "events/ev-1/0001", str(tmp_path / "o")]) == 1
+    assert "surgbox events export" in one_line(capsys.readouterr().err) and not (tmp_path / "o").exists()
