@@ -17,6 +17,7 @@ import numpy as np
 
 from .clock import Clock
 from .errors import MissingCapabilityError
+from .packets import Packet, StreamSpec
 from .types import AudioChunk, Detections, Layout, Reading, Trigger, VideoFrame
 
 Item = VideoFrame | AudioChunk | Reading | Trigger
@@ -117,27 +118,73 @@ class Compositor(_Lifecycle):
 
 
 class Encoder(_Lifecycle):
-    """Encodes and muxes video (and optional audio) into a container.
+    """Encodes pictures and audio into packets, in PyAV's shape; optionally writes them to a file.
 
-    Lifecycle: ``open_output(target, ...)``, then ``write_video`` / ``write_audio`` /
-    ``copy_audio`` in any interleaving, then ``close()``, which flushes the codecs and finalizes
-    the container (``close()`` after an error still leaves what was written playable).
+    **Packet API** (what the recorder uses; every encoder implements it):
+    ``open_codecs(width=, height=, fps=, time_base=None, audio_rate=None, audio_channels=1,
+    label=None) -> streams``, then ``encode(frame, time_ns) -> packets`` and
+    ``encode_audio(samples, time_ns) -> packets`` in any interleaving, then ``flush() ->
+    packets`` once (what the codecs still hold), then ``close()``. Packets
+    (:class:`~surgbox.packets.Packet`) and the stream descriptions
+    (:class:`~surgbox.packets.StreamSpec`, ``streams``) are plain values: the recorder muxes
+    them into its crash-safe file on a writer thread (:class:`surgbox.mux.Mp4Muxer`, which
+    reports each finished fragment) and can hand the same packets to other consumers (a
+    preview, an upload) without encoding twice (:class:`surgbox.packets.PacketTee`).
+
+    **One-call path** (de-identification uses it): ``open_output(target, ...)``, then
+    ``write_video`` / ``write_audio`` / ``copy_audio`` in any interleaving, then ``close()``,
+    which flushes the codecs and finalizes the container (``close()`` after an error still
+    leaves what was written playable). :class:`surgbox.mux.EncodedOutput` builds it from the
+    packet API and a muxer in a few lines; the defaults do that.
 
     Contract:
 
     * Timestamps are nanoseconds on the output time line (0 = first frame), derived from the
       master clock or copied from an input, never from counting frames. The encoder converts
-      them to ``time_base`` (``pts = round(time_ns * time_base / 1e9)``), so a caller that passes
-      an input stream's time base gets its timestamps back exactly.
+      them to ``time_base`` (seconds per unit): ``pts = round(time_ns / 1e9 / time_base)``, so
+      a caller that passes an input stream's time base gets its timestamps back exactly.
     * ``target`` is a path or a writable binary file object.
     * ``audio_template``: an input ``av`` audio stream whose packets are passed unchanged through
       ``copy_audio(packet)`` (stream copy, used by de-identification); otherwise ``audio_rate``
-      opens an AAC (or codec-specific) audio encoder fed by ``write_audio``.
-    * A crash at any moment leaves every completed segment/fragment playable.
-    * Errors raise :class:`~surgbox.errors.EncoderError` naming the output and the cause.
+      opens an AAC (or codec-specific) audio encoder fed by ``write_audio`` / ``encode_audio``.
+    * ``rotation`` (one-call path): display rotation in degrees counter-clockwise, stored in the
+      container (display matrix) so players turn the picture.
+    * Keyframes come every GOP and start the fragments of the crash-safe file: a crash at any
+      moment leaves every completed fragment playable.
+    * Errors raise :class:`~surgbox.errors.EncoderError` naming the output (``label``) and the cause.
     """
 
+    @property
     @abc.abstractmethod
+    def streams(self) -> Sequence[StreamSpec]:
+        """The open codecs' streams, video first (empty before :meth:`open_codecs`)."""
+
+    @abc.abstractmethod
+    def open_codecs(
+        self,
+        *,
+        width: int,
+        height: int,
+        fps: float | Fraction,
+        time_base: Fraction | None = None,
+        audio_rate: int | None = None,
+        audio_channels: int = 1,
+        label: str | None = None,
+    ) -> Sequence[StreamSpec]:
+        """Open the codecs (fail here on a bad option or missing hardware); returns :attr:`streams`."""
+
+    @abc.abstractmethod
+    def encode(self, frame: Any, time_ns: int) -> list[Packet]:
+        """Encode one picture (``av.VideoFrame`` or ``HxWx3 uint8`` RGB array) shown at ``time_ns``."""
+
+    def encode_audio(self, samples: np.ndarray, time_ns: int) -> list[Packet]:
+        """Encode float32 planar audio ``(channels, n)`` whose first sample plays at ``time_ns``."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode audio")
+
+    @abc.abstractmethod
+    def flush(self) -> list[Packet]:
+        """The packets the codecs still hold, after the last frame."""
+
     def open_output(
         self,
         target: str | IO[bytes],
@@ -152,23 +199,27 @@ class Encoder(_Lifecycle):
         metadata: Mapping[str, str] | None = None,
         rotation: float = 0.0,
     ) -> None:
-        """Create the output. ``rotation``: display rotation in degrees counter-clockwise,
-        stored in the container (display matrix) so players turn the picture."""
+        """Create the output file (one-call path)."""
+        raise NotImplementedError(f"{type(self).__name__} has no one-call output; use its packet API with surgbox.mux.EncodedOutput")
 
-    @abc.abstractmethod
     def write_video(self, frame: Any, time_ns: int) -> None:
-        """Encode one picture (``av.VideoFrame`` or ``HxWx3 uint8`` RGB array) shown at ``time_ns``."""
+        """Encode and write one picture shown at ``time_ns`` (one-call path)."""
+        raise NotImplementedError(f"{type(self).__name__} has no one-call output")
 
     def write_audio(self, samples: np.ndarray, time_ns: int) -> None:
-        """Encode float32 planar audio ``(channels, n)`` whose first sample plays at ``time_ns``."""
+        """Encode and write float32 planar audio ``(channels, n)`` starting at ``time_ns`` (one-call path)."""
         raise NotImplementedError(f"{type(self).__name__} does not encode audio")
 
     def copy_audio(self, packet: Any) -> None:
-        """Mux an ``av.Packet`` from ``audio_template``'s stream unchanged."""
+        """Mux an ``av.Packet`` from ``audio_template``'s stream unchanged (one-call path)."""
         raise NotImplementedError(f"{type(self).__name__} does not copy audio")
 
+    def stats(self) -> Mapping[str, Any]:
+        """Counters (``video_frames``, ``keyframes``, ``size_bytes`` of a one-call output ...)."""
+        return {}
+
     def open(self) -> None:
-        raise TypeError(f"{type(self).__name__}: use open_output(target, ...) to open an encoder")
+        raise TypeError(f"{type(self).__name__}: use open_codecs(...) or open_output(target, ...) to open an encoder")
 
 
 class Detector(_Lifecycle):
