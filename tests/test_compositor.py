@@ -410,3 +410,60 @@ def test_panel_repaints_only_changed_cells():
     c.compose({}, {"bis": bis_reading(NS, BIS=47.0)}, {**ev, "time": "10:00:01"}, NS + NS // 2)
     assert c.cell_renders - n == 2  # the BIS tile and the trend (a new point)
 
+
+# -- the example configuration with the BIS simulator (the two-terminal recipe of docs/recording.md) --
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_example_config_records_the_simulated_bis_monitor(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from surgbox.readings import read_data_track
+
+    text = (REPO / "examples" / "record.toml").read_text()
+    assert 'url = "socket://127.0.0.1:4001"' in text and "surgbox simulate bis --port tcp://127.0.0.1:4001" in text
+    port = _free_port()  # the recipe's port 4001 may be taken on a shared machine: only the port changes
+    config = tmp_path / "record.toml"
+    config.write_text(text.replace("4001", str(port)))
+    out = tmp_path / "case.mp4"
+    sim = subprocess.Popen([sys.executable, "-m", "surgbox", "simulate", "bis", "--port", f"tcp://127.0.0.1:{port}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in sim.stdout.readline()  # terminal 1 is ready
+        rec = subprocess.run([sys.executable, "-m", "surgbox", "record", "--config", str(config), "--duration", "5",
+                              "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=30)
+    assert rec.returncode == 0, rec.stderr
+    track = read_data_track(out.with_name("case.mp4.data.jsonl"))
+    points = sorted((p for p in track.points if p.source == "bis" and p.values.get("BIS") is not None), key=lambda p: p.t)
+    assert len(points) >= 2, "the BIS simulator's readings did not reach the data track"
+    assert json.loads(out.with_name("case.mp4.json").read_text())["data_track"] == "case.mp4.data.jsonl"
+    # the panel of the last frame shows the newest reading, as render_panel draws it
+    panel = layouts.paper().slot("panel").rect
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        last = None
+        for f in c.decode(s):
+            last = f
+        t = float(last.pts * s.time_base)
+    shown = [p for p in points if p.t <= t][-1]
+    reading = Reading("bis", 0, "bis", dict(shown.values))
+    y = last.to_ndarray()[: last.height][panel.y : panel.y2, panel.x : panel.x2].astype(int)
+    want = ref_luma(render_panel(panel.width, panel.height, {"bis": reading}, {}, 0))
+    for cell in panel_cells(panel.width, panel.height, {"bis": reading}):
+        b = cell.box
+        diff = float(np.abs(y[b.y : b.y2, b.x : b.x2] - want[b.y : b.y2, b.x : b.x2]).mean())
+        assert diff < 4.0, f"{cell.label} box shows something else than {cell.text} {cell.unit} (mean diff {diff:.1f})"
