@@ -58,3 +58,7 @@ class StoreError(SurgboxError, RuntimeError):
 
 class IntegrityError(StoreError):
     """Stored data failed authentication or checksum verification."""
+
+
+class DatasetError(SurgboxError, ValueError):
+    """An annotation file, dataset folder or split file is missing, malformed or inconsistent."""
