@@ -1,9 +1,9 @@
 """Where everything goes in the data panel: :func:`panel_layout` (pure geometry, panel pixels).
 
 A wide panel (``width >= 1.6 * height``) has the event column on the left (a third of the width,
-at most 620 px; 45 % in a panel under 250 px high, where the event rows go in two columns) and
-the data blocks side by side on the right; a tall one has the event rows on top and the blocks
-stacked below. A BIS block has the big BIS tile, SQI / EMG / SR tiles beside it and the BIS trend
+at most 620 px; 45 % in a panel under 250 px high) and the data blocks side by side on the right;
+a tall one has the event rows on top and the blocks stacked below. Event rows that would be lower
+than 34 px go in two columns. A BIS block has the big BIS tile, SQI / EMG / SR tiles beside it and the BIS trend
 to the right (wide blocks) or below (tall ones); other kinds get a grid of tiles. Event rows come
 in :data:`EVENT_ORDER`, then the other event fields, then ``time``, in every layout; rows that do
 not fit a very short panel are left out from the end. Every rectangle has even coordinates and
