@@ -96,7 +96,9 @@ class Compositor(_Lifecycle):
     Lifecycle: ``configure(layout)`` once, then ``compose(...)`` per output tick.
 
     Contract: ``compose`` gets, per slot source name, the frame to show (or ``None`` when the
-    source is stale, which must render a clear ``NO SIGNAL <name>`` slate), the latest data
+    source is stale, which must render a clear ``NO SIGNAL <name>`` slate; a source that has not
+    delivered its first frame yet may show a calm ``CONNECTING <name>`` until its stale timeout,
+    see :meth:`set_context`), the latest data
     readings by source, and the event fields for the panel. It returns a ``layout.width x
     layout.height`` ``av.VideoFrame`` in ``yuv420p``. Scaling preserves aspect (swscale). It must
     not keep references to input frames after returning. Called from one thread.
@@ -105,6 +107,14 @@ class Compositor(_Lifecycle):
     @abc.abstractmethod
     def configure(self, layout: Layout) -> None:
         """Prepare for ``layout`` (fonts, scalers, background)."""
+
+    def set_context(self, **context: Any) -> None:  # noqa: B027 - optional hook
+        """Optional: what the recorder knows about the recording, given once after ``configure``
+        and before the first ``compose``. Keywords (more may be added: accept and ignore unknown
+        ones): ``stale_timeout_s`` (float, s: a source silent this long is stale),
+        ``failed_sources`` (names of optional sources that could not start), ``data_sources``
+        (names of the data sources, in declaration order), ``data_timeout_s`` (float, s: readings
+        older than this are no longer passed). The default ignores everything."""
 
     @abc.abstractmethod
     def compose(
