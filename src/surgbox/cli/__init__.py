@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "users",
     "audit",
     "report",
+    "dataset",
+    "train",
 ]
 
 
