@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, DatasetError
 
@@ -134,8 +138,36 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def open_video_source(args: argparse.Namespace) -> Iterator[tuple[Any, bool]]:
+    """``(path or seekable file object, encrypted?)`` for ``--video``: a file, ``store:KEY`` or
+    ``event:ID/NAME`` (decrypted while read, never to disk)."""
+    spec = args.video
+    if spec.startswith("store:"):
+        from surgbox_ext.store import open_store
+
+        roots = args.root or [Path(p) for p in os.environ.get("SURGBOX_STORE_ROOTS", "").split(os.pathsep) if p]
+        keys = args.key_file or ([Path(os.environ["SURGBOX_KEY_FILE"])] if os.environ.get("SURGBOX_KEY_FILE") else [])
+        if not roots or not keys:
+            raise ConfigError(f"--video {spec}: pass --root DIR and --key-file KEY (or set SURGBOX_STORE_ROOTS, SURGBOX_KEY_FILE)")
+        with open_store(roots, key_file=keys) as store, store.reader(spec[len("store:"):]) as r:
+            yield r, True
+    elif spec.startswith("event:"):
+        from ._auth import login
+
+        event_id, sep, name = spec[len("event:"):].partition("/")
+        if not sep or not name:
+            raise ConfigError(f"--video {spec!r}: write event:EVENT_ID/FILE_NAME (`surgbox events show ID` lists the files)")
+        with login(args) as session, session.events.open_file(event_id, name) as f:
+            yield f, True
+    else:
+        if not Path(spec).is_file():
+            raise ConfigError(f"--video {spec!r} does not exist; give a video file, store:KEY or event:ID/NAME")
+        yield spec, False
+
+
 def _extract(args: argparse.Namespace) -> int:
-    from ..datasets.frames import extract_frames, open_video_source
+    from ..datasets.frames import extract_frames
 
     if args.every < 1:
         raise ConfigError(f"--every {args.every} must be >= 1")
@@ -149,17 +181,18 @@ def _extract(args: argparse.Namespace) -> int:
             print(("\r" if tty else "") + f"frames {done}/{total}  {100 * done / max(total, 1):5.1f}%", end=end,
                   file=sys.stderr, flush=True)
 
-    with open_video_source(args.video, roots=args.root, key_files=args.key_file, home=args.home, user=args.user) as src:
-        key = None
-        if args.encrypt_key:
-            from ..crypto import load_key
+    key = None
+    if args.encrypt_key:
+        from ..crypto import load_key
 
-            key = load_key(args.encrypt_key).material
-        elif src.encrypted and not args.plaintext:
-            raise ConfigError(f"{args.video} is an encrypted recording: its frames would rest in clear in {args.out}; "
-                              "pass --encrypt-key KEY to keep them encrypted, or --plaintext if that is what you want")
-        ds = extract_frames(args.annotations, src, args.out, labels=args.label, fmt=args.format, name=args.name,
-                            every=args.every, image_format=args.image_format, key=key, progress=progress)
+        key = load_key(args.encrypt_key).material
+    elif args.video.startswith(("store:", "event:")) and not args.plaintext:
+        raise ConfigError(f"{args.video} is an encrypted recording: its frames would rest in clear in {args.out}; "
+                          "pass --encrypt-key KEY to keep them encrypted, or --plaintext if that is what you want")
+    with open_video_source(args) as (video, encrypted):
+        ds = extract_frames(args.annotations, video, args.out, labels=args.label, fmt=args.format, name=args.name,
+                            every=args.every, image_format=args.image_format, key=key, source=args.video,
+                            encrypted_source=encrypted, progress=progress)
     print(f"{args.out}: {len(ds)} frames in the dataset ({'encrypted' if ds.encrypted else 'plaintext'})")
     return 0
 
