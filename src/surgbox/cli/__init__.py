@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "report",
     "dataset",
     "train",
+    "eval",
 ]
 
 
