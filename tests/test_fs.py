@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from surgbox._fs import atomic_write, fsync_dir
+from surgbox.catalog import install_home
 from surgbox.home import Home
 
 needs_proc_fd = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
@@ -93,7 +94,7 @@ def test_init_makes_key_and_config_durable_before_the_catalog_exists(tmp_path, f
     log, probe = fsync_log
     home = Home(tmp_path / "home")
     probe["value"] = lambda: home.catalog_path.exists()
-    home.init("admin", "admin-password")
+    install_home(home, "admin", "admin-password")
     before = [p for p, catalog_exists in log if not catalog_exists]
     assert str(home.master_key_path) in before
     cfg = [i for i, p in enumerate(before) if Path(p).name.startswith(".config.toml.")]

@@ -425,12 +425,12 @@ class FailingDisk:
 
 
 def test_root_failing_with_eio_mid_write_degrades_and_write_completes(mirror, roots, monkeypatch, caplog):
-    import surgbox_ext.store.base as base
+    import surgbox_ext.store.writer as tee  # where the store writes ciphertext to each root's part file
 
     data = payload(100_000)
     w = mirror.writer("rec/live.mp4")
     disk2 = next(s for s in w._sessions if s.replica.root == roots[1])
-    monkeypatch.setattr(base, "_write_fd", FailingDisk(base._write_fd, disk2.part_fd, 5 * SEG))
+    monkeypatch.setattr(tee, "write_all", FailingDisk(tee.write_all, disk2.part_fd, 5 * SEG))
     w.write(data[:50_000])
     # the failure is seen while writing (not only at commit): disk 2 is dropped at once
     st = mirror.status()

@@ -35,7 +35,6 @@ Errors are :class:`~surgbox.errors.ConfigError` naming the key and the fix.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 import attrs
 
 from . import layouts
+from ._toml import load_toml
 from .errors import ConfigError
 from .types import Layout, parse_rate
 
@@ -115,19 +115,9 @@ class RecordConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RecordConfig:
-        """Parse a TOML file; relative output paths resolve against its folder."""
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
+        """Parse a TOML file; relative paths in it resolve against its folder."""
         p = Path(path)
-        try:
-            with open(p, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} does not exist; pass --config with an existing TOML file (see examples/record.toml)") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        data = load_toml(p, what="config file", hint="pass --config with an existing TOML file (see examples/record.toml)")
         try:
             return cls.from_mapping(data, base_dir=p.parent)
         except ConfigError as exc:

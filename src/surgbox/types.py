@@ -176,6 +176,19 @@ class AudioChunk:
         return self.capture_ns + self.duration_ns
 
 
+def channel_layout(channels: int) -> str:
+    """FFmpeg's layout name for ``channels`` planar channels: ``mono``, ``stereo``, else ``"Nc"``
+    (N channels, order unspecified): the one map used by sources, the audio aligner and encoders.
+
+    >>> channel_layout(1), channel_layout(2), channel_layout(6)
+    ('mono', 'stereo', '6c')
+    """
+    n = int(channels)
+    if n < 1:
+        raise ValueError(f"an audio layout needs at least 1 channel, got {channels!r}")
+    return {1: "mono", 2: "stereo"}.get(n, f"{n}c")
+
+
 Value = float | None
 
 

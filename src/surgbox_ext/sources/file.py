@@ -26,7 +26,7 @@ import numpy as np
 from surgbox.capture import ThreadedSource
 from surgbox.clock import NS_PER_S
 from surgbox.errors import SourceError
-from surgbox.types import AudioChunk, VideoFrame
+from surgbox.types import AudioChunk, VideoFrame, channel_layout
 
 from ._common import pace
 
@@ -102,9 +102,9 @@ class FileSource(ThreadedSource):
         self._frames = container.decode(st)
         self._audio_next = None
         if self.stream == "audio":
-            layout = None if self.channels is None else ("mono" if int(self.channels) == 1 else "stereo" if int(self.channels) == 2 else None)
-            if self.channels is not None and layout is None:
+            if self.channels is not None and int(self.channels) not in (1, 2):
                 raise SourceError(f"{self.describe()}: channels={self.channels} is not supported; use 1 or 2 (or leave unset)")
+            layout = None if self.channels is None else channel_layout(self.channels)
             self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
 
     def _open(self) -> None:
