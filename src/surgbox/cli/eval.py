@@ -175,6 +175,7 @@ def _fmt(v: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..crypto import load_key
     from ..datasets import pr_curve, score
+    from ..datasets.annotations import read_json
 
     if not 0.0 < args.iou <= 1.0:
         raise ConfigError(f"--iou {args.iou} must be in (0, 1], e.g. --iou 0.5")
@@ -192,12 +193,7 @@ def run(args: argparse.Namespace) -> int:
     key = load_key(args.key_file).material if args.key_file else None
     missing = 0
     if det_file is not None:
-        try:
-            entries = json.loads(det_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read detections {str(det_file)!r}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{det_file}: not valid JSON ({exc}); give `surgbox detect --json` output") from None
+        entries = read_json(det_file, "detections", "give `surgbox detect --json` output")
         if not isinstance(entries, list):
             raise ConfigError(f"{det_file}: expected a JSON list (surgbox detect --json output)")
         dets, missing = match_detections(entries, ds, str(det_file))

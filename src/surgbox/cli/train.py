@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from .deid import _fmt_time
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,13 +47,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
-
-
 def progress_line(p) -> str:
     """``epoch 3/30  examples 600/6000  loss 1.234  9.8 img/s  ETA 09:10`` for a trainer Progress."""
     if p.phase == "landmarks":
@@ -61,7 +55,7 @@ def progress_line(p) -> str:
         return f"epoch {p.epoch}/{p.epochs}  validating on {p.total} images"
     loss = f"{p.loss:.3f}" if p.loss is not None else "-"
     rate = f"{p.images_per_s:.1f}" if p.images_per_s else "-"
-    return f"epoch {p.epoch}/{p.epochs}  examples {p.examples}/{p.total}  loss {loss}  {rate} img/s  ETA {_fmt(p.eta)}"
+    return f"epoch {p.epoch}/{p.epochs}  examples {p.examples}/{p.total}  loss {loss}  {rate} img/s  ETA {_fmt_time(p.eta)}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 
 from .._fs import atomic_write
 from ..errors import DatasetError
+from .annotations import read_json
 from .evaluation import SIZE_BUCKETS
 from .folder import Dataset
 
@@ -137,13 +138,8 @@ def write_split(split: Mapping[str, Any], path: str | Path) -> Path:
 def read_split(path: str | Path, dataset: Dataset | None = None) -> dict[str, list[str]]:
     """The ``sets`` of a split file; with ``dataset``, checks that every video it names exists."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DatasetError(f"cannot read split file {str(path)!r}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
-    if data.get("format") != "surgbox.split" or not isinstance(data.get("sets"), dict):
+    data = read_json(path, "split file")
+    if not isinstance(data, dict) or data.get("format") != "surgbox.split" or not isinstance(data.get("sets"), dict):
         raise DatasetError(f"{path}: not a surgbox split file; make one with `surgbox dataset split`")
     sets = {k: list(v) for k, v in data["sets"].items()}
     if dataset is not None:
