@@ -44,11 +44,9 @@ def blocks(page: str) -> list[tuple[int, str, str | None]]:
 
 
 def _home(path: Path) -> None:
-    from surgbox.catalog import Catalog
-    from surgbox.home import Home
+    from surgbox.catalog import Catalog, install_home
 
-    home = Home(path)
-    home.init("admin", "admin-password")
+    home = install_home(path, "admin", "admin-password")
     cfg = home.config_path.read_text()  # cheap Argon2: a fast test
     home.config_path.write_text(cfg.replace("min_length = 8", "min_length = 8\ntime_cost = 1\nmemory_kib = 8192\nparallelism = 1"))
     with Catalog.at(home) as catalog:
