@@ -386,7 +386,7 @@ def test_config_example_builds_a_recorder(tmp_path, default_plugins):
     example = Path(__file__).resolve().parents[1] / "examples" / "record.toml"
     cfg = RecordConfig.load(example)
     assert cfg.layout.slot("endoscope").source == "endo" and cfg.fps == Fraction(30)
-    assert [s.name for s in cfg.sources] == ["endo", "room", "vitals", "mic"] and cfg.sources[1].optional
+    assert [s.name for s in cfg.sources] == ["endo", "room", "vitals", "mic", "bis"] and cfg.sources[1].optional
     assert cfg.output == example.parent / "case.mp4"
     rec = cfg.build_recorder(plugins=default_plugins, output=tmp_path / "c.mp4", duration=1)
     assert rec.encoder.preset == "veryfast" and rec.optional == {"room"} and rec.duration == 1

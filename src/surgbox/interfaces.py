@@ -11,11 +11,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from .clock import Clock
+from .errors import MissingCapabilityError
 from .packets import Packet, StreamSpec
 from .types import AudioChunk, Detections, Layout, Reading, Trigger, VideoFrame
 
@@ -95,7 +96,9 @@ class Compositor(_Lifecycle):
     Lifecycle: ``configure(layout)`` once, then ``compose(...)`` per output tick.
 
     Contract: ``compose`` gets, per slot source name, the frame to show (or ``None`` when the
-    source is stale, which must render a clear ``NO SIGNAL <name>`` slate), the latest data
+    source is stale, which must render a clear ``NO SIGNAL <name>`` slate; a source that has not
+    delivered its first frame yet may show a calm ``CONNECTING <name>`` until its stale timeout,
+    see :meth:`set_context`), the latest data
     readings by source, and the event fields for the panel. It returns a ``layout.width x
     layout.height`` ``av.VideoFrame`` in ``yuv420p``. Scaling preserves aspect (swscale). It must
     not keep references to input frames after returning. Called from one thread.
@@ -104,6 +107,14 @@ class Compositor(_Lifecycle):
     @abc.abstractmethod
     def configure(self, layout: Layout) -> None:
         """Prepare for ``layout`` (fonts, scalers, background)."""
+
+    def set_context(self, **context: Any) -> None:  # noqa: B027 - optional hook
+        """Optional: what the recorder knows about the recording, given once after ``configure``
+        and before the first ``compose``. Keywords (more may be added: accept and ignore unknown
+        ones): ``stale_timeout_s`` (float, s: a source silent this long is stale),
+        ``failed_sources`` (names of optional sources that could not start), ``data_sources``
+        (names of the data sources, in declaration order), ``data_timeout_s`` (float, s: readings
+        older than this are no longer passed). The default ignores everything."""
 
     @abc.abstractmethod
     def compose(
@@ -248,15 +259,22 @@ class Detector(_Lifecycle):
 class Store(_Lifecycle):
     """Durable object storage for recordings, snapshots, sidecars and reports.
 
-    Keys are relative POSIX paths (``"2026/11/ev-123/segment-0001.mp4"``); no ``..``.
+    Keys are relative POSIX paths of printable text (``"2026/11/ev-123/segment-0001.mp4"``); no
+    ``.``/``..``/empty parts, no control characters; a store may refuse keys longer than it can
+    hold (``local``/``mirror``: 1024 bytes, 200 per part) with :class:`~surgbox.errors.StoreError`.
 
-    Lifecycle: ``open()`` checks the roots; ``writer(key)`` returns a binary file object whose
-    ``close()`` commits the object atomically (an object is listed only once fully written and
-    synced; an exception inside ``with store.writer(k) as f`` leaves nothing behind);
+    Lifecycle: the factory takes options only (no I/O; stores used by the catalog accept
+    ``keyring=`` and ``init=``); ``open()`` checks the storage; ``writer(key)`` returns a binary file
+    object whose ``close()`` commits the object atomically (an object is listed only once fully
+    written and synced; an exception inside ``with store.writer(k) as f`` leaves nothing behind);
     ``reader(key)`` returns a seekable binary file object of the plaintext.
 
-    Contract: writes are durable (fsync) before commit; integrity is verified on read; failures
-    raise :class:`~surgbox.errors.StoreError` naming the key, the root and the fix.
+    Contract: writes are durable (fsync) before commit; an existing key is refused (delete it
+    first), so is a second writer of a key being written; integrity is verified on read; failures
+    raise :class:`~surgbox.errors.StoreError` naming the key, the root and the fix. Optional
+    capabilities (crash recovery, object info, keys, segment size, scrub) are the protocols below;
+    :func:`check_store` checks them when a store plugin is selected. ``surgbox.testing.store_conformance``
+    tests all of it on any store.
     """
 
     @abc.abstractmethod
@@ -276,8 +294,113 @@ class Store(_Lifecycle):
         """Remove an object from every copy."""
 
     def status(self) -> Mapping[str, Any]:
-        """Health: at least ``{"healthy": bool, "roots": [...]}``."""
-        return {"healthy": True, "roots": []}
+        """Health: at least ``{"healthy": bool, "degraded": bool, "roots": [...]}``."""
+        return {"healthy": True, "degraded": False, "roots": []}
+
+
+# ---- Store capabilities: optional parts of the Store contract, declared as protocols ----------------
+
+
+@runtime_checkable
+class RecoverableStore(Protocol):
+    """Crash recovery (``record --event``, ``events recover``, ``surgbox store recover``).
+
+    ``partials(*, live=False)`` lists unfinished writes as mappings with at least ``"key"`` (``None``
+    when unknown) and ``"bytes"``; ``live=True`` includes writes still in progress. A recorder
+    numbers new objects after the committed keys *and* these. ``recover()`` commits what crashed
+    writers left and returns one result per write with ``key``, ``action`` (``"recovered"``,
+    ``"already-committed"``, ``"discarded"``, ``"no-key"``, ``"failed"``), ``plaintext_size``,
+    ``segments``, ``complete`` and ``error``; it never drops data it did not commit elsewhere.
+    """
+
+    def partials(self, *, live: bool = False) -> list[Mapping[str, Any]]: ...
+
+    def recover(self) -> list[Any]: ...
+
+
+@runtime_checkable
+class DescribedStore(Protocol):
+    """Object info: ``exists(key) -> bool`` and ``info(key)``, a record with ``plaintext_size``
+    (bytes), ``sha256`` (hex), ``metadata`` (the writer's mapping), ``segment_size``, ``created_ns``
+    and ``recovered``; :class:`LookupError` (and :class:`~surgbox.errors.StoreError`) for a missing key."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def info(self, key: str) -> Any: ...
+
+
+@runtime_checkable
+class KeyedStore(Protocol):
+    """Key access: the factory accepts ``keyring=`` (a :class:`surgbox.crypto.KeyRing`; its primary
+    key encrypts new objects, the others read old ones) and exposes it as ``keyring``. The catalog
+    gives each event's files their own key through it."""
+
+    keyring: Any
+
+
+@runtime_checkable
+class SegmentedStore(Protocol):
+    """Segment size: ``segment_size`` (bytes, the default) and ``writer(key, metadata, *,
+    segment_size=N)`` for one object (smaller segments lose less on a crash)."""
+
+    segment_size: int
+
+    def writer(self, key: str, metadata: Mapping[str, str] | None = None, *,
+               segment_size: int | None = None) -> IO[bytes]: ...
+
+
+@runtime_checkable
+class ScrubbableStore(Protocol):
+    """Integrity checks (``surgbox store verify|scrub``): ``verify(keys=None, *, decrypt=False)``
+    (read-only) and ``scrub(...)`` (repair) return a report with ``objects``, ``problems`` (each
+    with ``key``, ``root``, ``kind``, ``detail``, ``repaired``), ``lost``, ``ok`` and ``to_dict()``."""
+
+    def verify(self, keys: Sequence[str] | None = None, *, decrypt: bool = False) -> Any: ...
+
+    def scrub(self, keys: Sequence[str] | None = None, *, decrypt: bool = False) -> Any: ...
+
+
+STORE_CAPABILITIES: Mapping[str, type] = {
+    "recovery": RecoverableStore,
+    "info": DescribedStore,
+    "keyring": KeyedStore,
+    "segment_size": SegmentedStore,
+    "scrub": ScrubbableStore,
+}
+"""Capability name -> protocol; :func:`store_capabilities` and :func:`check_store` use these names."""
+
+_CAPABILITY_METHODS = {"recovery": "partials(), recover()", "info": "exists(key), info(key)",
+                       "keyring": "the keyring= option and attribute", "segment_size":
+                       "segment_size and writer(..., segment_size=)", "scrub": "verify(), scrub()"}
+
+
+def store_capabilities(store: Any) -> list[str]:
+    """The names of the optional capabilities ``store`` (an instance) has, sorted."""
+    return sorted(name for name, proto in STORE_CAPABILITIES.items() if isinstance(store, proto))
+
+
+def check_store(store: Any, *needed: str, plugin: str | None = None, purpose: str = "") -> Any:
+    """Return ``store`` if it is a :class:`Store` with every capability in ``needed`` (names of
+    :data:`STORE_CAPABILITIES`); else raise :class:`~surgbox.errors.MissingCapabilityError` naming the
+    plugin, what it lacks (with the methods) and ``purpose``.
+
+    >>> check_store(store, "recovery", plugin="acme-s3", purpose="record --event")   # doctest: +SKIP
+    """
+    name = plugin or type(store).__name__
+    for_ = f" for {purpose}" if purpose else ""
+    unknown = [n for n in needed if n not in STORE_CAPABILITIES]
+    if unknown:
+        raise ValueError(f"unknown store capabilities {unknown}; known: {', '.join(STORE_CAPABILITIES)}")
+    missing = [m for m in ("writer", "reader", "keys", "delete", "open", "close") if not callable(getattr(store, m, None))]
+    if missing:
+        raise MissingCapabilityError(f"store plugin {name!r} cannot be used{for_}: it is not a Store (no "
+                                     f"{', '.join(missing)}); see docs/storage.md, 'Store capabilities'")
+    lacking = [n for n in needed if not isinstance(store, STORE_CAPABILITIES[n])]
+    if lacking:
+        what = "; ".join(f"'{n}' ({_CAPABILITY_METHODS[n]})" for n in lacking)
+        raise MissingCapabilityError(f"store plugin {name!r} cannot be used{for_}: it lacks the capability {what}; "
+                                     f"choose a store that has it (e.g. 'local' or 'mirror') or ask its vendor")
+    return store
 
 
 INTERFACES: Mapping[str, type] = {
