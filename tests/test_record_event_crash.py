@@ -14,6 +14,8 @@ from conftest import decoded_video_seconds, kill_9_when_recorded
 
 from surgbox.catalog import Catalog, install_home
 from surgbox.catalog.recording_sink import EventSink, next_segment_name
+from surgbox.interfaces import SegmentedStore
+from surgbox.recording import RECORDING_SEGMENT_SIZE
 
 CONFIG = ('[encoder]\nplugin = "libx264"\npreset = "ultrafast"\n[layout]\npreset = "paper"\n'
           + "".join(f'[sources.{n}]\nplugin = "testsrc"\nwidth = 640\nheight = 360\n' for n in ("endoscope", "room", "vitals"))
@@ -53,7 +55,8 @@ def test_an_unfinished_video_write_without_a_sidecar_takes_its_number(event_home
     with Catalog.at(event_home["home"]) as catalog:
         events = catalog.login(*OP).events
         held = events.store_for(event_home["event"])
-        w = held.writer("segment-0001.mp4", {"kind": "segment"})
+        assert isinstance(held, SegmentedStore)  # so the recorder's 32 KiB video segments reach the event's store
+        w = held.writer("segment-0001.mp4", {"kind": "segment"}, segment_size=RECORDING_SEGMENT_SIZE)
         try:
             w.write(b"\0" * 100_000)
             w.sync()

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError, SurgboxError
+from ..interfaces import RecoverableStore
 from ..recording.store_sink import StoreSink
 from .errors import CatalogError
 
@@ -91,11 +92,11 @@ class EventSink(StoreSink):
     def _unfinished(self) -> Callable[[str], bool]:
         """``busy(name)``: whether an unfinished write of the event's store (crashed, not yet
         recovered, or still running) is the object of file ``name``."""
-        files = getattr(self.store, "files", None)
-        partials = getattr(getattr(files, "inner", None), "partials", None)
-        if files is None or not callable(partials):  # a store that keeps no unfinished writes
+        files = getattr(self.store, "files", None)  # an EventStore: names map to generated object keys
+        inner = getattr(files, "inner", None)
+        if files is None or not isinstance(inner, RecoverableStore):  # a store that keeps no unfinished writes
             return lambda name: False
-        keys = {p.get("key") for p in partials(live=True)}
+        keys = {p.get("key") for p in inner.partials(live=True)}
         return lambda name: files.names.object_key(name) in keys
 
     def close(self, error: BaseException | None = None) -> None:
