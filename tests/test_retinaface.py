@@ -151,12 +151,6 @@ def test_final_detections_match_original_onnx_pipeline(scene, shared_dir_optiona
     assert compared >= 3
 
 
-@pytest.fixture(scope="module")
-def shared_dir_optional():
-    shared = Path(__file__).resolve().parents[1].parent / "shared"
-    return shared if (shared / "data" / "faces").is_dir() else None
-
-
 # --------------------------------------------------------------------- checkpoint loading
 
 # biubug6 Pytorch_Retinaface parameter names, written out from that format (independent of

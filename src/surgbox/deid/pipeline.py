@@ -554,7 +554,9 @@ class _Run:
         if crops:
             before = _detector_stage_seconds(det)
             t0 = time.perf_counter()
-            results = det.detect([c.image for c in crops])
+            images = [c.image for c in crops]
+            # the detector frame-context seam (Detector.detect_frames); plain detect() for detectors without it
+            results = det.detect_frames(images, owners) if hasattr(det, "detect_frames") else det.detect(images)
             self.times.add_detector(before, _detector_stage_seconds(det), time.perf_counter() - t0)
             if len(results) != len(crops):
                 raise SurgboxError(f"detector {getattr(det, 'name', det)!r} returned {len(results)} results for {len(crops)} images")
