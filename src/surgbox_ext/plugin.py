@@ -69,6 +69,13 @@ def register_detectors(register: Register) -> None:
                     "onnxruntime on CPU, torch on CUDA)",
         check=requires("torch", install="pip install 'surgbox[detect]'"),
     )
+    register(
+        "ensemble",
+        lazy("surgbox_ext.ensemble.detector:EnsembleDetector"),
+        priority=P,
+        description="several detectors, each with its own threshold, scale and cadence (every Nth frame), boxes fused "
+                    "(nms, wbf or union); members='[...]' JSON",
+    )
 
 
 @hookimpl
