@@ -266,7 +266,7 @@ class CenterFaceDetector(Detector):
         for boxes, scores, points in results:
             boxes = torch.minimum((boxes * factor.repeat(2)).clamp(min=0), limit)
             out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), (points * factor).cpu().numpy()))
-        self._add("output decoding", time.perf_counter() - t3)
+        self._add("output decoding", self._clock() - t3)
         return out
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:

@@ -307,7 +307,7 @@ class RetinaFaceDetector(Detector):
             boxes = torch.minimum((boxes * factor.repeat(2)).clamp(min=0), limit)
             points = points * factor
             out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), points.cpu().numpy()))
-        self._add("output decoding", time.perf_counter() - t3)  # .cpu() above synchronized
+        self._add("output decoding", self._clock() - t3)  # .cpu() above synchronized
         return out
 
     def detect(self, images: Sequence[np.ndarray] | torch.Tensor) -> list[Detections]:
