@@ -58,10 +58,9 @@ def ffprobe_json(path: Path | str, *args: str) -> dict:
 def surgbox_home(tmp_path, monkeypatch):
     """An initialized SURGBOX_HOME in ``tmp_path/home`` (admin ``admin`` / ``admin-password``), set in
     the environment for CLI subprocesses; Argon2 made cheap in its config so tests stay fast."""
-    from surgbox.home import Home
+    from surgbox.catalog import install_home
 
-    home = Home(tmp_path / "home")
-    home.init("admin", "admin-password")
+    home = install_home(tmp_path / "home", "admin", "admin-password")
     cfg = home.config_path.read_text()
     home.config_path.write_text(cfg.replace("min_length = 8", "min_length = 8\ntime_cost = 1\nmemory_kib = 8192\nparallelism = 1"))
     monkeypatch.setenv("SURGBOX_HOME", str(home.path))

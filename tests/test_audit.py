@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,100 @@ def test_verify_while_another_process_appends_never_raises_a_false_alarm(surgbox
     assert appended > 50 and len(seen) > 10, (appended, runs, len(seen))
     with Catalog(surgbox_home) as cat:
         assert cat.audit.verify().ok
+
+
+# ---- issue 18.1: the chain is anchored outside the database -------------------------------------
+
+def verify_cli(home):
+    out = cli("audit", "verify", "--json", user="aud", password="auditor-pw")
+    return out.returncode, json.loads(out.stdout)
+
+
+def test_attack_wipe_every_record_and_the_meta_rows_is_detected(trail):
+    """Drop the append-only trigger, delete every audit row and the audit_head/audit_alarm meta
+    rows (file access, no key): before the anchor, `audit verify` then said "intact: 1 records"."""
+    c = raw(trail)
+    c.execute("DELETE FROM audit")
+    c.execute("DELETE FROM meta WHERE key IN ('audit_head', 'audit_alarm')")
+    c.close()
+    rc, res = verify_cli(trail)
+    assert rc == 1 and not res["ok"], res
+    assert any("anchor names record" in p or "no creation record" in p for p in res["problems"]), res
+
+
+def test_attack_cut_the_tail_and_write_back_an_older_head_seal_is_detected(trail, tmp_path):
+    """Keep an old copy of the catalog (a backup has one); later delete an event and add an admin
+    with sqlite3, cut the audit chain back to the old copy's length and write back its head seal:
+    every record left verifies, so only something outside the database can tell."""
+    import argon2
+
+    old = sqlite3.connect(trail.catalog_path).execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()[0]
+    old_len = sqlite3.connect(trail.catalog_path).execute("SELECT max(seq) FROM audit").fetchone()[0]
+    with Catalog(trail) as cat:  # life goes on: an event is created and recorded
+        s = cat.login("admin", "admin-password")
+        ev = s.events.create(patient=PATIENT, medical_record="MRN-9", procedure="Biopsy")
+        s.events.start_event(ev.id)
+    c = raw(trail)
+    c.execute("PRAGMA foreign_keys = ON")
+    c.execute("DELETE FROM events WHERE id = ?", (ev.id,))
+    c.execute("INSERT INTO users(name, role, password_hash, created_at) VALUES ('mallory', 'admin', ?, '2026-01-01')",
+              (argon2.PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("mallory-pw"),))
+    c.execute("DELETE FROM audit WHERE seq > ?", (old_len,))
+    c.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (old,))
+    c.close()
+    with Catalog(trail) as cat:  # the seal and the chain agree: the database alone looks intact
+        assert cat.audit._read_seal(cat.db.conn)[0] == old_len
+    rc, res = verify_cli(trail)
+    assert rc == 1, res
+    assert any("anchor names record" in p for p in res["problems"]), res
+    assert any("'mallory' has no creation record" in p for p in res["problems"]), res
+
+
+def test_missing_anchor_file_is_tampering(trail):
+    trail.anchor_path.unlink()
+    rc, res = verify_cli(trail)
+    assert rc == 1 and any("anchor" in p and "missing" in p for p in res["problems"]), res
+
+
+def test_forged_anchor_and_a_role_raised_with_sqlite_are_detected(trail):
+    d = json.loads(trail.anchor_path.read_text())
+    d["seq"] = 1
+    trail.anchor_path.write_text(json.dumps(d))
+    c = raw(trail)
+    c.execute("UPDATE users SET role = 'admin' WHERE name = 'view'")
+    c.close()
+    rc, res = verify_cli(trail)
+    assert rc == 1 and any("does not verify" in p for p in res["problems"]), res
+    assert any("'view' has role admin but was created as viewer" in p for p in res["problems"]), res
+
+
+def test_an_anchor_that_trails_the_chain_is_no_alarm(trail, tmp_path):
+    """A crash between COMMIT and the anchor write leaves the anchor one transaction behind: the
+    records after it verify (MACs), so that is no tampering. (Shown by putting an older anchor back.)"""
+    older = trail.anchor_path.read_bytes()
+    with Catalog(trail) as cat:
+        cat.login("admin", "admin-password")
+    trail.anchor_path.write_bytes(older)
+    rc, res = verify_cli(trail)
+    assert rc == 0 and res["ok"], res
+
+
+def test_the_honest_limit_a_rollback_of_catalog_and_anchor_together(trail, tmp_path):
+    """What stays undetectable (docs/security.md): every file of the catalog and its anchor put back
+    to an older copy of both. Only a head noted elsewhere (`audit verify` prints it) shows that."""
+    files = [trail.catalog_path, trail.anchor_path]
+    with Catalog(trail) as cat:
+        cat.db.checkpoint()
+    saved = {p: p.read_bytes() for p in files}
+    with Catalog(trail) as cat:
+        s = cat.login("admin", "admin-password")
+        s.events.create(patient=PATIENT, medical_record="MRN-10", procedure="Biopsy")
+        cat.db.checkpoint()
+        before = cat.audit.verify().records
+    for p in [Path(f"{trail.catalog_path}-wal"), Path(f"{trail.catalog_path}-shm")]:
+        p.unlink(missing_ok=True)
+    for p, data in saved.items():
+        p.write_bytes(data)
+    rc, res = verify_cli(trail)
+    assert rc == 0 and res["ok"], res
+    assert res["records"] < before  # records were lost, and nothing inside the box can tell

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -168,7 +169,8 @@ def test_lifecycle_store_for_add_file_and_report_on_stop(admin):
         assert list(store.keys()) == ["segment-0001.mp4"]
     rec = admin.events.add_file(ev.id, "segment", "segment-0001.mp4")
     assert rec.size == len(payload) and rec.sha256 == hashlib.sha256(payload).hexdigest()
-    assert rec.store_key == f"events/{ev.id}/segment-0001.mp4" and len(rec.key_id) == 16
+    # issue 18.5: the object's key is generated (no file name, so no typed-in PHI, in the store)
+    assert re.fullmatch(rf"events/{ev.id}/[0-9a-f]{{32}}", rec.store_key) and len(rec.key_id) == 16
     with pytest.raises(CatalogError, match="already has a file"):
         admin.events.add_file(ev.id, "segment", "segment-0001.mp4")
     with pytest.raises(CatalogError, match="not valid"):
@@ -276,7 +278,7 @@ def test_play_streams_decrypted_video_into_a_real_player(admin, tmp_path):
 
 def test_delete_destroys_the_key_so_kept_copies_are_unreadable(catalog, admin, surgbox_home, tmp_path):
     ev = make_event(admin)
-    admin.events.write_file(ev.id, "segment", "segment-0001.mp4", b"secret video" * 10000)
+    rec = admin.events.write_file(ev.id, "segment", "segment-0001.mp4", b"secret video" * 10000)
     wrapped = bytes(catalog.db.query_one("SELECT wrapped FROM event_keys WHERE event_id = ?", (ev.id,))[0])
     backup = tmp_path / "store-backup"
     shutil.copytree(surgbox_home.default_store_root, backup)  # somebody kept a copy of the disk
@@ -296,7 +298,7 @@ def test_delete_destroys_the_key_so_kept_copies_are_unreadable(catalog, admin, s
     store = LocalStore(root=backup, keyring=KeyRing.of(MasterKey(surgbox_home.master_key())))
     store.open()
     with pytest.raises(WrongKeyError):
-        store.reader(f"events/{ev.id}/segment-0001.mp4")
+        store.reader(rec.store_key)
     rec = catalog.audit.records(action="event.delete")[-1]
     assert rec.target == ev.id and rec.detail["key_destroyed"] is True
 
@@ -326,7 +328,10 @@ def test_retention_deletes_old_stopped_events_and_orphans(surgbox_home):
         assert s.events.get(old.id)
         assert s.events.retention(7) == [old.id]
         assert {e.id for e in s.events.list()} == {live.id, recent.id}
-        assert list(store.keys("events/")) == [f"events/{recent.id}/kept.bin"]
+        kept = list(store.keys("events/"))  # object keys are generated: the name shows through the handle
+        assert len(kept) == 1 and kept[0].startswith(f"events/{recent.id}/")
+        with s.events.store_for(recent.id) as st:
+            assert list(st.keys()) == ["kept.bin"]
         for bad in (-1, float("nan"), float("inf"), 1e300):
             with pytest.raises(CatalogError, match="--keep-days must be a number of days from 0 to 36525"):
                 s.events.retention(bad)
@@ -358,7 +363,7 @@ def test_transactions_roll_back_whole(catalog, admin):
     with pytest.raises(sqlite3.IntegrityError):
         with catalog.db.transaction() as c:
             catalog.audit.append(c, "admin", "file.add", ev.id)
-            c.execute("INSERT INTO files(event_id, kind, name, store_key, size, sha256, key_id, created_at) "
+            c.execute("INSERT INTO files(event_id, kind, legacy_name, store_key, size, sha256, key_id, created_at) "
                       "VALUES ('no-such-event', 'segment', 'a', 'k', 1, ?, 'k', 'now')", ("0" * 64,))
     assert len(catalog.audit.records()) == n_audit
     assert catalog.audit.verify().ok

@@ -41,11 +41,12 @@ def check(home):
         db = cat.db
         assert db.query("SELECT id FROM events WHERE id NOT IN (SELECT event_id FROM event_keys)") == []
         s = cat.login("admin", "admin-password")
-        files = db.query("SELECT event_id, name, sha256, size FROM files")
+        files = [f for r in db.query("SELECT id FROM events") for f in s.events.get(r["id"]).files]
+        assert len(files) == db.query_one("SELECT count(*) FROM files")[0]
         for f in files:
-            with s.events.open_file(f["event_id"], f["name"]) as r:
+            with s.events.open_file(f.event_id, f.name) as r:
                 data = r.read()
-            assert len(data) == f["size"] and hashlib.sha256(data).hexdigest() == f["sha256"]
+            assert len(data) == f.size and hashlib.sha256(data).hexdigest() == f.sha256
         return len(db.query("SELECT id FROM events")), len(files), res.records
 
 

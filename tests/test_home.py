@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from surgbox.errors import SurgboxError
+from surgbox.catalog import install_home
 from surgbox.home import Home, default_home
 
 
@@ -53,7 +54,7 @@ def test_init_refuses_existing_home_and_force_moves_aside(surgbox_home):
     h = surgbox_home
     old_key = h.master_key()
     with pytest.raises(SurgboxError, match="refusing to replace"):
-        h.init("admin", "another-password")
+        install_home(h, "admin", "another-password")
     assert h.master_key() == old_key
     out = run_cli("init", "--admin-password", "another-password")
     assert out.returncode == 1 and "refusing to replace" in out.stderr

@@ -111,11 +111,14 @@ def test_report_cli_end_to_end_with_snapshots_and_data_track(surgbox_home, tmp_p
     for f in ev.files:
         assert f.sha256 in flat
     assert sum(len(p.images) for p in reader.pages) == 1
-    # both reports (on stop, on demand) are stored encrypted with the event
+    # issue 20.8: the report on demand replaced the one made on stop (was: both kept); both stay audited
     with Catalog(surgbox_home) as cat:
         s = cat.login("admin", "admin-password")
         reports = [f for f in s.events.get(ev.id).files if f.kind == "report"]
-        assert len(reports) == 2
+        assert len(reports) == 1
+        added = [r for r in cat.audit.records(action="file.add", target=ev.id) if r.detail["kind"] == "report"]
+        replaced = [r for r in cat.audit.records(action="file.delete", target=ev.id) if r.detail["kind"] == "report"]
+        assert len(added) == 2 and [r.detail["file_id"] for r in replaced] == [added[0].detail["file_id"]]
         with s.events.open_file(ev.id, reports[-1].name) as f:
             assert f.read() == out_pdf.read_bytes()
     # --out needs the export permission; inside SURGBOX_HOME is refused

@@ -1,46 +1,48 @@
 """``SURGBOX_HOME``: where a surgbox installation keeps its catalog, keys, default store and config.
 
-Layout (created by :meth:`Home.init`, ``surgbox init``)::
+Layout (created by :func:`surgbox.catalog.install_home`, ``surgbox init``)::
 
     SURGBOX_HOME/                 mode 0700
-      config.toml                 store plugin + options, user policy (no secrets, no PHI)
+      config.toml                 store plugin + options, user policy, players, report policy (no secrets, no PHI)
       catalog.db                  SQLite catalog (+ catalog.db-wal, catalog.db-shm while open)
       keys/                       mode 0700
         master.key                the master key: 64 hex characters, mode 0600
+        audit-anchor              the audit trail's head, sealed (see docs/security.md), mode 0600
       store/                      default store root (encrypted objects; see docs/storage.md)
 
-``SURGBOX_HOME`` defaults to the per-user data directory (``platformdirs.user_data_dir("surgbox")``,
-e.g. ``~/.local/share/surgbox`` on Linux). The master key encrypts every stored object (through a
-per-event data key it wraps) and every PHI field of the catalog: back it up separately from the
-data, and keep it off the disks that hold the store.
+:class:`Home` is a value: the paths, and once :meth:`Home.load` read it, the parsed settings. It
+creates and changes nothing. ``SURGBOX_HOME`` defaults to the per-user data directory
+(``platformdirs.user_data_dir("surgbox")``, e.g. ``~/.local/share/surgbox`` on Linux). The master
+key encrypts every stored object (through a per-event data key it wraps) and every PHI field of
+the catalog: back it up separately from the data, and keep it off the disks that hold the store.
+
+>>> home = Home("/srv/surgbox")
+>>> home.catalog_path.name, home.anchor_path.parent.name
+('catalog.db', 'keys')
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import sys
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ._fs import atomic_write, fsync_dir
-from .errors import ConfigError, SurgboxError
-
-log = logging.getLogger(__name__)
+from ._toml import load_toml
+from .crypto.keys import load_key
+from .errors import ConfigError
 
 ENV = "SURGBOX_HOME"
 CONFIG_NAME = "config.toml"
 CATALOG_NAME = "catalog.db"
 KEYS_DIR = "keys"
 MASTER_KEY_NAME = "master.key"
+ANCHOR_NAME = "audit-anchor"
 STORE_DIR = "store"
 
-_DEFAULT_CONFIG = """\
+DEFAULT_CONFIG = """\
 # surgbox home configuration (see docs/catalog.md). No secrets and no patient data here.
 
 [store]
@@ -55,7 +57,18 @@ root = "store"
 max_failures = 5
 lockout_minutes = 15
 min_length = 8
+
+[play]
+# The only players a user without the export permission may stream a recording into
+# (`surgbox events play`), exactly as written here. Absolute paths are safest.
+players = ["ffplay -autoexit -loglevel error -i pipe:0", "mpv --no-config --really-quiet -"]
+
+[report]
+# Sources whose snapshots show people: faces are blurred before a snapshot goes into a PDF report.
+deidentify = ["room"]
 """
+
+_SECTIONS = {"store": None, "users": None, "play": {"players"}, "report": {"deidentify", "detector", "threshold"}}
 
 
 def default_home() -> Path:
@@ -68,30 +81,32 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("surgbox", appauthor=False))
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `surgbox init` (or set {ENV} to an initialized home)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the file") from None
-
-
 @attrs.frozen
 class Home:
-    """A surgbox home directory. Paths only: nothing is read or created until a method asks."""
+    """A surgbox home directory: paths, and ``settings`` (``config.toml``) once :meth:`load` read them.
+    Constructing one reads and creates nothing."""
 
     path: Path = attrs.field(converter=lambda p: Path(p).expanduser().absolute())
+    settings: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def from_env(cls, path: str | os.PathLike[str] | None = None) -> Home:
-        """``path`` if given, else ``$SURGBOX_HOME``, else the per-user data directory."""
+        """``path`` if given, else ``$SURGBOX_HOME``, else the per-user data directory (not read yet)."""
         return cls(path if path is not None else default_home())
+
+    def load(self) -> Home:
+        """This home with its ``config.toml`` parsed and checked (unknown sections refused)."""
+        config = load_toml(self.config_path, what="home configuration",
+                           hint=f"run `surgbox init` (or set {ENV} to an initialized home)")
+        for section, value in config.items():
+            if section not in _SECTIONS or not isinstance(value, dict):
+                raise ConfigError(f"{self.config_path}: unknown or malformed section [{section}]; "
+                                  f"known: {', '.join(f'[{s}]' for s in _SECTIONS)}")
+            known = _SECTIONS[section]
+            if known is not None and set(value) - known:
+                raise ConfigError(f"{self.config_path}: unknown [{section}] settings {sorted(set(value) - known)}; "
+                                  f"known: {sorted(known)}")
+        return attrs.evolve(self, settings=config)
 
     @property
     def config_path(self) -> Path:
@@ -110,6 +125,10 @@ class Home:
         return self.keys_dir / MASTER_KEY_NAME
 
     @property
+    def anchor_path(self) -> Path:
+        return self.keys_dir / ANCHOR_NAME
+
+    @property
     def default_store_root(self) -> Path:
         return self.path / STORE_DIR
 
@@ -117,13 +136,16 @@ class Home:
         """True when the home holds a catalog, a master key or a config."""
         return any(p.exists() for p in (self.catalog_path, self.master_key_path, self.config_path))
 
-    def config(self) -> dict[str, Any]:
-        """The parsed ``config.toml``."""
-        return _load_toml(self.config_path)
+    def config(self) -> Mapping[str, Any]:
+        """The parsed ``config.toml`` (the loaded settings, else read now)."""
+        return self.settings if self.settings is not None else self.load().settings  # type: ignore[return-value]
+
+    def _section(self, name: str) -> dict[str, Any]:
+        return dict(self.config().get(name) or {})
 
     def store_settings(self) -> tuple[str, dict[str, Any]]:
         """``(plugin name, options)`` of the configured store, relative roots made absolute."""
-        store = dict(self.config().get("store") or {})
+        store = self._section("store")
         plugin = str(store.pop("plugin", "local"))
         if "root" in store:
             store["root"] = str(self.path / Path(store["root"]).expanduser())
@@ -134,12 +156,19 @@ class Home:
         return plugin, store
 
     def user_settings(self) -> Mapping[str, Any]:
-        return dict(self.config().get("users") or {})
+        """``[users]``: the lockout and password policy (:class:`surgbox.catalog.PasswordPolicy`)."""
+        return self._section("users")
+
+    def play_settings(self) -> Mapping[str, Any]:
+        """``[play]``: ``players``, the command lines users without ``export`` may play through."""
+        return self._section("play")
+
+    def report_settings(self) -> Mapping[str, Any]:
+        """``[report]``: ``deidentify``, the sources whose snapshots are blurred in reports."""
+        return self._section("report")
 
     def master_key(self) -> bytes:
         """The 32-byte master key from ``keys/master.key``."""
-        from .crypto.keys import load_key
-
         if not self.master_key_path.exists():
             raise ConfigError(f"master key {self.master_key_path} is missing; restore it from your key backup "
                               f"(or run `surgbox init` for a new, empty home)")
@@ -153,59 +182,3 @@ class Home:
             return True
         except ValueError:
             return False
-
-    def init(self, admin: str, admin_password: str, *, force: bool = False, plugins: Any = None) -> None:
-        """Create the layout, a new master key, the default store and the catalog with its first
-        admin. Refuses an existing home unless ``force``, which first moves the old catalog, key
-        and config aside into ``replaced-<UTC time>/`` (nothing is deleted)."""
-        from .catalog.session import Catalog
-        from .crypto.keys import MasterKey
-        from .catalog.users import PasswordPolicy
-
-        from .catalog.session import check_user_name
-
-        check_user_name(admin)  # before anything is created
-        try:
-            PasswordPolicy().check_password(admin_password)
-        except ValueError as exc:
-            raise ConfigError(f"admin password: {exc}") from None
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"{self.path} is a file, not a folder; choose a folder for SURGBOX_HOME")
-        if self.exists():
-            if not force:
-                raise SurgboxError(
-                    f"{self.path} already holds a surgbox home (catalog, key or config); refusing to replace it. "
-                    f"Use another SURGBOX_HOME, or --force to move the old files aside into {self.path}/replaced-*/"
-                )
-            self._move_aside()
-        try:
-            for d in (self.path, self.keys_dir, self.default_store_root):
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.chmod(d, 0o700)
-            # The key and the config are on disk (data and folder entries) before the catalog that
-            # needs them is created: a power loss can never leave a catalog without its key.
-            MasterKey.generate().save(self.master_key_path)  # fsyncs the key file
-            for d in (self.keys_dir, self.path, self.path.parent):
-                fsync_dir(d)
-            atomic_write(self.config_path, _DEFAULT_CONFIG.encode("utf-8"), mode=0o600)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the surgbox home {self.path}: {exc.strerror or exc}"
-                              f"{f' ({exc.filename})' if exc.filename else ''}; choose a writable folder "
-                              f"(--home DIR or SURGBOX_HOME)") from None
-        with Catalog(self, plugins=plugins, create=True) as catalog:
-            catalog.create_store()
-            catalog.bootstrap_admin(admin, admin_password)
-        log.info("initialized surgbox home %s", self.path)
-
-    def _move_aside(self) -> Path:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        dest = self.path / f"replaced-{stamp}"
-        dest.mkdir(mode=0o700)
-        for p in (self.catalog_path, Path(f"{self.catalog_path}-wal"), Path(f"{self.catalog_path}-shm"),
-                  self.config_path, self.keys_dir):
-            if p.exists():
-                shutil.move(str(p), str(dest / p.name))
-        fsync_dir(dest)
-        fsync_dir(self.path)
-        log.warning("moved the previous catalog, keys and config of %s to %s", self.path, dest)
-        return dest

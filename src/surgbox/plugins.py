@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,7 +21,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import PluginConflictError, PluginNotFoundError, PluginUnavailableError
+from .errors import ConfigError, PluginConflictError, PluginNotFoundError, PluginUnavailableError, SurgboxError
 from .hookspecs import REGISTRATION_HOOKS
 
 ENTRY_POINT_GROUP = "surgbox"
@@ -170,17 +171,50 @@ class Plugins:
         return top[0]
 
     def create(self, kind: str, name: str, /, **options: Any) -> Any:
-        """Build the component ``kind``/``name`` with ``options``; raises
-        :class:`PluginUnavailableError` with the plugin's own reason when it cannot run here."""
+        """Build the component ``kind``/``name`` with ``options``.
+
+        Raises :class:`PluginUnavailableError` with the plugin's own reason when it cannot run
+        here, and :class:`~surgbox.errors.ConfigError` (one line naming the plugin and the
+        option) when its factory refuses the options: an unknown keyword (``TypeError``) or a
+        value its validators reject (``ValueError``). A factory's own
+        :class:`~surgbox.errors.SurgboxError` passes unchanged."""
         e = self.entry(kind, name)
         reason = e.unavailable_reason()
         if reason is not None:
             raise PluginUnavailableError(kind, name, reason)
-        return e.factory(**options)
+        try:
+            return e.factory(**options)
+        except SurgboxError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(option_error(kind, name, options, exc)) from exc
 
     def table(self) -> list[dict[str, Any]]:
         """JSON-ready rows for ``surgbox plugins --json``."""
         return [e.to_dict() for e in self.entries()]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def option_error(kind: str, name: str, options: dict[str, Any], exc: BaseException) -> str:
+    """One line saying which option of plugin ``kind``/``name`` its factory refused, and why."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    unknown = re.search(r"unexpected keyword argument '([^']+)'", msg)
+    if unknown and unknown[1] in options:
+        key = unknown[1]
+        return (f"{kind} plugin {name!r} has no option {key!r} (given {key}={_short(options[key])}); "
+                f"remove it, or see the plugin's documentation for its options")
+    named = [k for k in options if re.search(rf"(?<![\w]){re.escape(k)}(?![\w])", msg)]
+    if len(named) == 1:
+        key = named[0]
+        return f"{kind} plugin {name!r}: option {key}={_short(options[key])} is not valid: {msg}"
+    given = ", ".join(f"{k}={_short(v, 30)}" for k, v in options.items())
+    if given:
+        return f"{kind} plugin {name!r} refused its options ({given}): {msg}"
+    return f"{kind} plugin {name!r} could not be built: {msg}"
 
 
 _default: Plugins | None = None

@@ -19,7 +19,7 @@ import attrs
 import numpy as np
 
 from .clock import NS_PER_S
-from .types import AudioChunk, VideoFrame, parse_rate
+from .types import AudioChunk, VideoFrame, channel_layout, parse_rate
 
 
 def _fps(value: Any) -> Fraction:
@@ -260,9 +260,6 @@ class AudioAligner:
                 "av_offset_ms": self.offset_ns / 1e6, "resampled_from": self.resampled_from}
 
 
-_LAYOUTS = {1: "mono", 2: "stereo"}
-
-
 @attrs.define(eq=False)
 class _Resampler:
     """One input rate resampled to ``out_rate`` (``av.AudioResampler``). Input samples get pts
@@ -278,7 +275,7 @@ class _Resampler:
     def push(self, source: str, capture_ns: int, samples: np.ndarray) -> list[AudioChunk]:
         import av
 
-        layout = _LAYOUTS.get(self.channels, f"{self.channels}c")
+        layout = channel_layout(self.channels)
         if self._rs is None:
             self._rs = av.AudioResampler(format="fltp", layout=layout, rate=self.out_rate)
             self._origin_ns = capture_ns

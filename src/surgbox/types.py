@@ -176,6 +176,19 @@ class AudioChunk:
         return self.capture_ns + self.duration_ns
 
 
+def channel_layout(channels: int) -> str:
+    """FFmpeg's layout name for ``channels`` planar channels: ``mono``, ``stereo``, else ``"Nc"``
+    (N channels, order unspecified): the one map used by sources, the audio aligner and encoders.
+
+    >>> channel_layout(1), channel_layout(2), channel_layout(6)
+    ('mono', 'stereo', '6c')
+    """
+    n = int(channels)
+    if n < 1:
+        raise ValueError(f"an audio layout needs at least 1 channel, got {channels!r}")
+    return {1: "mono", 2: "stereo"}.get(n, f"{n}c")
+
+
 Value = float | None
 
 
@@ -382,9 +395,13 @@ class RecordingInfo:
 
 @attrs.frozen
 class SegmentInfo:
-    """A finished, independently playable piece of a recording.
+    """A finished, durable piece of a recording: one fragment of its fragmented MP4.
 
-    ``start_ns``/``duration_ns`` are on the recording's output time line (0 = first frame).
+    ``start_ns``/``duration_ns`` are its video time on the recording's output time line (0 =
+    first frame); bytes ``[offset, offset + size_bytes)`` of the recording at ``path`` (a file
+    path, or ``store:KEY``) hold it, and bytes ``[0, init_size)`` the header (``ftyp`` +
+    ``moov``) that makes it playable on its own (header + fragment is a valid MP4). ``index``
+    counts fragments from 0.
     """
 
     recording_id: str
@@ -393,6 +410,8 @@ class SegmentInfo:
     start_ns: int
     duration_ns: int
     size_bytes: int
+    offset: int = 0
+    init_size: int = 0
 
 
 @attrs.frozen

@@ -5,19 +5,30 @@
 ...     session = catalog.login("admin", "password")
 ...     for ev in session.events.search(procedure="chole"):
 ...         print(ev.id, ev.started_at)
+
+Layers, each depending only on those before it: values and checks (:mod:`.model`, :mod:`.users`,
+:mod:`.phi`, :mod:`.db`), keys (:mod:`.keys`), the audit trail and its anchor (:mod:`.audit`,
+:mod:`.anchor`), the work on events (:mod:`.search`, :mod:`.files`, :mod:`.export`,
+:mod:`.retention`, :mod:`.reports`), the facades (:mod:`.events`, :mod:`.accounts`,
+:mod:`.session`) and installing a home (:mod:`.install`).
 """
 
 from .audit import AuditLog, AuditRecord, VerifyResult
 from .db import MIGRATIONS, SCHEMA_VERSION, Database
 from .errors import AccessDenied, AuditError, AuthenticationError, CatalogError, NotFoundError
-from .events import FILE_KINDS, DeleteResult, Event, EventManager, ExportResult, FileRecord, RecoverResult
+from .events import EventManager
+from .export import DEFAULT_PLAYERS
+from .files import EventStore
+from .install import install_home
+from .model import FILE_KINDS, DeleteResult, Event, ExportResult, FileRecord, RecoverResult
 from .phi import PhiCipher, normalize
-from .session import AuditView, Catalog, Session, UserManager
+from .session import AuditView, Catalog, Session, UserManager, key_check_value
 from .users import ACTIONS, PERMISSIONS, ROLES, PasswordPolicy, Scope, User, allowed
 
 __all__ = [
-    "ACTIONS", "FILE_KINDS", "MIGRATIONS", "PERMISSIONS", "ROLES", "SCHEMA_VERSION", "AccessDenied", "AuditError",
-    "AuditLog", "AuditRecord", "AuditView", "AuthenticationError", "Catalog", "CatalogError", "Database",
-    "DeleteResult", "Event", "EventManager", "ExportResult", "FileRecord", "NotFoundError", "PasswordPolicy", "RecoverResult",
-    "PhiCipher", "Scope", "Session", "User", "UserManager", "VerifyResult", "allowed", "normalize",
+    "ACTIONS", "DEFAULT_PLAYERS", "FILE_KINDS", "MIGRATIONS", "PERMISSIONS", "ROLES", "SCHEMA_VERSION", "AccessDenied",
+    "AuditError", "AuditLog", "AuditRecord", "AuditView", "AuthenticationError", "Catalog", "CatalogError", "Database",
+    "DeleteResult", "Event", "EventManager", "EventStore", "ExportResult", "FileRecord", "NotFoundError",
+    "PasswordPolicy", "PhiCipher", "RecoverResult", "Scope", "Session", "User", "UserManager", "VerifyResult",
+    "allowed", "install_home", "key_check_value", "normalize",
 ]

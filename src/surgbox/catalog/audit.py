@@ -12,9 +12,16 @@ UTF-8 text. Editing a record changes its hash; deleting or reordering records br
 the ``prev_hash`` links. Because anybody can recompute plain SHA-256, each record also carries
 ``mac = HMAC-SHA256(audit_key, hash)`` with a key derived from the master key, and the newest
 ``(seq, hash)`` is sealed in ``meta.audit_head`` with the same key, so a forger without the
-master key can neither rewrite the chain nor cut records off its end. (Rolling the whole
-catalog back to an older copy is not detectable from inside it: note ``surgbox audit verify``'s
-head hash somewhere else to anchor it.)
+master key can neither rewrite the chain nor cut records off its end.
+
+Whoever can write ``catalog.db`` can still delete the rows and the seal, or write back an older
+seal; so the head is also anchored outside the database, in ``keys/audit-anchor`` beside the
+master key (:mod:`.anchor`), and :meth:`AuditLog.verify` treats a missing chain, a missing seal
+or anchor, and a chain that ends before the anchor as tampering. It also checks that every user
+and event in the catalog has its creation record (with the same role), so rows added with
+``sqlite3`` show. What stays undetectable: rolling back the catalog **and** the anchor together
+to an older copy of both (docs/security.md); note ``surgbox audit verify``'s head somewhere else
+to catch that too.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -30,7 +38,10 @@ from typing import Any
 
 import attrs
 
+from .anchor import AnchorInvalid, AnchorState, AuditAnchor
 from .db import Database, to_text, utcnow
+
+log = logging.getLogger(__name__)
 
 GENESIS = bytes(32)
 RESULTS = ("ok", "denied", "failed")
@@ -103,6 +114,12 @@ class AuditLog:
     db: Database
     mac_key: bytes = attrs.field(repr=False)
     now: Callable[[], datetime] = utcnow
+    anchor: AuditAnchor | None = None
+    _pending: tuple[AnchorState, str | None] | None = attrs.field(default=None, init=False, alias="_pending")
+
+    def __attrs_post_init__(self) -> None:
+        if self.anchor is not None:
+            self.db.after_commit(self._write_anchor, self.discard_pending)
 
     def _mac(self, data: bytes) -> bytes:
         return hmac.new(self.mac_key, data, hashlib.sha256).digest()
@@ -127,6 +144,7 @@ class AuditLog:
             seq, prev = (1, GENESIS) if last is None else (last["seq"] + 1, bytes(last["hash"]))
             if last is not None:
                 self._raise_alarm(conn, f"audit head seal missing or invalid before record {seq}")
+        alarm = self._check_anchor(conn, seq - 1, prev) if self.anchor is not None and self._pending is None else None
         body = {"seq": seq, "at": to_text(self.now()), "actor": actor, "action": action,
                 "target": target or "", "result": result, "detail": dict(detail or {})}
         h = chain_hash(prev, body)
@@ -138,7 +156,54 @@ class AuditLog:
         )
         conn.execute("INSERT INTO meta(key, value) VALUES ('audit_head', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (self._head_seal(seq, h),))
+        if self.anchor is not None:
+            keep = self._pending[1] if self._pending is not None else alarm
+            self._pending = (AnchorState(seq, h), keep)
         return AuditRecord(seq, body["at"], actor, action, body["target"], result, body["detail"], prev, h, mac)
+
+    # ---- the anchor outside the database ------------------------------------------------------
+    def _check_anchor(self, conn: sqlite3.Connection, head_seq: int, head: bytes) -> str | None:
+        """Before the first record of a transaction: the anchor must name a record of the chain
+        (the head, or an earlier one after a crash). Returns the sticky alarm to carry on (the
+        anchor's own, or a new one, also raised in the database), ``None`` when all is well."""
+        try:
+            state = self.anchor.read()
+        except AnchorInvalid as exc:
+            message = f"{exc} before record {head_seq + 1}"
+        else:
+            if state is None:
+                if head_seq == 0:
+                    return None  # a new catalog: the first record creates the anchor
+                message = f"the audit anchor {self.anchor.path} is missing before record {head_seq + 1}"
+            elif state.seq > head_seq:
+                message = (f"the audit anchor names record {state.seq} but the chain ends at record {head_seq}: "
+                           f"records were removed, or the catalog was rolled back to an older copy")
+            else:
+                row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (state.seq,)).fetchone()
+                if (state.seq == head_seq and state.hash != head) or (state.seq < head_seq and (row is None or bytes(row[0]) != state.hash)):
+                    message = f"record {state.seq} is not the one the audit anchor names (records replaced)"
+                else:
+                    return state.alarm
+            if state is not None and state.alarm:
+                return state.alarm
+        self._raise_alarm(conn, message)
+        return message
+
+    def _write_anchor(self) -> None:
+        """After commit (inside the writer lock): the anchor names the new head."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        state, alarm = pending
+        try:
+            self.anchor.write(attrs.evolve(state, alarm=alarm))
+        except OSError as exc:  # committed already; the next append writes it again (it trails meanwhile)
+            log.error("could not write the audit anchor %s (%s); it is rewritten with the next record",
+                      self.anchor.path, exc.strerror or exc)
+
+    def discard_pending(self) -> None:
+        """Forget the anchor update of a transaction that rolled back."""
+        self._pending = None
 
     def _read_seal(self, conn: sqlite3.Connection) -> tuple[int, bytes] | None:
         """The sealed ``(seq, hash)`` of the newest record, or ``None`` when missing or not authentic."""
@@ -161,6 +226,30 @@ class AuditLog:
         """Append one record in a transaction of its own (for reads and refusals)."""
         with self.db.transaction() as conn:
             return self.append(conn, actor, action, target, result, detail)
+
+    def ensure_anchor(self) -> None:
+        """When the anchor file is missing: create it with an ``audit.anchor`` record (a new
+        catalog, or one from before anchors), unless the chain shows it had one, or is empty in a
+        catalog that has users: then raise the sticky alarm (tampering)."""
+        if self.anchor is None:
+            return
+        try:
+            if self.anchor.read() is not None:
+                return
+        except AnchorInvalid:
+            return  # reported by verify and at the next append
+        with self.db.transaction() as conn:
+            had = conn.execute("SELECT 1 FROM audit WHERE action = 'audit.anchor' LIMIT 1").fetchone()
+            empty = conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None
+            users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+            tampered = bool(had) or (empty and users > 0)
+            if tampered:
+                message = (f"the audit anchor {self.anchor.path} is missing" if had else
+                           f"the audit trail is empty although the catalog has {users} user(s)")
+                self._raise_alarm(conn, message)
+                self._pending = (AnchorState(0, GENESIS), message)
+            self.append(conn, SYSTEM, "audit.anchor", None, "failed" if tampered else "ok",
+                        {"anchor": self.anchor.path.name, "catalog": self.anchor.catalog_id})
 
     def records(self, *, since_seq: int = 0, limit: int | None = None, actor: str | None = None,
                 action: str | None = None, target: str | None = None, newest_first: bool = False) -> list[AuditRecord]:
@@ -203,12 +292,25 @@ class AuditLog:
         Records, head seal and alarm are read in one read transaction (:meth:`Database.snapshot`),
         so records appended meanwhile by this or another process are simply not seen: they can
         never make the seal look ahead of the chain (a false tamper alarm)."""
-        with self.db.snapshot() as conn:
-            return self._verify(conn, max_problems)
+        seen: list[Any] = []
 
-    def _verify(self, conn: sqlite3.Connection, max_problems: int) -> VerifyResult:
+        def read_anchor(_conn: sqlite3.Connection) -> None:
+            try:
+                seen.append(self.anchor.read() if self.anchor is not None else None)
+            except AnchorInvalid as exc:
+                seen.append(exc)
+
+        with self.db.snapshot(read_anchor) as conn:
+            return self._verify(conn, max_problems, seen[0])
+
+    def _verify(self, conn: sqlite3.Connection, max_problems: int, anchor: Any = None) -> VerifyResult:
         problems: list[str] = []
         expected_seq, prev, count = 1, GENESIS, 0
+        hashes_at: dict[int, bytes] = {}
+        created_users: dict[str, str] = {}
+        created_events: set[str] = set()
+        anchored = False
+        want = anchor.seq if isinstance(anchor, AnchorState) else None
 
         def problem(msg: str) -> None:
             if len(problems) < max_problems:
@@ -217,6 +319,14 @@ class AuditLog:
         for row in self._iter_rows(conn):
             rec = AuditRecord.from_row(row)
             count += 1
+            if rec.seq == want:
+                hashes_at[rec.seq] = rec.hash
+            if rec.result == "ok" and rec.action == "user.create":
+                created_users[rec.target] = str(rec.detail.get("role"))
+            elif rec.result == "ok" and rec.action == "event.create":
+                created_events.add(rec.target)
+            elif rec.action == "audit.anchor":
+                anchored = True
             if rec.seq != expected_seq:
                 problem(f"record {rec.seq} found where record {expected_seq} was expected (records deleted or reordered)")
             if rec.prev_hash != prev:
@@ -236,4 +346,33 @@ class AuditLog:
         alarm = conn.execute("SELECT value FROM meta WHERE key = 'audit_alarm'").fetchone()
         if alarm is not None:
             problem(f"tampering noticed earlier: {bytes(alarm[0]).decode(errors='replace')}")
+        users = conn.execute("SELECT name, role FROM users").fetchall()
+        if not count and users:
+            problem(f"the audit trail is empty although the catalog has {len(users)} user(s) (records deleted)")
+        if self.anchor is not None:
+            if isinstance(anchor, AnchorInvalid):
+                problem(str(anchor))
+            elif anchor is None:
+                if anchored or count:
+                    problem(f"the audit anchor {self.anchor.path} is missing (deleted, or the home was copied "
+                            f"without its keys folder)")
+            else:
+                if anchor.seq > expected_seq - 1:
+                    problem(f"the audit anchor names record {anchor.seq} but the chain ends at record "
+                            f"{expected_seq - 1}: records were cut off the end, or the catalog was rolled back")
+                elif anchor.seq and hashes_at.get(anchor.seq) != anchor.hash:
+                    problem(f"record {anchor.seq} is not the one the audit anchor names (records replaced)")
+                if anchor.alarm and not (alarm is not None and bytes(alarm[0]).decode(errors="replace") == anchor.alarm):
+                    problem(f"tampering noticed earlier: {anchor.alarm}")
+        for u in users:
+            role = created_users.get(u["name"])
+            if role is None:
+                problem(f"user {u['name']!r} has no creation record in the audit trail (added outside surgbox)")
+            elif role != u["role"]:
+                problem(f"user {u['name']!r} has role {u['role']} but was created as {role} (changed outside surgbox)")
+        missing = [r["id"] for r in conn.execute("SELECT id FROM events ORDER BY id") if r["id"] not in created_events]
+        for eid in missing[:10]:
+            problem(f"event {eid} has no creation record in the audit trail (added outside surgbox)")
+        if len(missing) > 10:
+            problem(f"... and {len(missing) - 10} more events without a creation record")
         return VerifyResult(count, prev.hex(), tuple(problems))

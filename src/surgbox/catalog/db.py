@@ -14,12 +14,14 @@ in order and :meth:`Database.open` applies the missing ones, each in its own tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -131,7 +133,35 @@ _V1 = (
         BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "events, files, users, audit", _V1),)
+# File names hold whatever a user typed (a patient's name, too): from version 2 they are stored
+# encrypted (``name_enc``, see :mod:`.phi`), and objects get generated store keys. Rows of version 1
+# keep their name in ``legacy_name`` until the catalog, which has the key, encrypts it on open.
+_V2 = (
+    """CREATE TABLE files_v2(
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('segment', 'snapshot', 'data', 'report', 'deid')),
+        name_enc BLOB,
+        legacy_name TEXT,
+        store_key TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+        key_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        CHECK (name_enc IS NOT NULL OR legacy_name IS NOT NULL)
+    )""",
+    "INSERT INTO files_v2(id, event_id, kind, legacy_name, store_key, size, sha256, key_id, created_at)"
+    " SELECT id, event_id, kind, name, store_key, size, sha256, key_id, created_at FROM files",
+    "DROP TABLE files",
+    "ALTER TABLE files_v2 RENAME TO files",
+    "CREATE INDEX files_event ON files(event_id)",
+    "ALTER TABLE events ADD COLUMN report_error TEXT",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "events, files, users, audit", _V1),
+    Migration(2, "encrypted file names, report errors", _V2),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
@@ -151,6 +181,40 @@ def to_text(when: datetime | None) -> str | None:
 
 def from_text(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def database_error(path: Path, exc: sqlite3.Error) -> CatalogError | None:
+    """The one-line :class:`CatalogError` for an SQLite failure that is about the file or its disk
+    (full, damaged, unreadable, read-only, locked), or ``None`` for other errors (constraints, SQL)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in str(exc) or (
+            name.startswith("SQLITE_IOERR") and _nearly_full(path)):
+        return CatalogError(f"the disk holding the catalog {path} is full; free space on it and retry "
+                            f"(the change was not made)")
+    if name.startswith(_DAMAGED) or "malformed" in str(exc) or "not a database" in str(exc):
+        return CatalogError(f"catalog database {path} is damaged ({exc}); restore it from a backup together "
+                            f"with keys/audit-anchor, or check the disk")
+    if name.startswith("SQLITE_IOERR"):
+        return CatalogError(f"cannot read or write the catalog {path} ({exc}); check the disk (dmesg) and free space")
+    if name.startswith("SQLITE_READONLY"):
+        return CatalogError(f"catalog {path} is read-only ({exc}); make SURGBOX_HOME writable for this user")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return CatalogError(f"catalog {path} is locked by another process ({exc}); retry")
+    if name.startswith("SQLITE_CANTOPEN"):
+        return CatalogError(f"cannot open the catalog {path} ({exc}); check that the folder exists and is writable")
+    return None
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has (almost) no space left: what an SQLite I/O
+    error on a write usually means (a full disk can fail the WAL index as an I/O error)."""
+    try:
+        return shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def _create_private(path: Path) -> None:
@@ -173,8 +237,25 @@ class Database:
 
     path: Path = attrs.field(converter=Path)
     busy_timeout_ms: int = 10_000
+    #: held from ``BEGIN`` until the after-commit hooks ran (the catalog's cross-process writer lock)
+    writer_lock: Callable[[], AbstractContextManager[Any]] | None = None
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
     _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
+    _after_commit: list[Callable[[], None]] = attrs.field(factory=list, init=False)
+    _after_rollback: list[Callable[[], None]] = attrs.field(factory=list, init=False)
+
+    def after_commit(self, hook: Callable[[], None], rollback: Callable[[], None] | None = None) -> None:
+        """Run ``hook()`` after every committed transaction, still inside :attr:`writer_lock`
+        (and ``rollback()``, if given, after every transaction that rolled back)."""
+        self._after_commit.append(hook)
+        if rollback is not None:
+            self._after_rollback.append(rollback)
+
+    def _mapped(self, exc: sqlite3.Error) -> BaseException:
+        return database_error(self.path, exc) or exc
+
+    def _writers(self) -> AbstractContextManager[Any]:
+        return self.writer_lock() if self.writer_lock is not None else contextlib.nullcontext()
 
     def open(self, *, create: bool = False) -> Database:
         if self._conn is not None:
@@ -197,8 +278,9 @@ class Database:
                            f"busy_timeout={int(self.busy_timeout_ms)}"):
                 conn.execute(f"PRAGMA {pragma}")
         except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"cannot open catalog database {self.path}: {exc}; check the file "
-                               f"(restore it from a backup if it is damaged)") from exc
+            raise database_error(self.path, exc) or CatalogError(
+                f"cannot open catalog database {self.path}: {exc}; check the file "
+                f"(restore it from a backup if it is damaged)") from exc
         self._conn = conn
         try:
             self._migrate()
@@ -238,24 +320,35 @@ class Database:
             conn = self.conn
             if conn.in_transaction:
                 raise CatalogError("nested catalog transaction; finish the current one first")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise CatalogError(f"catalog {self.path} is locked by another process ({exc}); retry") from exc
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+            with self._writers():
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    raise database_error(self.path, exc) or CatalogError(
+                        f"catalog {self.path} is locked by another process ({exc}); retry") from exc
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    for hook in self._after_rollback:
+                        hook()
+                    if isinstance(exc, sqlite3.Error) and (mapped := database_error(self.path, exc)) is not None:
+                        raise mapped from exc
+                    raise
+                for hook in self._after_commit:
+                    hook()
 
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
+    def snapshot(self, started: Callable[[sqlite3.Connection], Any] | None = None) -> Iterator[sqlite3.Connection]:
         """``with db.snapshot() as c:`` a separate read-only connection inside one read
         transaction: every query in the block sees the same committed state (WAL gives the
         reader one snapshot), while other connections and processes keep writing. Does not take
-        this object's lock, so long reads (``AuditLog.verify``) do not stall the writers."""
+        this object's lock, so long reads (``AuditLog.verify``) do not stall the writers.
+        ``started(conn)`` runs right after the snapshot is taken, inside :attr:`writer_lock`, so
+        what it reads beside the database (the audit anchor) belongs to the same moment."""
         if self._conn is None:
             raise CatalogError(f"catalog database {self.path} is not open; call open() first")
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -264,23 +357,34 @@ class Database:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA query_only=ON")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            conn.execute("BEGIN")  # deferred: the snapshot is taken at the first read below
-            conn.execute("SELECT count(*) FROM meta").fetchone()
+            with self._writers():
+                conn.execute("BEGIN")  # deferred: the snapshot is taken at the first read below
+                conn.execute("SELECT count(*) FROM meta").fetchone()
+                if started is not None:
+                    started(conn)
             try:
                 yield conn
             finally:
                 conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise self._mapped(exc) from exc
         finally:
             conn.close()
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         """Run a read-only statement and return all rows."""
         with self._lock:
-            return self.conn.execute(sql, params).fetchall()
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._mapped(exc) from exc
 
     def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
         with self._lock:
-            return self.conn.execute(sql, params).fetchone()
+            try:
+                return self.conn.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise self._mapped(exc) from exc
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it (used after deletions so that

@@ -20,13 +20,12 @@ class AuthenticationError(CatalogError):
 class AccessDenied(CatalogError, PermissionError):
     """The logged-in user's role does not allow the action (on that event)."""
 
-    def __init__(self, user: str, role: str, action: str, event_id: str | None = None):
+    def __init__(self, user: str, role: str, action: str, event_id: str | None = None, *, hint: str | None = None):
         self.user, self.role, self.action, self.event_id = user, role, action, event_id
         on = f" on event {event_id}" if event_id else ""
-        super().__init__(
-            f"user {user!r} (role {role}) may not {action}{on}; ask an admin for a role that allows it "
-            f"(`surgbox users list` shows roles; docs/catalog.md has the permission matrix)"
-        )
+        fix = hint or ("ask an admin for a role that allows it (`surgbox users list` shows roles; "
+                       "docs/catalog.md has the permission matrix)")
+        super().__init__(f"user {user!r} (role {role}) may not {action}{on}; {fix}")
 
 
 class AuditError(CatalogError):

@@ -14,8 +14,8 @@ database in clear:
   ``"  José   DOE"`` matches ``"jose doe"``. Hashes reveal only equality, and only to holders
   of the master key can a guess be tested.
 
-The same master key also yields the audit MAC key and the key-encryption key that wraps each
-event's data key (:data:`INFO`).
+The same master key also yields the audit MAC key, the key-encryption key that wraps each
+event's data key and the catalog's key check value (:data:`INFO`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ INFO = {
     "phi_index": b"surgbox/catalog/phi-index/v1",
     "audit_mac": b"surgbox/catalog/audit-mac/v1",
     "event_kek": b"surgbox/catalog/event-kek/v1",
+    "key_check": b"surgbox/catalog/key-check/v1",
 }
 
 _WORD = re.compile(r"\w+")

@@ -10,40 +10,51 @@
 Every method of a session's managers (``session.events``, ``session.users``, ``session.audit``)
 first calls :meth:`Session.authorize`, which reloads the user, applies the permission matrix
 (:mod:`surgbox.catalog.users`), audits a refusal and raises :class:`AccessDenied`.
+
+Opening a catalog checks the master key against the catalog's key check value (``meta.key_check``
+= ``HMAC-SHA256(HKDF(master, "surgbox/catalog/key-check/v1"), "surgbox-catalog-key-check")``): a
+wrong ``master.key`` (another home's) is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
+import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
+import argon2
 import attrs
 
+from ..crypto.keys import KeyRing, MasterKey
+from ..errors import IntegrityError
 from ..home import Home
-from .audit import SYSTEM, AuditLog, AuditRecord, VerifyResult
-from .db import Database, to_text, utcnow
-from .errors import AccessDenied, AuthenticationError, CatalogError, NotFoundError
+from ..plugins import get_plugins
+from . import accounts
+from .anchor import AuditAnchor
+from .audit import AuditLog, AuditRecord, VerifyResult
+from .db import Database, utcnow
+from .errors import AccessDenied, AuthenticationError, CatalogError
+from .events import EventManager
+from .keys import unwrap_key, wrap_key
+from .model import EVENT_ID, Event, check_text
 from .phi import PhiCipher, derive_subkey, normalize
-from .users import ROLES, PasswordPolicy, User, allowed, check_action, check_role
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .events import Event, EventManager
+from .users import ROLES, PasswordPolicy, User, allowed, check_action
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _OPERATION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+check_user_name = accounts.check_user_name
+UserManager = accounts.UserManager
 
 
-def check_user_name(name: str) -> str:
-    """``name`` if it is a valid user name, else :class:`CatalogError` naming it and the allowed form."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise CatalogError(f"user name {name!r} is not valid: use 1-64 letters, digits, '.', '_', '@' or '-', "
-                           f"starting with a letter or digit (e.g. 'dr.sands')")
-    return name
+def key_check_value(master: bytes) -> bytes:
+    """The catalog's key check value of a master key (reveals nothing about the key)."""
+    return hmac.new(derive_subkey(master, "key_check"), b"surgbox-catalog-key-check", hashlib.sha256).digest()
 
 
 @attrs.define(eq=False)
@@ -61,8 +72,8 @@ class Catalog:
     db: Database = attrs.field(init=False, default=None)
     phi: PhiCipher = attrs.field(init=False, default=None, repr=False)
     audit: AuditLog = attrs.field(init=False, default=None, repr=False)
-    _kek: bytes = attrs.field(init=False, default=b"", repr=False)
-    _hasher: Any = attrs.field(init=False, default=None, repr=False)
+    kek: bytes = attrs.field(init=False, default=b"", repr=False)
+    hasher: Any = attrs.field(init=False, default=None, repr=False)
     _dummy_hash: str = attrs.field(init=False, default="", repr=False)
 
     @classmethod
@@ -78,6 +89,8 @@ class Catalog:
             raise CatalogError(f"{self.home.path} is not a surgbox home (no catalog, key or config there); "
                                f"run `surgbox init --home {self.home.path}`, or point --home / SURGBOX_HOME at "
                                f"an initialized home")
+        if self.home.settings is None:
+            self.home = self.home.load()
         master = self.home.master_key()
         if self.policy is None:
             try:
@@ -87,13 +100,73 @@ class Catalog:
         if not self.create and not self.home.catalog_path.exists():
             raise CatalogError(f"no catalog at {self.home.catalog_path}; run `surgbox init` "
                                f"(or point SURGBOX_HOME at an initialized home)")
-        self.phi = PhiCipher.from_master(master)
-        self._kek = derive_subkey(master, "event_kek")
-        self.db = Database(self.home.catalog_path).open(create=True)
-        self.db.conn.create_function("sb_norm", 1, lambda v: normalize(v or ""), deterministic=True)
-        self.audit = AuditLog(self.db, derive_subkey(master, "audit_mac"), self.now)
-        self._hasher = self.policy.hasher()
+        mac_key = derive_subkey(master, "audit_mac")
+        anchor = AuditAnchor(self.home.anchor_path, mac_key)
+        db = Database(self.home.catalog_path, writer_lock=anchor.lock).open(create=True)
+        try:
+            db.conn.create_function("sb_norm", 1, lambda v: normalize(v or ""), deterministic=True)
+            self._check_key(db, master, mac_key)
+            anchor.catalog_id = self._catalog_id(db)
+            self.phi = PhiCipher.from_master(master)
+            self.kek = derive_subkey(master, "event_kek")
+            self.db = db
+            self.audit = AuditLog(db, mac_key, self.now, anchor)
+            self._seal_legacy_names()
+            self.audit.ensure_anchor()
+            self.hasher = self.policy.hasher()
+        except BaseException:
+            db.close()
+            self.db = None
+            raise
         return self
+
+    def _check_key(self, db: Database, master: bytes, mac_key: bytes) -> None:
+        """Refuse a master key that is not this catalog's; give a catalog without a key check value
+        (new, or from before key checks) one once its contents verify with the key."""
+        kcv = key_check_value(master)
+        row = db.query_one("SELECT value FROM meta WHERE key = 'key_check'")
+        if row is not None:
+            if hmac.compare_digest(bytes(row[0]), kcv):
+                return
+            raise CatalogError(self._wrong_key())
+        last = db.query_one("SELECT hash, mac FROM audit ORDER BY seq DESC LIMIT 1")
+        wrapped = db.query_one("SELECT event_id, wrapped FROM event_keys LIMIT 1")
+        if last is not None:
+            if not hmac.compare_digest(hmac.new(mac_key, bytes(last["hash"]), hashlib.sha256).digest(), bytes(last["mac"])):
+                raise CatalogError(self._wrong_key())
+        elif wrapped is not None:
+            try:
+                unwrap_key(derive_subkey(master, "event_kek"), wrapped["event_id"], bytes(wrapped["wrapped"]))
+            except IntegrityError:
+                raise CatalogError(self._wrong_key()) from None
+        with db.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('key_check', ?)", (kcv,))
+
+    def _wrong_key(self) -> str:
+        return (f"the master key {self.home.master_key_path} is not the key of the catalog {self.home.catalog_path} "
+                f"(its key check value differs); put back this home's own master.key from your key backup. "
+                f"Nothing was read or written")
+
+    @staticmethod
+    def _catalog_id(db: Database) -> str:
+        row = db.query_one("SELECT value FROM meta WHERE key = 'catalog_id'")
+        if row is not None:
+            return bytes(row[0]).decode()
+        with db.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('catalog_id', ?)", (uuid.uuid4().hex.encode(),))
+            return bytes(c.execute("SELECT value FROM meta WHERE key = 'catalog_id'").fetchone()[0]).decode()
+
+    def _seal_legacy_names(self) -> None:
+        """Encrypt the file names of a catalog from before version 2 (kept in clear until now)."""
+        rows = self.db.query("SELECT id, store_key, legacy_name FROM files WHERE legacy_name IS NOT NULL")
+        if not rows:
+            return
+        with self.db.transaction() as c:
+            for r in rows:
+                c.execute("UPDATE files SET name_enc = ?, legacy_name = NULL WHERE id = ?",
+                          (self.phi.encrypt(r["legacy_name"], f"files.name:{r['store_key']}"), r["id"]))
+        self.db.checkpoint()
+        log.info("catalog %s: encrypted %d file names", self.home.catalog_path, len(rows))
 
     def close(self) -> None:
         if self.db is not None:
@@ -113,8 +186,6 @@ class Catalog:
     def make_store(self, keyring: Any, *, init: bool = False) -> Any:
         """An opened store (configured plugin) that encrypts with ``keyring`` (a
         :class:`surgbox.crypto.KeyRing`). Stores used by the catalog accept ``keyring=``."""
-        from ..plugins import get_plugins
-
         name, options = self.store_settings()
         plugins = self.plugins or get_plugins()
         store = plugins.create("store", name, keyring=keyring, init=init, **options)
@@ -123,107 +194,53 @@ class Catalog:
 
     def create_store(self) -> None:
         """Initialize the configured store's roots (used by ``surgbox init``)."""
-        from ..crypto.keys import KeyRing, MasterKey
-
         self.make_store(KeyRing.of(MasterKey(self.home.master_key(), str(self.home.master_key_path))), init=True).close()
 
     # ---- users ----------------------------------------------------------------------------
-    def _hash_password(self, password: str) -> str:
+    def hash_password(self, password: str) -> str:
+        """The Argon2id hash of a new password that meets the policy (:class:`CatalogError` if not)."""
         try:
+            check_text(password, "password", limit=accounts.MAX_PASSWORD)
             self.policy.check_password(password)
         except ValueError as exc:
             raise CatalogError(str(exc)) from None
-        return self._hasher.hash(password)
+        return self.hasher.hash(password)
 
     def bootstrap_admin(self, name: str, password: str) -> User:
         """Create the first admin of an empty catalog (``surgbox init``); refuses if any user exists."""
-        check_user_name(name)
-        pw_hash = self._hash_password(password)
-        with self.db.transaction() as c:
-            if c.execute("SELECT count(*) FROM users").fetchone()[0]:
-                raise CatalogError("the catalog already has users; log in as an admin and use `surgbox users add`")
-            now = to_text(self.now())
-            cur = c.execute("INSERT INTO users(name, role, password_hash, created_at) VALUES (?, 'admin', ?, ?)",
-                            (name, pw_hash, now))
-            self.audit.append(c, SYSTEM, "user.create", name, "ok", {"role": "admin", "bootstrap": True})
-        return self._user_by_id(cur.lastrowid)
+        return accounts.bootstrap_admin(self, name, password)
 
-    def _user_row(self, name: str) -> Any:
+    def user_row(self, name: str) -> Any:
         return self.db.query_one("SELECT * FROM users WHERE name = ?", (name,))
 
-    def _user_by_id(self, uid: int) -> User:
+    def user_by_id(self, uid: int) -> User:
         row = self.db.query_one("SELECT * FROM users WHERE id = ?", (uid,))
         if row is None:
-            raise NotFoundError(f"no user with id {uid}")
+            raise CatalogError(f"no user with id {uid}")
         return User.from_row(row)
 
-    def _dummy_verify(self, password: str) -> None:
-        """Spend the time of a real verification so unknown names cannot be told from wrong passwords."""
-        import argon2
-
+    def dummy_verify(self, password: str) -> None:
+        """Spend the time of a real verification, so refusals cannot be told apart by timing."""
         if not self._dummy_hash:
-            self._dummy_hash = self._hasher.hash("surgbox-dummy-password")
+            self._dummy_hash = self.hasher.hash("surgbox-dummy-password")
         try:
-            self._hasher.verify(self._dummy_hash, password)
+            self.hasher.verify(self._dummy_hash, password)
         except argon2.exceptions.VerificationError:
             pass
 
     def login(self, name: str, password: str) -> Session:
         """Check ``password`` and return a :class:`Session`; raises :class:`AuthenticationError`.
 
-        Wrong passwords count towards the lockout; a locked or disabled account is refused even with
-        the right password. Every attempt is audited (``user.login``)."""
-        import argon2
-
-        now = self.now()
-        row = self._user_row(name)
-        if row is None:
-            self._dummy_verify(password)
-            self.audit.record(name if _NAME.match(name or "") else "?", "user.login", None, "failed",
-                              {"reason": "unknown user"})
-            raise AuthenticationError(f"login failed for {name!r}: wrong user name or password")
-        user = User.from_row(row)
-        if user.disabled:
-            self.audit.record(user.name, "user.login", user.name, "failed", {"reason": "disabled"})
-            raise AuthenticationError(f"account {name!r} is disabled; ask an admin (`surgbox users enable {name}`)")
-        if user.locked(now):
-            self.audit.record(user.name, "user.login", user.name, "failed", {"reason": "locked"})
-            raise AuthenticationError(
-                f"account {name!r} is locked after {self.policy.max_failures} wrong passwords until "
-                f"{user.locked_until.isoformat(timespec='seconds')}; wait, or ask an admin (`surgbox users unlock {name}`)"
-            )
-        try:
-            self._hasher.verify(row["password_hash"], password)
-        except argon2.exceptions.VerificationError:
-            with self.db.transaction() as c:
-                failed = c.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? "
-                                   "RETURNING failed_logins", (user.id,)).fetchone()[0]
-                detail: dict[str, Any] = {"reason": "wrong password", "failures": failed}
-                if failed >= self.policy.max_failures:
-                    until = now + timedelta(minutes=self.policy.lockout_minutes)
-                    c.execute("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?", (to_text(until), user.id))
-                    detail.update(locked_until=to_text(until))
-                self.audit.append(c, user.name, "user.login", user.name, "failed", detail)
-            if "locked_until" in detail:
-                raise AuthenticationError(f"login failed for {name!r}: wrong password; the account is now locked for "
-                                          f"{self.policy.lockout_minutes:g} minutes") from None
-            raise AuthenticationError(f"login failed for {name!r}: wrong user name or password") from None
-        with self.db.transaction() as c:
-            new_hash = self._hasher.hash(password) if self._hasher.check_needs_rehash(row["password_hash"]) else None
-            c.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, last_login = ?, "
-                      "password_hash = coalesce(?, password_hash) WHERE id = ?", (to_text(now), new_hash, user.id))
-            self.audit.append(c, user.name, "user.login", user.name, "ok", {"rehashed": new_hash is not None})
-        return Session(self, self._user_by_id(user.id))
+        Wrong passwords count towards the lockout (atomically, whatever runs in parallel); a
+        locked or disabled account is refused even with the right password, with the same answer
+        as a wrong password or an unknown name. Every attempt is audited (``user.login``)."""
+        return Session(self, accounts.check_password(self, name, password))
 
     def wrap_event_key(self, event_id: str, key: bytes) -> bytes:
-        from .events import wrap_key
-
-        return wrap_key(self._kek, event_id, key)
+        return wrap_key(self.kek, event_id, key)
 
     def unwrap_event_key(self, event_id: str, wrapped: bytes) -> bytes:
-        from .events import unwrap_key
-
-        return unwrap_key(self._kek, event_id, wrapped)
+        return unwrap_key(self.kek, event_id, wrapped)
 
 
 @attrs.define(eq=False)
@@ -253,14 +270,16 @@ class Session:
         user = self.user
         return allowed(user, action, owns_event=None if event is None else self.owns(event, user))
 
-    def authorize(self, action: str, event: Event | str | None = None, *, operation: str | None = None) -> User:
+    def authorize(self, action: str, event: Event | str | None = None, *, operation: str | None = None,
+                  hint: str | None = None) -> User:
         """Allow ``action`` (one of :data:`~surgbox.catalog.ACTIONS`) on ``event`` (an
         :class:`~surgbox.catalog.Event` or an event id; ``None`` for actions not about one event),
-        or audit the refusal (as ``operation``, default ``action``) and raise :class:`AccessDenied`.
-        An unknown event id raises :class:`NotFoundError` (audited), but only to users who may take
-        ``action`` on some event: others get :class:`AccessDenied`, so ids cannot be probed.
-        Returns the freshly loaded user. This is how features outside the catalog (de-identification,
-        upload) check permission: ``session.authorize("upload", event_id, operation="event.upload")``."""
+        or audit the refusal (as ``operation``, default ``action``) and raise :class:`AccessDenied`
+        (with ``hint`` as its fix, if given). An unknown event id raises :class:`NotFoundError`
+        (audited), but only to users who may take ``action`` on some event: others get
+        :class:`AccessDenied`, so ids cannot be probed. Returns the freshly loaded user. This is how
+        features outside the catalog (de-identification, upload) check permission:
+        ``session.authorize("upload", event_id, operation="event.upload")``."""
         try:
             check_action(action)
         except ValueError as exc:
@@ -274,7 +293,7 @@ class Session:
             self.catalog.audit.record(user.name, operation or action, event.id if event else None, "denied",
                                       {"permission": action, "role": user.role,
                                        **({"disabled": True} if user.disabled else {})})
-            raise AccessDenied(user.name, user.role, action, event.id if event else None)
+            raise AccessDenied(user.name, user.role, action, event.id if event else None, hint=hint)
         return user
 
     def record_action(self, operation: str, event: Event | str | None = None, result: str = "ok",
@@ -289,17 +308,15 @@ class Session:
         if result not in ("ok", "denied", "failed"):
             raise CatalogError(f"audit result {result!r} is not one of ok, denied, failed")
         target = event.id if event is not None and not isinstance(event, str) else event
-        if target is not None:
-            from .events import _EVENT_ID
-
-            if not _EVENT_ID.match(target):
-                raise CatalogError(f"{target!r} is not an event id (ev-YYYYMMDD-xxxxxxxx)")
-        return self.catalog.audit.record(self.current_user().name, operation, target, result, detail)
+        if target is not None and not (isinstance(target, str) and EVENT_ID.match(target)):
+            raise CatalogError(f"{target!r} is not an event id (ev-YYYYMMDD-xxxxxxxx)")
+        try:
+            return self.catalog.audit.record(self.current_user().name, operation, target, result, detail)
+        except (TypeError, ValueError) as exc:  # detail not JSON
+            raise CatalogError(f"audit detail of {operation} must be a JSON object of plain values: {exc}") from None
 
     @property
     def events(self) -> EventManager:
-        from .events import EventManager
-
         return EventManager(self)
 
     @property
@@ -309,114 +326,6 @@ class Session:
     @property
     def audit(self) -> AuditView:
         return AuditView(self)
-
-
-@attrs.define(eq=False)
-class UserManager:
-    """User administration for a session (``manage_users``), and changing one's own password."""
-
-    session: Session
-
-    @property
-    def _cat(self) -> Catalog:
-        return self.session.catalog
-
-    def _get(self, name: str) -> User:
-        row = self._cat._user_row(name)
-        if row is None:
-            raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
-        return User.from_row(row)
-
-    def add(self, name: str, role: str, password: str, *, physician: str | None = None) -> User:
-        """Create an account. ``physician`` links a physician name (a surgeon sees events listing it)."""
-        me = self.session.authorize("manage_users", operation="user.create")
-        check_user_name(name)
-        try:
-            check_role(role)
-        except ValueError as exc:
-            raise CatalogError(str(exc)) from None
-        pw_hash = self._cat._hash_password(password)
-        phi = self._cat.phi
-        with self._cat.db.transaction() as c:
-            if c.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                raise CatalogError(f"user {name!r} already exists; choose another name or `surgbox users passwd {name}`")
-            cur = c.execute("INSERT INTO users(name, role, password_hash, created_at, physician_hash) VALUES (?, ?, ?, ?, ?)",
-                            (name, role, pw_hash, to_text(self._cat.now()),
-                             phi.blind("physician", physician) if physician else None))
-            if physician:
-                c.execute("UPDATE users SET physician_enc = ? WHERE id = ?",
-                          (phi.encrypt(physician, f"users.physician:{cur.lastrowid}"), cur.lastrowid))
-            self._cat.audit.append(c, me.name, "user.create", name, "ok", {"role": role, "physician_linked": bool(physician)})
-        return self._get(name)
-
-    def list(self) -> list[User]:
-        me = self.session.authorize("manage_users", operation="user.list")
-        users = [User.from_row(r) for r in self._cat.db.query("SELECT * FROM users ORDER BY name")]
-        self._cat.audit.record(me.name, "user.list", None, "ok", {"count": len(users)})
-        return users
-
-    def physician_of(self, name: str) -> str | None:
-        """The physician name linked to ``name`` (decrypted), for admins."""
-        me = self.session.authorize("manage_users", operation="user.show")
-        row = self._cat._user_row(name)
-        if row is None:
-            raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
-        self._cat.audit.record(me.name, "user.show", name, "ok")
-        return None if row["physician_enc"] is None else self._cat.phi.decrypt(row["physician_enc"], f"users.physician:{row['id']}")
-
-    def _set_disabled(self, name: str, disabled: bool) -> User:
-        op = "user.disable" if disabled else "user.enable"
-        me = self.session.authorize("manage_users", operation=op)
-        with self._cat.db.transaction() as c:
-            row = c.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
-            if disabled and row["role"] == "admin" and not row["disabled"]:
-                admins = c.execute("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0").fetchone()[0]
-                if admins <= 1:
-                    raise CatalogError(f"{name!r} is the last enabled admin; add another admin before disabling it")
-            c.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(disabled), row["id"]))
-            self._cat.audit.append(c, me.name, op, name, "ok")
-        return self._get(name)
-
-    def disable(self, name: str) -> User:
-        """Disable an account (it can no longer log in; open sessions lose access at their next call)."""
-        return self._set_disabled(name, True)
-
-    def enable(self, name: str) -> User:
-        return self._set_disabled(name, False)
-
-    def unlock(self, name: str) -> User:
-        """Clear a lockout and the failure count."""
-        me = self.session.authorize("manage_users", operation="user.unlock")
-        with self._cat.db.transaction() as c:
-            n = c.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = ?", (name,)).rowcount
-            if not n:
-                raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
-            self._cat.audit.append(c, me.name, "user.unlock", name, "ok")
-        return self._get(name)
-
-    def set_password(self, name: str, new_password: str, *, current_password: str | None = None) -> None:
-        """Change a password: one's own (needs ``current_password``), or anybody's with ``manage_users``."""
-        import argon2
-
-        me = self.session.current_user()
-        if name == me.name and current_password is not None:
-            row = self._cat._user_row(name)
-            try:
-                self._cat._hasher.verify(row["password_hash"], current_password)
-            except argon2.exceptions.VerificationError:
-                self._cat.audit.record(me.name, "user.passwd", name, "failed", {"reason": "wrong current password"})
-                raise AuthenticationError("the current password is wrong; the password was not changed") from None
-        else:
-            me = self.session.authorize("manage_users", operation="user.passwd")
-        pw_hash = self._cat._hash_password(new_password)
-        with self._cat.db.transaction() as c:
-            n = c.execute("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL WHERE name = ?",
-                          (pw_hash, name)).rowcount
-            if not n:
-                raise NotFoundError(f"no user named {name!r}; `surgbox users list` shows them")
-            self._cat.audit.append(c, me.name, "user.passwd", name, "ok")
 
 
 @attrs.define(eq=False)
@@ -431,12 +340,16 @@ class AuditView:
         limit = filters.get("limit")
         if limit is not None and (not isinstance(limit, int) or not 1 <= limit <= 1_000_000):
             raise CatalogError(f"--limit must be a whole number from 1 to 1000000, got {limit!r}")
+        for k in ("actor", "action", "target"):
+            if filters.get(k) is not None:
+                check_text(filters[k], k, limit=256)
         recs = self.session.catalog.audit.records(**filters)
         self.session.catalog.audit.record(me.name, "audit.show", None, "ok", {"count": len(recs)})
         return recs
 
     def verify(self) -> VerifyResult:
-        """Verify the whole chain (see :meth:`AuditLog.verify`); the check itself is audited after it ran."""
+        """Verify the whole chain and its anchor (see :meth:`AuditLog.verify`); the check itself is
+        audited after it ran."""
         me = self.session.authorize("view_audit", operation="audit.verify")
         result = self.session.catalog.audit.verify()
         self.session.catalog.audit.record(me.name, "audit.verify", None, "ok" if result.ok else "failed",
@@ -444,4 +357,4 @@ class AuditView:
         return result
 
 
-__all__ = ["ROLES", "AuditView", "Catalog", "Session", "UserManager", "check_user_name"]
+__all__ = ["ROLES", "AuditView", "Catalog", "Session", "UserManager", "check_user_name", "key_check_value"]

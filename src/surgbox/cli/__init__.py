@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,9 @@ COMMAND_MODULES = [
     "users",
     "audit",
     "report",
+    "dataset",
+    "train",
+    "eval",
 ]
 
 
@@ -57,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return rc
+    except BrokenPipeError:  # `surgbox events list | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # as if killed by SIGPIPE
     except SurgboxError as exc:
         print(f"surgbox: error: {exc}", file=sys.stderr)
         return 1

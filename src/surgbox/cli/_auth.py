@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,22 @@ from typing import Any
 
 from ..errors import SurgboxError
 
+# C0/C1 controls (ESC starts ANSI sequences; CR and LF fake lines), DEL, the bidirectional
+# overrides and the Unicode line and paragraph separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
 USER_ENV = "SURGBOX_USER"
 PASSWORD_ENV = "SURGBOX_PASSWORD"
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with every character that could steer a terminal (ANSI escapes, CR/LF, bidi
+    overrides) written as an escape (``\\x1b``, ``\\n``, ``\\u202e``), and bytes that are not UTF-8
+    (lone surrogates) as ``\\udcXX``: what a field holds is shown, never executed."""
+    s = str(text)
+    s = _UNSAFE.sub(lambda m: _NAMED.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}"), s)
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def add_home_option(p: argparse.ArgumentParser) -> None:

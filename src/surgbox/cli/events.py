@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
-from ._auth import add_auth_options, login
-from ._player import player_command
+from ..errors import SurgboxError
+from ._auth import add_auth_options, login, terminal_safe
 
 
 
@@ -73,12 +74,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--to", required=True, metavar="DIR", help="destination folder (outside SURGBOX_HOME)")
     c.add_argument("--key-file", metavar="KEY", help="re-encrypt every file for this 32-byte key file instead of decrypting")
     c.add_argument("--file", action="append", dest="names", metavar="NAME", help="only this file (repeatable)")
+    c.add_argument("--mode", type=_octal, default=0o600, metavar="OCTAL",
+                   help="permissions of the exported files (default 600: owner only; e.g. 640)")
 
     c = cmd("play", "stream decrypted recordings into a player (no plaintext file)", _play)
     c.add_argument("id")
     c.add_argument("--file", action="append", dest="names", metavar="NAME", help="play this file (default: the segments)")
-    c.add_argument("--player", metavar="CMD", help="player command reading the media from stdin "
-                   "(default: 'ffplay -autoexit -loglevel error -i pipe:0', else 'mpv --really-quiet -')")
+    c.add_argument("--player", metavar="CMD", help="player command reading the media from stdin (default: the first "
+                   "installed player of config.toml [play] players; without the export permission only those)")
 
     c = cmd("delete", "delete an event: destroy its key, catalog rows and stored files", _delete)
     c.add_argument("id")
@@ -87,6 +90,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--keep-days", type=float, required=True, metavar="N")
     c.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     c.add_argument("--json", action="store_true")
+
+
+def _octal(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 600 or 640") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 600 or 640")
+    return mode
 
 
 def _output_options(c: argparse.ArgumentParser) -> None:
@@ -121,6 +134,9 @@ def _stop(args: argparse.Namespace) -> int:
         ev = s.events.stop_event(args.id, report=not args.no_report)
     reports = [f.name for f in ev.files if f.kind == "report"]
     print(f"{ev.id} stopped at {_local(ev.finished_at)}" + (f"; report {reports[-1]}" if reports else ""))
+    if ev.report_error and not args.no_report:
+        print(f"surgbox: warning: the PDF report could not be made ({terminal_safe(ev.report_error)}); "
+              f"make it with `surgbox report {ev.id}`", file=sys.stderr)
     return 0
 
 
@@ -128,14 +144,14 @@ def _recover(args: argparse.Namespace) -> int:
     with login(args) as s:
         res = s.events.recover(args.id)
         for r in res.recovered:
-            name = r.key.rsplit("/", 1)[-1]
+            name = terminal_safe(res.name_of(r.key))
             if r.action in ("failed", "no-key"):
                 print(f"{r.action.upper():18s} {name}  NOT recovered, files kept: {r.error}")
             else:
                 what = "complete" if r.complete else "prefix of the killed write"
                 print(f"{r.action:18s} {name}  {r.plaintext_size} bytes, {r.segments} segments, {what}")
         for f in res.added:
-            print(f"added {f.kind:9s} {f.name}  {f.size} bytes  sha256 {f.sha256[:16]}...")
+            print(f"added {f.kind:9s} {terminal_safe(f.name)}  {f.size} bytes  sha256 {f.sha256[:16]}...")
         print(f"{res.event_id}: {len(res.recovered)} unfinished write(s) handled, {len(res.added)} file(s) added")
         if args.stop:
             ev = s.events.stop_event(res.event_id)
@@ -152,8 +168,8 @@ def _search(args: argparse.Namespace) -> int:
         print(json.dumps([e.to_dict() for e in events], indent=1, ensure_ascii=False))
         return 0
     rows = [("ID", "STATUS", "START", "FINISH", "PLACE", "PROCEDURE", "PATIENT", "PHYSICIANS")]
-    rows += [(e.id, e.status, _local(e.started_at), _local(e.finished_at), e.place, e.procedure, e.patient,
-              "; ".join(e.physicians)) for e in events]
+    rows += [tuple(map(terminal_safe, (e.id, e.status, _local(e.started_at), _local(e.finished_at), e.place,
+                                       e.procedure, e.patient, "; ".join(e.physicians)))) for e in events]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -172,39 +188,47 @@ def _show(args: argparse.Namespace) -> int:
                          ("start", _local(ev.started_at)), ("finish", _local(ev.finished_at)), ("place", ev.place),
                          ("procedure", ev.procedure), ("patient", ev.patient), ("medical record", ev.medical_record),
                          ("physicians", "; ".join(ev.physicians)), ("notes", ev.notes)):
-        print(f"{label:15s} {value}")
+        print(f"{label:15s} {terminal_safe(value)}")
+    if ev.report_error:
+        print(f"{'report':15s} FAILED: {terminal_safe(ev.report_error)} (retry: surgbox report {ev.id})")
     print(f"files ({len(ev.files)}):")
     for f in ev.files:
-        print(f"  {f.kind:9s} {f.name:32s} {f.size:>12d}  sha256:{f.sha256}  key:{f.key_id}")
+        print(f"  {f.kind:9s} {terminal_safe(f.name):32s} {f.size:>12d}  sha256:{f.sha256}  key:{f.key_id}")
     return 0
 
 
 def _attach(args: argparse.Namespace) -> int:
-    from ..errors import SurgboxError
-
     name = args.name or os.path.basename(args.path)
     try:
         f = open(args.path, "rb")
     except OSError as exc:
         raise SurgboxError(f"cannot read {args.path}: {exc.strerror}") from None
     with f, login(args) as s:
-        rec = s.events.write_file(args.id, args.kind, name, f)
-    print(f"{rec.event_id}: stored {rec.kind} {rec.name} ({rec.size} bytes, sha256 {rec.sha256})")
+        try:
+            rec = s.events.write_file(args.id, args.kind, name, f)
+        except IsADirectoryError:
+            raise SurgboxError(f"{args.path} is a folder; give a file to attach") from None
+        except OSError as exc:
+            raise SurgboxError(f"cannot read {args.path}: {exc.strerror or exc}") from None
+    print(f"{rec.event_id}: stored {rec.kind} {terminal_safe(rec.name)} ({rec.size} bytes, sha256 {rec.sha256})")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     with login(args) as s:
-        res = s.events.export(args.id, args.to, key_file=args.key_file, names=args.names)
+        res = s.events.export(args.id, args.to, key_file=args.key_file, names=args.names, file_mode=args.mode)
     how = "re-encrypted" if res.encrypted else "decrypted"
     print(f"{res.event_id}: {how} {len(res.files) - 2} file(s), {res.bytes} bytes, checksums verified, into {res.directory}")
     for name in res.files:
-        print(f"  {name}")
+        print(f"  {terminal_safe(name)}")
     return 0
 
 
 def _play(args: argparse.Namespace) -> int:
-    player = player_command(args.player)
+    try:
+        player = shlex.split(args.player) if args.player else None
+    except ValueError as exc:
+        raise SurgboxError(f"--player {args.player!r} is not a valid command line ({exc}); quote it as a shell would") from None
     with login(args) as s:
         rc = s.events.play(args.id, player, names=args.names)
     if rc:

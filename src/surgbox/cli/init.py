@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..catalog import install_home
+from ..errors import ConfigError
+from ..home import Home
 from ._auth import add_home_option, read_secret
 
 
@@ -23,17 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..home import Home
-
     home = Home.from_env(args.home)
     password = args.admin_password
     if password is None:
         password = read_secret(f"password for the new admin {args.admin!r}: ", "SURGBOX_PASSWORD", confirm=True)
     try:
-        home.init(args.admin, password, force=args.force)
+        home = install_home(home, args.admin, password, force=args.force)
     except ValueError as exc:  # password policy, user name
-        from ..errors import ConfigError
-
         raise ConfigError(str(exc)) from None
     print(f"surgbox home ready: {home.path}")
     print(f"  catalog     {home.catalog_path}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import attrs
 
-from .._fs import fsync_dir
+from .._fs import create_new
 from ..errors import ConfigError, IntegrityError
 
 KEY_SIZE = 32
@@ -51,24 +51,6 @@ def key_id_of(material: bytes) -> str:
 def _check_material(inst: object, attr: object, value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) != KEY_SIZE:
         raise ValueError(f"a master key is {KEY_SIZE} bytes, got {len(value) if isinstance(value, bytes) else type(value).__name__}")
-
-
-def _create_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 (fails if it exists), write ``data``, fsync it and its directory
-    (so the new key survives a power loss right after creation; a half-written file is removed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # umask cannot widen it, but make it explicit
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    fsync_dir(path.parent)  # the directory entry: without it the file may vanish on power loss
 
 
 _PASSPHRASE_PROBE = 4096  # bytes read to recognize a passphrase key file
@@ -130,7 +112,7 @@ class MasterKey:
         """Write a new key file (mode 0600, refuses to overwrite): 64 hex characters + newline, or raw bytes."""
         path = Path(path)
         try:
-            _create_private(path, self.material if binary else (self.material.hex() + "\n").encode())
+            create_new(path, self.material if binary else (self.material.hex() + "\n").encode())
         except FileExistsError:
             raise KeyFileError(f"key file {path} already exists; choose another path (keys are never overwritten)") from None
         return path
@@ -195,7 +177,7 @@ class ScryptParams:
         key = params.derive(passphrase, str(path))
         params = attrs.evolve(params, key_id=key.key_id)
         try:
-            _create_private(Path(path), params.to_json().encode())
+            create_new(Path(path), params.to_json().encode())
         except FileExistsError:
             raise KeyFileError(f"key file {path} already exists; choose another path") from None
         return params, key

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from .annotations import Annotations, Box, Item, label_matches
 from .cvat import parse_cvat
+from .evaluation import SIZE_BUCKETS, pr_curve, score
+from .folder import Dataset, Sample
 from .formats import FORMATS, load_annotations, parse_coco, parse_dlib
 
-__all__ = ["FORMATS", "Annotations", "Box", "Item", "label_matches", "load_annotations", "parse_coco", "parse_cvat",
-           "parse_dlib"]
+__all__ = ["FORMATS", "SIZE_BUCKETS", "Annotations", "Box", "Dataset", "Item", "Sample", "label_matches",
+           "load_annotations", "parse_coco", "parse_cvat", "parse_dlib", "pr_curve", "score"]

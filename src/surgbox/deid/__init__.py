@@ -1,44 +1,53 @@
 """De-identification: find every face in a video and hide it (see ``docs/deid.md``).
 
-``deidentify(src, dst, ...)`` runs the whole pipeline; the building blocks (regions, temporal
-stage, masks, anonymizers, audit sidecar, stage timers) are importable on their own.
+``deidentify(src, dst, ...)`` runs the whole pipeline; the building blocks (options, regions,
+temporal stage, masks, anonymizers, audit sidecar, stage timers) are importable on their own.
+Names load on first use, so ``import surgbox.deid.defaults`` (what the CLI reads for its
+help text) costs nothing.
+
+Modules: ``defaults`` (every default value), ``options`` (:class:`DeidOptions`), ``pipeline``
+(:func:`deidentify`), ``run`` (one run: set-up, threads, commit), the stages ``decode``,
+``detect``, ``hide`` and ``encode`` (``handoff``: how they pass frames and stop), ``output``
+(destination rules), ``result`` (progress, counters, report), ``bmff`` (is an MP4 complete?),
+and the pieces ``regions``, ``crop``, ``temporal``, ``masks``, ``anonymize``, ``audit``,
+``timing``.
 """
 
 from __future__ import annotations
 
-from ..errors import DeidError
-from .anonymize import ANONYMIZERS, Anonymizer, GaussianBlur, Pixelate, SolidFill, frame_planes, make_anonymizer
-from .audit import AuditWriter, read_audit
-from .masks import MaskShape
-from .crop import Crop, crop_rgb
-from .pipeline import Progress, deidentify
-from .regions import RegionSpec, layout_from_metadata, layout_from_sidecar, parse_region_spec, resolve_regions
-from .temporal import Region, TemporalFilter
-from .timing import PAPER_STAGES, StageTimes
+import importlib
+from typing import Any
 
-__all__ = [
-    "ANONYMIZERS",
-    "PAPER_STAGES",
-    "Anonymizer",
-    "AuditWriter",
-    "Crop",
-    "DeidError",
-    "GaussianBlur",
-    "MaskShape",
-    "Pixelate",
-    "Progress",
-    "Region",
-    "RegionSpec",
-    "SolidFill",
-    "StageTimes",
-    "TemporalFilter",
-    "crop_rgb",
-    "deidentify",
-    "frame_planes",
-    "layout_from_metadata",
-    "layout_from_sidecar",
-    "make_anonymizer",
-    "parse_region_spec",
-    "read_audit",
-    "resolve_regions",
-]
+from ..errors import DeidError
+
+_LAZY = {
+    "ANONYMIZERS": "anonymize", "Anonymizer": "anonymize", "GaussianBlur": "anonymize", "Pixelate": "anonymize",
+    "SolidFill": "anonymize", "frame_planes": "anonymize", "make_anonymizer": "anonymize",
+    "AuditWriter": "audit", "read_audit": "audit",
+    "MaskShape": "masks",
+    "Crop": "crop", "crop_rgb": "crop",
+    "DeidOptions": "options",
+    "Progress": "result",
+    "deidentify": "pipeline",
+    "RegionSpec": "regions", "layout_from_metadata": "regions", "layout_from_sidecar": "regions",
+    "parse_region_spec": "regions", "resolve_regions": "regions",
+    "Region": "temporal", "TemporalFilter": "temporal",
+    "PAPER_STAGES": "timing", "StageTimes": "timing",
+    "default_output": "output", "MP4_EXTENSIONS": "output",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'surgbox.deid' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["DeidError", *sorted(_LAZY)]

@@ -85,6 +85,20 @@ class Anonymizer(abc.ABC):
                 plane[y0:y0 + h, x0:x0 + w] = window
         return touched
 
+    def hide_all(self, planes: Sequence[np.ndarray]) -> int:
+        """Hide every pixel of ``planes`` (``[Y, U, V]`` of one picture or one scan region) in
+        place, as if one face filled it: what the pipeline does to a region the detector could
+        not score (fail closed). Returns pixels changed."""
+        y = planes[0]
+        size = float(max(y.shape))
+        touched = 0
+        for p, plane in enumerate(planes):
+            h, w = plane.shape
+            scale = 1 if p == 0 else max(1, round(y.shape[1] / max(w, 1)))
+            plane[:, :] = self._hidden(plane, 0, 0, w, h, size / scale, p)
+            touched += h * w
+        return touched
+
     @abc.abstractmethod
     def _hidden(self, plane: np.ndarray, x0: int, y0: int, w: int, h: int, size: float, index: int) -> np.ndarray:
         """The anonymized ``h x w`` window at ``(x0, y0)`` of ``plane`` (C-contiguous uint8);

@@ -8,9 +8,11 @@ Format (one JSON object per line, UTF-8):
 2. one line per output frame, in order: ``{"type": "frame", "frame": i, "pts": p,
    "time": seconds, "regions": [{"box": [x1, y1, x2, y2], "score": s, "track": t,
    "kind": "detected"|"interpolated"|"carried"}]}`` (boxes in frame pixels, before the mask's
-   expansion; ``time`` = ``pts * time_base``);
+   expansion; ``time`` = ``pts * time_base``); a frame whose detector batch failed (with
+   ``on_detector_error="blur-region"``) also has ``"region_hidden": REASON``: every scan
+   region of it was hidden whole;
 3. summary: ``{"type": "summary", "frames": n, "frames_with_regions": m, "regions": r,
-   "complete": true}``.
+   "complete": true}``, plus ``"frames_region_hidden": h`` when some frames were.
 
 The file is written under a temporary name and renamed when complete, like the video.
 """
@@ -44,6 +46,7 @@ class AuditWriter:
     frames: int = attrs.field(default=0, init=False)
     frames_with_regions: int = attrs.field(default=0, init=False)
     regions: int = attrs.field(default=0, init=False)
+    frames_region_hidden: int = attrs.field(default=0, init=False)
 
     def open(self, header: Mapping[str, Any]) -> None:
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent or ".")
@@ -52,21 +55,30 @@ class AuditWriter:
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **header}
         self._f.write(json.dumps(rec, default=str) + "\n")
 
-    def frame(self, index: int, pts: int | None, time_base: Fraction | None, regions: Iterable[Region]) -> None:
+    def frame(self, index: int, pts: int | None, time_base: Fraction | None, regions: Iterable[Region],
+              hidden: str | None = None) -> None:
+        """One frame's record; ``hidden``: why its scan regions were hidden whole (or ``None``)."""
         regs = [r.to_dict() for r in regions]
         t = None if pts is None or time_base is None else round(float(pts * time_base), 6)
         assert self._f is not None, "AuditWriter.open() first"
-        self._f.write(json.dumps({"type": "frame", "frame": index, "pts": pts, "time": t, "regions": regs}) + "\n")
+        rec = {"type": "frame", "frame": index, "pts": pts, "time": t, "regions": regs}
+        if hidden is not None:
+            rec["region_hidden"] = hidden
+        self._f.write(json.dumps(rec) + "\n")
         self.frames += 1
         self.frames_with_regions += bool(regs)
         self.regions += len(regs)
+        self.frames_region_hidden += hidden is not None
 
     def commit(self) -> None:
         """Write the summary, fsync and rename into place."""
         if self._f is None:
             return
-        self._f.write(json.dumps({"type": "summary", "frames": self.frames, "frames_with_regions": self.frames_with_regions,
-                                  "regions": self.regions, "complete": True}) + "\n")
+        summary = {"type": "summary", "frames": self.frames, "frames_with_regions": self.frames_with_regions,
+                   "regions": self.regions, "complete": True}
+        if self.frames_region_hidden:
+            summary["frames_region_hidden"] = self.frames_region_hidden
+        self._f.write(json.dumps(summary) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()

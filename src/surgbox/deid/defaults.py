@@ -52,9 +52,14 @@ ANONYMIZER = "blur"
 
 # -- plumbing -----------------------------------------------------------------------------------
 ENCODER = "libx264"
+# Encoders known to take ``fragmented``: de-identification asks them for a plain MP4 (edit lists
+# keep every time exact, also with copied AAC audio that starts before 0) when it writes a file,
+# and for fragmented MP4 when it writes to a file object (which cannot seek back).
+PLAIN_MP4_ENCODERS = ("libx264", "h264_nvenc")
 QUEUE_SIZE = 500  # decoded frames buffered between decode and detection (the paper's queue)
 QUEUE_MEMORY = 512 * 2**20  # bytes of pictures the pipeline may hold (140 frames of 1080p)
 ON_DETECTOR_ERROR = "fail"  # "fail" the run, or "blur-region": hide whole regions of failed batches
+EXTRA_STREAMS = "refuse"  # streams beyond the first video and audio: "refuse" (an error) or "drop"
 
 
 def detector_options(name: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 import attrs
 import numpy as np
 
+from ..metrics import iou_matrix as iou  # the project's one IoU (re-exported here for callers of temporal.iou)
 from ..types import Detections
 
 VELOCITY_SPAN = 8  # frames of track history used to estimate a face's motion
@@ -49,19 +50,6 @@ class Region:
     def to_dict(self) -> dict:
         return {"box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 4),
                 "track": self.track, "kind": self.kind}
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` ``[x1, y1, x2, y2]`` boxes -> ``(N, M)``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 @attrs.define(eq=False)
@@ -112,7 +100,8 @@ class TemporalFilter:
     to cover the skipped frames); ``link_iou``: minimum IoU to continue a track (a detection
     whose centre lies within half a face of the prediction also continues it); ``bounds``:
     the scan regions ``(x1, y1, x2, y2)`` in frame pixels and ``edge_carry`` the carry of
-    tracks that leave through their edges (see ``_leaving``).
+    tracks that leave through their edges (see ``_leaving``); ``track_ids``: where track ids
+    come from (default 0, 1, 2, ...; filters that share one iterator never reuse an id).
     """
 
     carry: int = attrs.field(default=5, validator=attrs.validators.ge(0))
@@ -123,7 +112,7 @@ class TemporalFilter:
         default=(), converter=lambda v: tuple(tuple(float(c) for c in b) for b in v))
     edge_carry: int = attrs.field(default=30, validator=attrs.validators.ge(0))
     _tracks: dict[int, _Track] = attrs.field(factory=dict, init=False, alias="_tracks")
-    _ids: Iterator[int] = attrs.field(factory=itertools.count, init=False, alias="_ids")
+    _ids: Iterator[int] = attrs.field(factory=itertools.count, alias="track_ids", kw_only=True, repr=False)
     _next_in: int | None = attrs.field(default=None, init=False, alias="_next_in")
     _next_out: int | None = attrs.field(default=None, init=False, alias="_next_out")
     _shot_start: float = attrs.field(default=float("-inf"), init=False, alias="_shot_start")

@@ -52,6 +52,15 @@ class StageTimes:
     counts: dict[str, int] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, alias="_lock")
 
+    @classmethod
+    def from_dict(cls, timing: Mapping[str, Any]) -> StageTimes:
+        """The timer back from :meth:`to_dict`'s output (a report's ``timing``), e.g. to print
+        its :meth:`table` or draw its :meth:`chart` later."""
+        t = cls()
+        for stage, st in timing.get("stages", {}).items():
+            t.add(stage, st["seconds"], st.get("count", 0))
+        return t
+
     def add(self, stage: str, seconds: float, count: int = 1) -> None:
         stage = canonical_stage(stage)
         with self._lock:
@@ -123,27 +132,62 @@ class StageTimes:
                          "times (stage_seconds); they are counted in 'inference')")
         return "\n".join(lines)
 
-    def chart(self, path: str | Path, frames: int = 0, title: str = "surgbox deid stage times") -> None:
-        """Write a horizontal bar chart PNG of seconds per stage (rendered with Pillow)."""
-        from PIL import Image, ImageDraw, ImageFont
+    def chart(self, path: str | Path, frames: int = 0, title: str = "surgbox deid: time per stage", *,
+              wall: float | None = None, duration: float | None = None) -> None:
+        """Write a horizontal bar chart PNG of seconds per stage (rendered with Pillow).
+
+        The title gives the overall speed when ``wall`` (s) is known: frames per second and,
+        with the video's ``duration`` (s), the multiple of real time (``duration / wall``: 2.0x
+        means twice as fast as the video plays). Bars are coloured by kind (see the legend):
+        the paper's ten sections, the other stages, and the time a thread waited on its queue.
+        """
+        from PIL import Image, ImageDraw
+
+        from ..fonts import load
 
         d = self.to_dict(frames)["stages"]
         if not d:
-            d = {"(no stages)": {"seconds": 0.0}}
-        try:
-            font = ImageFont.truetype("DejaVuSans.ttf", 14)
-        except OSError:
-            font = ImageFont.load_default()
-        label_w, bar_w, row_h, top = 190, 520, 24, 40
-        img = Image.new("RGB", (label_w + bar_w + 110, top + row_h * len(d) + 20), "white")
+            d = {"(no stages)": {"seconds": 0.0, "ms_per_frame": None}}
+        font, bold, small = load(17), load(20, bold=True), load(15)
+        kinds = {"paper": ((200, 80, 60), "the paper's sections"), "other": ((60, 110, 190), "other stages"),
+                 "queue": ((165, 165, 165), "waiting on a queue")}
+
+        def kind(stage: str) -> str:
+            return "queue" if stage.startswith("queue") else ("paper" if stage in PAPER_STAGES else "other")
+
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        label_w = 24 + max(int(probe.textlength(k, font=font)) for k in d)
+        bar_w, row_h, top = 560, 30, 104
+        width = label_w + bar_w + 240
+        height = top + row_h * len(d) + 70
+        img = Image.new("RGB", (width, height), "white")
         draw = ImageDraw.Draw(img)
-        draw.text((10, 10), title + (f" ({frames} frames)" if frames else ""), fill="black", font=font)
+        draw.text((16, 12), title, fill="black", font=bold)
+        speed = []
+        if frames:
+            speed.append(f"{frames} frames")
+        if wall:
+            if duration:
+                speed.append(f"{duration:.1f} s of video in {wall:.1f} s: {duration / wall:.2f}x real time")
+            else:
+                speed.append(f"{wall:.1f} s")
+            if frames:
+                speed.append(f"{frames / wall:.1f} fps")
+        draw.text((16, 42), ", ".join(speed) or "(speed not known)", fill="black", font=font)
+        x = 16
+        for colour, text in kinds.values():  # the legend
+            draw.rectangle([x, 76, x + 16, 92], fill=colour)
+            draw.text((x + 22, 74), text, fill="black", font=small)
+            x += 22 + int(probe.textlength(text, font=small)) + 28
         peak = max(v["seconds"] for v in d.values()) or 1.0
         for i, (k, v) in enumerate(d.items()):
             y = top + i * row_h
-            draw.text((10, y + 3), k, fill="black", font=font)
+            draw.text((label_w - 12 - probe.textlength(k, font=font), y + 4), k, fill="black", font=font)
             w = int(bar_w * v["seconds"] / peak)
-            colour = (150, 150, 150) if k.startswith("queue") else ((200, 80, 60) if k in PAPER_STAGES else (60, 110, 190))
-            draw.rectangle([label_w, y + 4, label_w + max(w, 1), y + row_h - 4], fill=colour)
-            draw.text((label_w + w + 6, y + 3), f"{v['seconds']:.2f} s", fill="black", font=font)
+            draw.rectangle([label_w, y + 5, label_w + max(w, 1), y + row_h - 5], fill=kinds[kind(k)][0])
+            ms = v.get("ms_per_frame")
+            value = f"{v['seconds']:.2f} s" + (f"  ({ms:.1f} ms/frame)" if ms is not None else "")
+            draw.text((label_w + w + 8, y + 4), value, fill="black", font=small)
+        note = "Stages run on four threads at once: their sum exceeds the wall time."
+        draw.text((16, height - 34), note, fill=(90, 90, 90), font=small)
         img.save(str(path), format="PNG")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from surgbox.capture import ThreadedSource
 from surgbox.clock import NS_PER_S
 from surgbox.errors import SourceError
-from surgbox.types import AudioChunk, VideoFrame
+from surgbox.types import AudioChunk, VideoFrame, channel_layout
 
 from ._common import pace
 
@@ -48,6 +48,8 @@ class FileSource(ThreadedSource):
     looping, samples past the container duration, e.g. AAC padding, are cut so that each pass
     starts exactly ``D`` after the previous one).
     """
+
+    path_options: ClassVar[tuple[str, ...]] = ("path",)  # relative to a recording config's folder
 
     path: str = attrs.field(kw_only=True, converter=str)
     stream: str = attrs.field(default="video", kw_only=True, validator=attrs.validators.in_(("video", "audio")))
@@ -102,9 +104,9 @@ class FileSource(ThreadedSource):
         self._frames = container.decode(st)
         self._audio_next = None
         if self.stream == "audio":
-            layout = None if self.channels is None else ("mono" if int(self.channels) == 1 else "stereo" if int(self.channels) == 2 else None)
-            if self.channels is not None and layout is None:
+            if self.channels is not None and int(self.channels) not in (1, 2):
                 raise SourceError(f"{self.describe()}: channels={self.channels} is not supported; use 1 or 2 (or leave unset)")
+            layout = None if self.channels is None else channel_layout(self.channels)
             self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
 
     def _open(self) -> None:

@@ -1,0 +1,1 @@
+"""Fine-tuning RetinaFace on annotated faces (``surgbox train``); imports torch."""
