@@ -88,14 +88,14 @@ class Output:
             return cls(dst, label, streaming=True)
         path = Path(dst)
         label = str(path)
+        if path.is_dir():
+            raise ConfigError(f"output {label!r} is a directory; give a file name such as {str(path / 'out.mp4')!r}")
         if path.suffix.lower() not in MP4_EXTENSIONS:
             what = f"has the extension {path.suffix!r}" if path.suffix else "has no extension"
             raise ConfigError(f"output {label!r} {what}; de-identification writes MP4 (H.264 + the input's audio): "
                               f"name it {path.with_suffix('.mp4').name!r}")
         if not path.parent.is_dir():
             raise ConfigError(f"output directory {str(path.parent)!r} does not exist; create it or choose another DST")
-        if path.is_dir():
-            raise ConfigError(f"output {label!r} is a directory; give a file name such as {str(path / 'out.mp4')!r}")
         if same_file(path, src):
             raise ConfigError(f"output {label!r} is the input file {src_name or label!r} (the same file, also through "
                               f"a link); the original is never overwritten: choose another DST")
