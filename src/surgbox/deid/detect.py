@@ -114,13 +114,14 @@ class DetectStage:
     times: StageTimes
     stats: RunStats
     tracks: RegionTracks
+    batch: int  # detector frames per call (the options' batch, or less to fit queue_memory)
     _thumbs: list[np.ndarray] | None = attrs.field(default=None, alias="_thumbs")
     _reformatters: dict[int, Any] = attrs.field(factory=dict, alias="_reformatters")
 
     def run(self, q_in: queue.Queue, q_out: queue.Queue) -> None:
         pending: collections.deque[Item] = collections.deque()
         chunk: list[Item] = []
-        every, batch = self.options.every, self.options.batch
+        every, batch = self.options.every, self.batch
         try:
             while True:
                 item = get(q_in, self.stop, self.times, WAIT)
