@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+from PIL import Image
 
 from ..errors import DetectorError, SurgboxError
 from ..types import Detections, Rect
@@ -251,6 +252,4 @@ class DetectStage:
 def block_means(plane: np.ndarray, k: int) -> np.ndarray:
     """Mean of each ``k x k`` block of a 2-D ``uint8`` plane (partial blocks at the edges
     average the pixels they have), rounded to integers, as ``float32``."""
-    from PIL import Image
-
     return np.asarray(Image.fromarray(np.ascontiguousarray(plane)).reduce(k), np.float32)

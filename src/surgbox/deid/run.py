@@ -29,6 +29,7 @@ from typing import IO, Any
 import attrs
 
 from ..errors import DeidError
+from ..plugins import get_plugins
 from ..types import DeidResult
 from .audit import AuditWriter
 from .decode import DecodeStage, InputVideo, source_name
@@ -68,11 +69,7 @@ class DeidRun:
         out = Output.prepare(self.dst, self.src, overwrite=opts.overwrite, src_name=name)
         for path, what in ((self.audit_path, "audit sidecar"), (self.report_path, "report"), (self.chart_path, "chart")):
             check_sidecar(path, what)
-        plugins = self.plugins
-        if plugins is None:
-            from ..plugins import get_plugins
-
-            plugins = get_plugins()
+        plugins = self.plugins if self.plugins is not None else get_plugins()
         t_start = time.perf_counter()
         workers = Workers(self.stop)
         inp = det = enc = audit = None
