@@ -61,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default=D.ENCODER, metavar="NAME", help=f"encoder plugin (default {D.ENCODER})")
     p.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra encoder option (repeatable, e.g. preset='\"veryfast\"' crf=20)")
-    p.add_argument("--batch", type=int, default=D.BATCH, metavar="N", help=f"crops per detector call (default {D.BATCH})")
+    p.add_argument("--batch", type=int, default=D.BATCH, metavar="N",
+                   help=f"frames whose regions go to the detector in one call (default {D.BATCH}, at most 256)")
     p.add_argument("--detect-scale", type=float, default=D.DETECT_SCALE, metavar="S",
                    help=f"resize regions by S (0 < S <= 1) for detection (default {D.DETECT_SCALE}: faces from about "
                         f"{16 / D.DETECT_SCALE:.0f} px are found)")
