@@ -64,8 +64,9 @@ min_length = 8
 players = ["ffplay -autoexit -loglevel error -i pipe:0", "mpv --no-config --really-quiet -"]
 
 [report]
-# Sources whose snapshots show people: faces are blurred before a snapshot goes into a PDF report.
-deidentify = ["room"]
+# Sources (names) or layout slot roles whose snapshots show people: faces are blurred before a
+# snapshot goes into a PDF report (docs/catalog.md "PDF report").
+deidentify = ["room_camera"]
 """
 
 _SECTIONS = {"store": None, "users": None, "play": {"players"}, "report": {"deidentify", "detector", "threshold"}}

@@ -437,10 +437,11 @@ class EventManager:
 
     # ---- reports --------------------------------------------------------------------------
     def _render(self, ev: Event) -> bytes:
-        if not any(f.kind in ("snapshot", "data") for f in ev.files):
-            return _reports.render(ev, None, self._cat.home.report_settings())
+        settings, plugins = self._cat.home.report_settings(), self._cat.plugins
+        if not any(f.kind in ("snapshot", "data", "segment") for f in ev.files):
+            return _reports.render(ev, None, settings, plugins)
         with self._files(ev.id) as files:
-            return _reports.render(ev, files, self._cat.home.report_settings())
+            return _reports.render(ev, files, settings, plugins)
 
     def report_pdf(self, event_id: str) -> bytes:
         """Render the event's PDF report (``view``) from the catalog and its stored snapshots and

@@ -62,7 +62,8 @@ class Catalog:
     """The event catalog of one :class:`~surgbox.home.Home`: open with ``with Catalog(home):`` or
     :meth:`at`. ``now`` is the wall clock (UTC, injectable for tests); ``plugins`` the plugin
     manager that builds the store (default: the process-wide one); ``policy`` overrides the
-    home's ``[users]`` settings. Thread-safe (one SQLite connection under a lock)."""
+    home's ``[users]`` settings. :meth:`open` reads the home's ``config.toml`` afresh.
+    Thread-safe (one SQLite connection under a lock)."""
 
     home: Home
     plugins: Any = None
@@ -89,8 +90,7 @@ class Catalog:
             raise CatalogError(f"{self.home.path} is not a surgbox home (no catalog, key or config there); "
                                f"run `surgbox init --home {self.home.path}`, or point --home / SURGBOX_HOME at "
                                f"an initialized home")
-        if self.home.settings is None:
-            self.home = self.home.load()
+        self.home = self.home.load()  # the configuration as it is now
         master = self.home.master_key()
         if self.policy is None:
             try:
