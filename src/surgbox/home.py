@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import platformdirs
 
 from ._toml import load_toml
 from .crypto.keys import load_key
@@ -77,8 +78,6 @@ def default_home() -> Path:
     env = os.environ.get(ENV)
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("surgbox", appauthor=False))
 
 

@@ -36,6 +36,7 @@ from ..deid.anonymize import make_anonymizer
 from ..deid.hide import hide_regions
 from ..deid.temporal import Region
 from ..errors import ConfigError
+from ..plugins import get_plugins
 from ..types import Layout, Rect
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,6 @@ class SnapshotDeidentifier:
     def _detect_raw(self, crops: Sequence[np.ndarray]) -> list[Any] | None:
         if self._error is None and self._detector is None:
             try:
-                from ..plugins import get_plugins
-
                 options = defaults.detector_options(self.policy.detector)
                 if self.policy.threshold is not None:
                     options["threshold"] = self.policy.threshold
