@@ -32,6 +32,9 @@ COMMAND_MODULES = [
     "users",
     "audit",
     "report",
+    "dataset",
+    "train",
+    "eval",
 ]
 
 

@@ -9,10 +9,14 @@ a video task).
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
+
+from ..errors import DatasetError
 
 
 def _box(value: Any) -> tuple[float, float, float, float]:
@@ -117,3 +121,15 @@ class Annotations:
 def label_matches(label: str, patterns: Iterable[str]) -> bool:
     """Whether ``label`` equals or ``fnmatch``-matches one of ``patterns`` (case-sensitive)."""
     return any(label == p or fnmatch.fnmatchcase(label, p) for p in patterns)
+
+
+def read_json(path: str | Path, what: str, hint: str = "") -> Any:
+    """The JSON content of ``path``; a :class:`DatasetError` naming ``what`` (e.g. "split file")
+    and ``hint`` when it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DatasetError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc}){'; ' + hint if hint else ''}") from None

@@ -29,7 +29,7 @@ import numpy as np
 
 from .._fs import atomic_write
 from ..errors import DatasetError
-from .annotations import Box, Item
+from .annotations import Box, Item, read_json
 
 MANIFEST = "dataset.json"
 FORMAT = "surgbox.dataset"
@@ -124,10 +124,7 @@ class Dataset:
         if not manifest.is_file():
             raise DatasetError(f"{root} is not a dataset folder (no {MANIFEST}); make one with "
                                "`surgbox dataset import` or `surgbox dataset extract`")
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise DatasetError(f"{manifest}: not valid JSON ({exc})") from None
+        data = read_json(manifest, "dataset manifest")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DatasetError(f"{manifest}: not a surgbox dataset manifest (format {FORMAT!r} expected)")
         if data.get("version", 0) > VERSION:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import attrs
 
 from ..errors import DatasetError
-from .annotations import Annotations, Box, Item
+from .annotations import Annotations, Box, Item, read_json
 from .cvat import parse_cvat
 
 FORMATS = ("auto", "cvat", "coco", "dlib")
@@ -60,12 +59,7 @@ def parse_dlib(path: str | Path) -> Annotations:
 def parse_coco(path: str | Path) -> Annotations:
     """Read a COCO detection JSON file (instances, bounding boxes)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DatasetError(f"cannot read annotation file {str(path)!r}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: a COCO file is an object with an 'images' list (and 'annotations', 'categories')")
     cats = {c["id"]: str(c.get("name", c["id"])) for c in data.get("categories", [])}

@@ -120,6 +120,18 @@ def _fixed(recipe: Any) -> Any:
     return {k: v for k, v in recipe.items() if k not in ("epochs", "max_examples")} if isinstance(recipe, dict) else recipe
 
 
+def freeze_stem(model: torch.nn.Module) -> None:
+    """Stop training the first convolution (and its BatchNorm). It sees raw pixel values (about
+    +-128), so its gradients are ~10^5 times its tiny weights and one SGD step at lr 1e-3 wipes it
+    out; the shipped filters are kept instead."""
+    stem = model.backbone.stage1[0] if hasattr(model.backbone, "stage1") else model.backbone.conv1
+    for p in stem.parameters():
+        p.requires_grad_(False)
+    if hasattr(model.backbone, "bn1"):
+        for p in model.backbone.bn1.parameters():
+            p.requires_grad_(False)
+
+
 def _freeze_bn(model: torch.nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -190,6 +202,8 @@ class Trainer:
                                                   "weights": str(meta.get("path")), "train_images": len(self.train_set),
                                                   "val_images": len(self.val_set) if self.val_set else 0,
                                                   "torch": torch.__version__}, indent=1))
+        if recipe.freeze_stem:
+            freeze_stem(model)
         model = model.to(dev)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -253,10 +267,15 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(parts.total).backward()
+                    if recipe.clip_grad:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad)
                     scaler.step(opt)
                     scaler.update()
                 else:
                     parts.total.backward()
+                    if recipe.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad)
                     opt.step()
                 loss_value = float(parts.total.detach())
                 if not math.isfinite(loss_value):
