@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import attrs
 
-from ..interfaces import Store
+from ..interfaces import Store, check_store
 from . import export as _export
 from . import reports as _reports
 from . import retention as _retention
@@ -285,7 +285,8 @@ class EventManager:
         ev = self._authorized("record", event_id, "event.recover")
         with self._files(ev.id) as files:
             prefix = files.names.prefix
-            recovered = tuple(r for r in files.inner.recover() if r.key.startswith(prefix))
+            inner = check_store(files.inner, "recovery", purpose="events recover")
+            recovered = tuple(r for r in inner.recover() if r.key.startswith(prefix))
             listed = {f.store_key for f in ev.files}
             stored = files.stored()
             missing = [(kind, name, k) for k, (name, meta_kind) in sorted(stored.items(), key=lambda kv: kv[1][0])
