@@ -11,6 +11,7 @@ drawn with pypdfium2. Nothing here uses real faces or real patient data.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -92,31 +93,15 @@ def main() -> int:
         synthetic_face_video(room)
         with SimulatedBIS(rate=2.0, course_s=60) as sim:
             config = tmp / "rec.toml"
-            config.write_text(f"""
-[encoder]
-plugin = "libx264"
-preset = "ultrafast"
-[layout]
-preset = "paper"
-sources = {{ endoscope = "endo", room = "room", vitals = "vitals" }}
-[sources.endo]
-plugin = "testsrc"
-width = 1280
-height = 720
-[sources.room]
-plugin = "file"
-path = "{room}"
-loop = true
-[sources.vitals]
-plugin = "testsrc"
-width = 640
-height = 360
-[sources.mic]
-plugin = "tone"
-[sources.bis]
-plugin = "bis"
-url = "{sim.url}"
-""")
+            sources = {"endo": {"plugin": "testsrc", "width": 1280, "height": 720},
+                       "room": {"plugin": "file", "path": str(room), "loop": True},
+                       "vitals": {"plugin": "testsrc", "width": 640, "height": 360},
+                       "mic": {"plugin": "tone"}, "bis": {"plugin": "bis", "url": sim.url}}
+            config.write_text('[encoder]\nplugin = "libx264"\npreset = "ultrafast"\n[layout]\npreset = "paper"\n'
+                              'sources = { endoscope = "endo", room = "room", vitals = "vitals" }\n'
+                              + "".join(f"[sources.{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in opts.items())
+                                        for name, opts in sources.items()))
+
             proc = subprocess.Popen([sys.executable, "-m", "surgbox", "record", "--config", str(config), "--event", event_id,
                                      "--duration", "10", "--snapshot-source", "room"], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
