@@ -137,6 +137,12 @@ class EventStore(Store):
     def inner(self) -> Any:
         return self.files.inner
 
+    @property
+    def segment_size(self) -> int:
+        """The underlying store's segment size; ``writer(..., segment_size=N)`` passes through
+        (so this handle is a :class:`~surgbox.interfaces.SegmentedStore` when that store is)."""
+        return self.inner.segment_size
+
     def writer(self, key: str, metadata: Mapping[str, str] | None = None, **options: Any) -> IO[bytes]:
         """``options`` go to the underlying store's writer (e.g. ``segment_size``)."""
         kind = str((metadata or {}).get("kind", ""))
