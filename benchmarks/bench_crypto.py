@@ -131,3 +131,29 @@ def test_store_put_fsync_sha256(benchmark, work):
            measure(benchmark, work, run, fsync=True))
     for k in list(store.keys()):
         store.delete(k)
+
+
+def test_store_mirror_read(benchmark, work):
+    """Reading through a mirror's fail-over (``surgbox_ext.store.failover``: each segment from the
+    first copy that authenticates, two disks) vs the plain copy. Information only."""
+    from surgbox_ext.store import MirrorStore
+
+    d, src = work
+    roots = [d / "mirror-a", d / "mirror-b"]
+    for r in roots:
+        r.mkdir(exist_ok=True)
+    with MirrorStore(roots, keyring=KeyRing.of(KEY), init=True) as store:
+        if not store.exists("rec"):
+            with open(src, "rb") as fin, store.writer("rec") as w:
+                while chunk := fin.read(1 << 20):
+                    w.write(chunk)
+        buf = bytearray(8 << 20)
+
+        def run():
+            with store.reader("rec") as r:
+                n = 0
+                while got := r.readinto(buf):
+                    n += got
+            assert n == SIZE
+
+        report(benchmark, "store mirror read+decrypt", measure(benchmark, work, run))

@@ -103,3 +103,79 @@ def test_init_makes_key_and_config_durable_before_the_catalog_exists(tmp_path, f
     assert str(home.keys_dir) in before and str(home.path.parent) in before
     assert home.config_path.is_file() and not list(home.path.glob(".config.toml.*"))
     assert stat.S_IMODE(home.config_path.stat().st_mode) == 0o600
+
+
+# ---- AtomicFile: the streaming "verify, then rename" writer; create_new; stale partials -----------------
+
+from surgbox._fs import AtomicFile, create_new, remove_stale_partials, write_all  # noqa: E402
+
+
+def test_atomic_file_renames_only_after_a_clean_exit(tmp_path):
+    p = tmp_path / "out.mp4"
+    p.write_bytes(b"previous")
+    with pytest.raises(ValueError):
+        with AtomicFile(p) as f:
+            f.write(b"half of it")
+            tmp = next(q for q in tmp_path.iterdir() if q.name.endswith(".partial"))
+            assert stat.S_IMODE(tmp.stat().st_mode) == 0o600 and tmp.name.startswith(".out.mp4.")
+            raise ValueError("the data did not verify")
+    assert p.read_bytes() == b"previous" and sorted(q.name for q in tmp_path.iterdir()) == ["out.mp4"]
+    with AtomicFile(p) as f:
+        write_all(f, memoryview(b"new data"))
+    assert p.read_bytes() == b"new data" and stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_atomic_file_never_writes_through_a_planted_link(tmp_path, monkeypatch):
+    """Someone who can guess the temporary name and plants a link there gets an error, not the plaintext."""
+    import surgbox._fs as fs
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"untouched")
+    monkeypatch.setattr(fs.secrets, "token_hex", lambda n: "guessed0")
+    (tmp_path / ".out.guessed0.partial").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        with AtomicFile(tmp_path / "out") as f:
+            f.write(b"secret")
+    assert victim.read_bytes() == b"untouched" and not (tmp_path / "out").exists()
+
+
+LIVE_WRITER = """
+import sys, time
+from surgbox._fs import AtomicFile
+f = AtomicFile(sys.argv[1])
+f.open()
+f.write(b"being written")
+f.file.flush()
+print(f.tmp, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_stale_partials_of_dead_writers_are_removed_but_not_a_live_ones(tmp_path):
+    out = tmp_path / "rec.mp4"
+    live = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(out)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        live_tmp = Path(live.stdout.readline().strip())
+        dead = tmp_path / ".rec.mp4.deadbeef.partial"
+        dead.write_bytes(b"a killed run's plaintext")
+        other = tmp_path / ".other.mp4.deadbeef.partial"
+        other.write_bytes(b"another output's")
+        assert remove_stale_partials(out) == [dead]
+        assert live_tmp.exists() and other.exists() and not dead.exists()
+        with AtomicFile(out) as f:  # opening does the same
+            f.write(b"x")
+        assert live_tmp.exists()
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    assert remove_stale_partials(out) == [live_tmp]  # its writer died: now it is stale
+
+
+def test_create_new_is_exclusive_exact_mode_and_durable(tmp_path):
+    p = create_new(tmp_path / "master.key", b"k" * 64, mode=0o600)
+    assert p.read_bytes() == b"k" * 64 and stat.S_IMODE(p.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        create_new(p, b"other")
+    assert p.read_bytes() == b"k" * 64

@@ -49,10 +49,27 @@ def expected_flashes(clock: Clock, times: list[int]) -> list[bool]:
 
 @pytest.fixture(scope="module")
 def live_run():
-    """testsrc (30 fps) and tone run together in real time for ~4.6 s, every item kept with its arrival time."""
+    """testsrc (30 fps) and tone run together in real time for ~4.6 s, every item kept with its
+    arrival time; beside them a reference thread that just sleeps on the same 1/30 s grid (what
+    this machine's scheduler allows right now: the baseline for lateness)."""
+    import threading
+
     clock = Clock()
     video = TestSource("cam", width=320, height=240, fps=30, queue_size=400)
     audio = ToneSource("mic", queue_size=400)
+    reference: list[int] = []
+    stop = threading.Event()
+
+    def sleeper() -> None:
+        k = -(-clock.elapsed_ns() * 30 // NS_PER_S)
+        while not stop.is_set():
+            due = clock.origin_ns + k * NS_PER_S // 30
+            clock.sleep_until(due)
+            reference.append(clock.now_ns() - due)
+            k += 1
+
+    ref = threading.Thread(target=sleeper, daemon=True)
+    ref.start()
     video.start(clock)
     audio.start(clock)
     frames, chunks = [], []
@@ -65,15 +82,20 @@ def live_run():
             chunks.append((clock.now_ns(), chunk))
     video.stop()
     audio.stop()
-    return clock, video, audio, frames, chunks
+    stop.set()
+    ref.join(2)
+    return clock, video, audio, frames, chunks, np.array(reference, dtype=np.int64)
 
 
 def test_testsrc_paces_on_exact_capture_times_without_drift(live_run):
-    clock, video, _, frames, _ = live_run
+    clock, video, _, frames, _, reference = live_run
     assert video.error is None and video.stats()["dropped"] == 0
-    assert len(frames) >= 100  # 4.6 s at 30 fps, minus start-up (slow on a loaded machine)
     seqs = [f.seq for _, f in frames]
-    assert seqs == list(range(seqs[0], seqs[0] + len(frames))), "frames skipped or reordered"
+    assert seqs == sorted(set(seqs)), "frames reordered or repeated"
+    # every grid point of the run was either delivered or counted as skipped (a starved thread
+    # skips ahead to the newest due frame, and says so)
+    assert seqs[-1] - seqs[0] + 1 == len(frames) + video.stats()["skipped"]
+    assert len(frames) >= 0.5 * (seqs[-1] - seqs[0] + 1) and seqs[-1] - seqs[0] >= 60  # >= 2 s of the run delivered
     for _, f in frames:
         # exact schedule on the clock's own 1/fps grid, integer ns
         assert f.capture_ns == clock.origin_ns + f.seq * NS_PER_S // 30
@@ -81,15 +103,21 @@ def test_testsrc_paces_on_exact_capture_times_without_drift(live_run):
     captures = np.array([f.capture_ns for _, f in frames], dtype=np.int64)
     lateness = arrivals - captures
     assert lateness.min() >= 0, "a frame was released before its capture time"
-    # No drift: lateness (release after the capture time) does not grow over the run; medians of
-    # the first and last quarter, so one frame delayed by a busy machine does not count.
-    q = len(lateness) // 4
-    assert abs(np.median(lateness[-q:]) - np.median(lateness[:q])) < 20_000_000
-    assert np.percentile(lateness, 75) < 30_000_000  # released on time, scheduling noise aside
+    # No drift: lateness (release after the capture time) does not grow over the run more than
+    # the scheduler's own (a thread sleeping on the same grid, measured meanwhile) does; medians
+    # of the first and last quarter, so one frame delayed by a busy machine does not count.
+    def drift(x):
+        q = max(1, len(x) // 4)
+        return abs(float(np.median(x[-q:]) - np.median(x[:q])))
+
+    assert len(reference) >= 30
+    assert drift(lateness) <= 2 * drift(reference) + 20_000_000
+    # released on time: no later than the scheduler allows a plain sleeper, plus the frame's drawing
+    assert np.percentile(lateness, 75) <= 2 * np.percentile(reference, 75) + 30_000_000
 
 
 def test_testsrc_white_frames_exactly_at_the_2s_multiples(live_run):
-    clock, video, _, frames, _ = live_run
+    clock, video, _, frames, _, _ = live_run
     times = [f.capture_ns for _, f in frames]
     want = expected_flashes(clock, times)
     got = [is_white(f.image) for _, f in frames]
@@ -103,7 +131,7 @@ def test_testsrc_white_frames_exactly_at_the_2s_multiples(live_run):
 
 
 def test_testsrc_picture_is_yuv420p_with_motion_and_changing_text(live_run):
-    _, _, _, frames, _ = live_run
+    _, _, _, frames, _, _ = live_run
     normal = [f for _, f in frames if not is_white(f.image)]
     a, b = normal[0], normal[15]  # half a second apart
     assert a.image.format.name == "yuv420p" and (a.width, a.height) == (320, 240)
@@ -119,7 +147,7 @@ def test_testsrc_picture_is_yuv420p_with_motion_and_changing_text(live_run):
 
 def test_testsrc_frames_survive_h264_round_trip(live_run, tmp_path):
     """Encode the captured frames with libx264 and decode: white frames are still the flashes."""
-    clock, _, _, frames, _ = live_run
+    clock, _, _, frames, _, _ = live_run
     path = tmp_path / "testsrc.mp4"
     with av.open(str(path), "w") as out:
         st = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
@@ -134,7 +162,7 @@ def test_testsrc_frames_survive_h264_round_trip(live_run, tmp_path):
 
 
 def test_tone_chunks_are_sample_continuous_on_the_clock(live_run):
-    _, _, audio, _, chunks = live_run
+    _, _, audio, _, chunks, _ = live_run
     assert audio.error is None and len(chunks) >= 4 * 48000 // 1024
     t0 = chunks[0][1].capture_ns
     for k, (arrival, c) in enumerate(chunks):
@@ -144,7 +172,7 @@ def test_tone_chunks_are_sample_continuous_on_the_clock(live_run):
 
 
 def test_tone_beeps_start_at_the_sample_of_each_2s_multiple(live_run):
-    clock, _, audio, _, chunks = live_run
+    clock, _, audio, _, chunks, _ = live_run
     t0 = chunks[0][1].capture_ns
     x = np.concatenate([c.samples[0] for _, c in chunks])
     onsets = [i for i in range(1, len(x)) if x[i] != 0 and x[i - 1] == 0 and (i < 2 or not x[i - 2])]
@@ -166,7 +194,7 @@ def test_tone_beeps_start_at_the_sample_of_each_2s_multiple(live_run):
 
 def test_flash_and_beep_share_the_clock(live_run):
     """At the source, each flash frame is captured at its beep's instant (both on the clock's grid)."""
-    clock, _, _, frames, chunks = live_run
+    clock, _, _, frames, chunks, _ = live_run
     flashes = [f.capture_ns for _, f in frames if is_white(f.image)]
     t0 = chunks[0][1].capture_ns
     x = np.concatenate([c.samples[0] for _, c in chunks])

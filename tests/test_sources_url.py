@@ -60,21 +60,24 @@ def test_url_udp_stream_reconnects_after_the_sender_stops_and_restarts():
 
     try:
         src.start(clock)
-        assert wait_for(lambda: collect() >= 12, 8), "no frames from the live UDP stream"
+        # deadlines are generous (a loaded machine starts ffmpeg slowly); the checks are events
+        assert wait_for(lambda: collect() >= 12, 30), "no frames from the live UDP stream"
         first = frames[0]
         assert (first.width, first.height) == (160, 120) and src.media == "video"
         sender.terminate()
         sender.wait(5)
-        stopped = clock.now_ns()
-        assert wait_for(lambda: src.stats()["failed_attempts"] >= 2, 8), src.stats()  # backing off, retrying
+        assert wait_for(lambda: src.stats()["failed_attempts"] >= 1, 30), src.stats()  # the loss was noticed
         collect()
-        # Only the demuxer's last buffered packets may still come out, when the read times out.
-        late = [f for f in frames if f.capture_ns > stopped + 100_000_000]
-        assert len(late) <= 3 and all(f.capture_ns < stopped + 1_000_000_000 for f in late)
+        noticed = clock.now_ns()
+        assert wait_for(lambda: src.stats()["failed_attempts"] >= 2, 30), src.stats()  # backing off, retrying
+        collect()
+        # Only the demuxer's last buffered packets may still come out, before the read times
+        # out: nothing is delivered once the source has noticed the sender is gone.
+        assert not [f for f in frames if f.capture_ns > noticed]
         assert src.running and src.error is None
         sender = stream_udp(port)
         restarted = clock.now_ns()
-        assert wait_for(lambda: collect() and frames[-1].capture_ns > restarted and len([f for f in frames if f.capture_ns > restarted]) >= 10, 10), src.stats()
+        assert wait_for(lambda: collect() and frames[-1].capture_ns > restarted and len([f for f in frames if f.capture_ns > restarted]) >= 10, 30), src.stats()
         stats = src.stats()
         assert stats["reconnects"] >= 1 and stats["failed_attempts"] == 0 and stats["last_error"]
         caps = [f.capture_ns for f in frames]
@@ -96,10 +99,10 @@ def test_url_gives_up_after_max_retries_and_reports_the_error():
                     backoff_initial_s=0.05, max_retries=2)
     try:
         src.start(Clock())
-        assert wait_for(lambda: src.get() is not None, 8)
+        assert wait_for(lambda: src.get() is not None, 30)
         sender.terminate()
         sender.wait(5)
-        assert wait_for(lambda: not src.running, 25), src.stats()
+        assert wait_for(lambda: not src.running, 60), src.stats()
     finally:
         src.stop()
         sender.kill()
@@ -137,7 +140,10 @@ def test_url_open_times_out_on_a_server_that_never_answers():
         t = time.monotonic()
         with pytest.raises(SourceError, match="could not open"):
             src.start(Clock())
-        assert 0.8 < time.monotonic() - t < 5
+        # it waited for the timeout (not an instant refusal) and then gave up (it did not hang:
+        # the server never answers); the upper bound is a ratio to the timeout, for a busy machine
+        elapsed = time.monotonic() - t
+        assert 0.8 * src.open_timeout_s <= elapsed < 10 * src.open_timeout_s
     finally:
         hang.set()
         server.shutdown()

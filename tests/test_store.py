@@ -9,21 +9,17 @@ import shutil
 import subprocess
 
 import pytest
+from store_fixtures import small_tmpfs
 
 from surgbox.crypto import DecryptionError, KeyRing, MasterKey, WrongKeyError
 from surgbox.errors import ConfigError, StoreError
+from surgbox.testing.store_conformance import payload
 from surgbox_ext.store import LocalStore, MirrorStore, ObjectNotFoundError
 
 SEG = 4096
 KEY = MasterKey.generate()
 
 
-def payload(n: int, seed: int = 0) -> bytes:
-    out, i = bytearray(), 0
-    while len(out) < n:
-        out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 @pytest.fixture
@@ -330,15 +326,7 @@ def test_config_errors(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 256 KiB tmpfs (needs root / CAP_SYS_ADMIN; skipped otherwise)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield from small_tmpfs(tmp_path, "256k")
 
 
 def test_full_disk_degrades_and_write_completes_on_other_root(tmp_path, tiny_disk, caplog):

@@ -45,7 +45,8 @@ from .types import (
 # Names resolved on first access: "name": "module:attribute" (keeps `import surgbox` light).
 _LAZY: dict[str, str] = {
     # recording
-    "Recorder": "surgbox.recorder:Recorder",
+    "Recorder": "surgbox.recording:Recorder",
+    "RecorderOptions": "surgbox.recording:RecorderOptions",
     "RecordConfig": "surgbox.config:RecordConfig",
     "layouts": "surgbox.layouts:__name__",
     # de-identification

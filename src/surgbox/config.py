@@ -8,7 +8,7 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     audio = "mic"                # audio source to record (default: the first audio source)
 
     [output]
-    path = "case.mp4"            # relative paths are relative to the config file
+    path = "case.mp4"            # relative to the config file (as every path in it)
 
     [event]                      # shown in the data panel and stored as metadata
     id = "ev-2026-0001"
@@ -30,6 +30,11 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     optional = false             # true: a source that fails to start shows NO SIGNAL
     fps = 30
 
+Paths: every path in the file -- ``[output] path`` and the path options of sources (a ``file``
+source's ``path``, a serial ``port`` or ``url`` that is not a URL, a device path) -- is relative
+to the folder of the config file, not to the current directory. A source plugin names its path
+options in ``path_options`` (a class attribute).
+
 Errors are :class:`~surgbox.errors.ConfigError` naming the key and the fix.
 """
 
@@ -45,6 +50,8 @@ import attrs
 from . import layouts
 from ._toml import load_toml
 from .errors import ConfigError
+from .plugins import get_plugins
+from .recording import Recorder
 from .types import Layout, parse_rate
 
 TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources"}
@@ -112,6 +119,7 @@ class RecordConfig:
     duration_s: float | None = None
     audio: str | None = None
     event: Mapping[str, Any] = attrs.field(factory=dict)
+    base_dir: Path | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> RecordConfig:
@@ -176,6 +184,7 @@ class RecordConfig:
             duration_s=None if duration is None else float(duration),
             audio=audio,
             event=_table(m, "event", ""),
+            base_dir=base_dir,
         )
 
     @staticmethod
@@ -203,23 +212,36 @@ class RecordConfig:
 
     # -- building -------------------------------------------------------------------------------
     def build_sources(self, plugins: Any) -> list[Any]:
-        """Create every source through ``plugins`` (no device is opened yet)."""
+        """Create every source through ``plugins`` (no device is opened yet); relative path
+        options resolve against the config file's folder (:meth:`resolve_paths`)."""
         out = []
         for spec in self.sources:
             try:
-                out.append(plugins.create("source", spec.plugin, name=spec.name, **spec.options))
+                src = plugins.create("source", spec.plugin, name=spec.name, **spec.options)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"sources.{spec.name}: plugin {spec.plugin!r} rejected its options ({exc}); check the option names and values") from exc
+            out.append(self.resolve_paths(src))
         return out
 
-    def build_recorder(self, *, plugins: Any = None, output: Any = None, duration: float | None = None,
-                       event: Any = None, **kwargs: Any) -> Any:
-        """A :class:`~surgbox.recorder.Recorder` for this configuration; ``output`` (a path, file
-        object or :class:`~surgbox.recorder.RecordingSink`), ``duration`` and ``event`` (the
-        panel's event fields) override the file's values; other keyword arguments go to the Recorder."""
-        from .plugins import get_plugins
-        from .recorder import Recorder
+    def resolve_paths(self, component: Any) -> Any:
+        """``component`` with each relative path option (``type(component).path_options``; a
+        value containing ``://`` is a URL and stays) resolved against :attr:`base_dir`."""
+        if self.base_dir is None:
+            return component
+        for name in getattr(type(component), "path_options", ()):
+            value = getattr(component, name, None)
+            if isinstance(value, str) and value and "://" not in value:
+                p = Path(value).expanduser()
+                if not p.is_absolute():
+                    setattr(component, name, str(self.base_dir / p))
+        return component
 
+    def build_recorder(self, *, plugins: Any = None, output: Any = None, duration: float | None = None,
+                       event: Any = None, **kwargs: Any) -> Recorder:
+        """A :class:`~surgbox.recording.Recorder` for this configuration; ``output`` (a path, file
+        object or :class:`~surgbox.recording.RecordingSink`), ``duration`` and ``event`` (the
+        panel's event fields) override the file's values; other keyword arguments go to the
+        Recorder (its options, e.g. ``overwrite=True``, or components)."""
         plugins = plugins or get_plugins()
         target = output if output is not None else self.output
         if target is None:

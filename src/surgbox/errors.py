@@ -31,6 +31,11 @@ class PluginUnavailableError(SurgboxError, RuntimeError):
         super().__init__(f"{kind} plugin {name!r} is not available here: {reason}")
 
 
+class MissingCapabilityError(ConfigError):
+    """A plugin lacks an optional capability the caller needs (e.g. a store without crash recovery
+    used for recording); the message names the plugin, the capability and its methods."""
+
+
 class PluginConflictError(SurgboxError):
     """Two packages register the same kind and name at the same priority."""
 

@@ -24,13 +24,13 @@ the catalog: back it up separately from the data, and keep it off the disks that
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ._toml import load_toml
 from .crypto.keys import load_key
 from .errors import ConfigError
 
@@ -81,23 +81,6 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("surgbox", appauthor=False))
 
 
-def load_toml(path: Path) -> dict[str, Any]:
-    """The parsed TOML file ``path``; :class:`ConfigError` naming the fix when missing or invalid."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `surgbox init` (or set {ENV} to an initialized home)") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} cannot be read as a config file ({exc}); fix or replace it") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the file") from None
-
-
 @attrs.frozen
 class Home:
     """A surgbox home directory: paths, and ``settings`` (``config.toml``) once :meth:`load` read them.
@@ -113,7 +96,8 @@ class Home:
 
     def load(self) -> Home:
         """This home with its ``config.toml`` parsed and checked (unknown sections refused)."""
-        config = load_toml(self.config_path)
+        config = load_toml(self.config_path, what="home configuration",
+                           hint=f"run `surgbox init` (or set {ENV} to an initialized home)")
         for section, value in config.items():
             if section not in _SECTIONS or not isinstance(value, dict):
                 raise ConfigError(f"{self.config_path}: unknown or malformed section [{section}]; "

@@ -395,9 +395,13 @@ class RecordingInfo:
 
 @attrs.frozen
 class SegmentInfo:
-    """A finished, independently playable piece of a recording.
+    """A finished, durable piece of a recording: one fragment of its fragmented MP4.
 
-    ``start_ns``/``duration_ns`` are on the recording's output time line (0 = first frame).
+    ``start_ns``/``duration_ns`` are its video time on the recording's output time line (0 =
+    first frame); bytes ``[offset, offset + size_bytes)`` of the recording at ``path`` (a file
+    path, or ``store:KEY``) hold it, and bytes ``[0, init_size)`` the header (``ftyp`` +
+    ``moov``) that makes it playable on its own (header + fragment is a valid MP4). ``index``
+    counts fragments from 0.
     """
 
     recording_id: str
@@ -406,6 +410,8 @@ class SegmentInfo:
     start_ns: int
     duration_ns: int
     size_bytes: int
+    offset: int = 0
+    init_size: int = 0
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -189,7 +190,8 @@ def database_error(path: Path, exc: sqlite3.Error) -> CatalogError | None:
     """The one-line :class:`CatalogError` for an SQLite failure that is about the file or its disk
     (full, damaged, unreadable, read-only, locked), or ``None`` for other errors (constraints, SQL)."""
     name = getattr(exc, "sqlite_errorname", "") or ""
-    if name.startswith("SQLITE_FULL") or "database or disk is full" in str(exc):
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in str(exc) or (
+            name.startswith("SQLITE_IOERR") and _nearly_full(path)):
         return CatalogError(f"the disk holding the catalog {path} is full; free space on it and retry "
                             f"(the change was not made)")
     if name.startswith(_DAMAGED) or "malformed" in str(exc) or "not a database" in str(exc):
@@ -204,6 +206,15 @@ def database_error(path: Path, exc: sqlite3.Error) -> CatalogError | None:
     if name.startswith("SQLITE_CANTOPEN"):
         return CatalogError(f"cannot open the catalog {path} ({exc}); check that the folder exists and is writable")
     return None
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has (almost) no space left: what an SQLite I/O
+    error on a write usually means (a full disk can fail the WAL index as an I/O error)."""
+    try:
+        return shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def _create_private(path: Path) -> None:

@@ -97,6 +97,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of per-input summaries on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress line (warnings and errors are still printed)")
     p.set_defaults(func=run)
+    _allow_intermixed(p)
+
+
+def _allow_intermixed(parser: argparse.ArgumentParser) -> None:
+    """Let options sit between the paths (``deid SRC --region full DST``, as with the single
+    SRC/DST positionals before): argparse matches a ``nargs="+"`` positional only in one run of
+    arguments unless it parses "intermixed", which it cannot do for the top-level parser (it has
+    subparsers), so this subparser does it for itself."""
+    plain = parser.parse_known_args
+    busy: list[bool] = []
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        if busy:  # parse_known_intermixed_args calls parse_known_args itself
+            return plain(args, namespace)
+        busy.append(True)
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            busy.clear()
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def _options(pairs: list[str], what: str) -> dict:
@@ -257,10 +278,7 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
             print(file=sys.stderr)
     rep = result.report
     if args.timing:
-        times = StageTimes()
-        for stage, st in rep["timing"]["stages"].items():
-            times.add(stage, st["seconds"], st["count"])  # the table is rendered from the report
-        print(times.table(result.frames, result.seconds), file=sys.stderr)
+        print(StageTimes.from_dict(rep["timing"]).table(result.frames, result.seconds), file=sys.stderr)
     for w in rep.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if not args.json:

@@ -45,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the recording is encrypted into the store of SURGBOX_HOME.",
     )
     p.add_argument("--duration", type=float, default=20.0, metavar="S", help="seconds to record (default 20)")
-    p.add_argument("--out", metavar="FILE.mp4", help="write a plain MP4 (+ sidecars) here instead of the encrypted store")
+    p.add_argument("--out", metavar="FILE.mp4", help="write a plain MP4 (+ sidecars) here instead of the encrypted store; "
+                   "an existing one is refused")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file (and its sidecars)")
     p.add_argument("--preset", help="x264 preset (default: the encoder's default)")
     p.add_argument("--home", metavar="DIR", help="the surgbox home (default: $SURGBOX_HOME or the per-user data folder)")
     p.add_argument("--play", nargs="?", const="", metavar="KEY",
@@ -207,9 +209,10 @@ def _new_key(store: Any, stamp: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.play is not None:
         return play(args)
-    from ..recorder import StoreSink
+    from ..recording import RecorderOptions, StoreSink
     from .record import run_recorder
 
+    RecorderOptions(duration=args.duration)  # a bad --duration (nan, inf, 0) is one line, before anything starts
     dest = None
     if args.out:
         output: Any = Path(args.out)
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"recording into the encrypted store {', '.join(dest.roots)} as {key}", file=sys.stderr)
     course = max(60.0, args.duration or 600.0)
     with SimulatedBIS(rate=1.0, course_s=course) as bis:
-        rec = demo_config(args.duration, args.preset, bis_url=bis.url).build_recorder(output=output)
+        rec = demo_config(args.duration, args.preset, bis_url=bis.url).build_recorder(output=output, overwrite=args.overwrite)
         stats = run_recorder(rec, quiet=args.quiet)
     print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) to {rec.sink.label}", file=sys.stderr)
     if dest is None:

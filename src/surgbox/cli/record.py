@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from ..errors import ConfigError
 from ._auth import add_auth_options, login
 
 
@@ -29,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, metavar="FILE.toml", help="recording configuration")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: the config's duration_s, else until Ctrl-C)")
-    p.add_argument("--out", metavar="FILE.mp4", help="output file (overrides [output] path)")
+    p.add_argument("--out", metavar="FILE.mp4", help="output file (overrides [output] path); an existing one is refused")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its sidecar, data track, snapshots)")
     p.add_argument("--event", metavar="ID", help="record into this catalog event: start it, store the files encrypted "
                    "with its key, add them to it, stop it (makes the PDF report); needs the record permission")
     p.add_argument("--no-stop", action="store_true", help="with --event: leave the event recording afterwards (no report yet)")
@@ -111,15 +113,14 @@ def run_recorder(rec: Any, *, quiet: bool = False, snapshot_source: str | None =
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import RecordConfig
-    from ..errors import ConfigError
+    from ..config import RecordConfig  # the recorder and the catalog load when the command runs
 
     cfg = RecordConfig.load(args.config)
     if args.event:
         if args.out:
             raise ConfigError("give either --out FILE.mp4 or --event ID, not both")
         return _run_event(args, cfg)
-    rec = cfg.build_recorder(output=args.out, duration=args.duration)
+    rec = cfg.build_recorder(output=args.out, duration=args.duration, overwrite=args.overwrite)
     stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
     print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) to {rec.output}", file=sys.stderr)
     if rec.sidecar is not None:
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_event(args: argparse.Namespace, cfg: Any) -> int:
     """``record --event ID``: the recording's files go, encrypted, into the event (EventSink)."""
-    from ..recorder import EventSink
+    from ..catalog.recording_sink import EventSink
 
     with login(args) as session:
         events = session.events

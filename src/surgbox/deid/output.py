@@ -3,6 +3,8 @@
 A **path** is written as ``.<name>.<random>.partial<ext>`` in the destination's folder and
 renamed into place only when complete (fsync-ed, then the folder), so a crash or an error
 leaves no half-written output under the real name; on any error the partial file is removed.
+The run holds a lock (``flock``) on its partial file; a later run to the same destination
+removes the partial files a killed run left (unlocked, untouched for a while).
 The path must end in an MP4-family extension (:data:`MP4_EXTENSIONS`: the encoders write MP4),
 must not be the input itself (compared by device and inode, so hard links and symbolic links
 count) and must not exist unless ``overwrite``. Without ``overwrite`` the commit is a hard
@@ -18,10 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: partial files are not locked, and stale ones are left alone
+    fcntl = None  # type: ignore[assignment]
 
 import attrs
 
@@ -29,6 +38,7 @@ from .._fs import fsync_dir
 from ..errors import ConfigError
 
 MP4_EXTENSIONS = (".mp4", ".m4v")
+STALE_AFTER_S = 10.0  # an unlocked partial file untouched this long was left by a killed run
 
 
 def _stat(target: Any) -> os.stat_result | None:
@@ -63,6 +73,7 @@ class Output:
     streaming: bool
     overwrite: bool = False
     tmp: Path | None = None
+    _lock_fd: int | None = attrs.field(default=None, alias="_lock_fd")
 
     @classmethod
     def prepare(cls, dst: str | os.PathLike | IO[bytes], src: Any, *, overwrite: bool = False, src_name: str = "") -> Output:
@@ -92,6 +103,48 @@ class Output:
             raise ConfigError(f"output {label!r} exists; pass --overwrite (overwrite=True) to replace it, or choose another DST")
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial{path.suffix}"
         return cls(path, label, streaming=False, overwrite=overwrite, tmp=tmp)
+
+    def open(self) -> list[str]:
+        """Create the partial file (exclusively) and hold a lock on it while the run lasts;
+        first remove the partial files of this destination that a killed run (``kill -9``,
+        power loss) left: unlocked and untouched for :data:`STALE_AFTER_S`. Returns their names."""
+        if self.tmp is None:
+            return []
+        removed = self._remove_stale()
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = fd
+        return removed
+
+    def _remove_stale(self) -> list[str]:
+        if fcntl is None:
+            return []
+        path = Path(self.dst)
+        removed = []
+        for name in glob.glob(f".{glob.escape(path.name)}.*.partial{glob.escape(path.suffix)}", root_dir=path.parent):
+            p = path.parent / name
+            try:
+                fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                continue
+            try:
+                if time.time() - os.fstat(fd).st_mtime < STALE_AFTER_S:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # locked: another run is writing it
+                    continue
+                os.unlink(p)
+                removed.append(name)
+            finally:
+                os.close(fd)
+        return removed
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def target(self) -> Any:
@@ -128,6 +181,7 @@ class Output:
             else:
                 os.unlink(self.tmp)
         self.tmp = None
+        self._unlock()
         fsync_dir(self.dst.parent)
 
     def abort(self) -> None:
@@ -135,3 +189,4 @@ class Output:
         if self.tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
+        self._unlock()

@@ -77,6 +77,8 @@ class DeidRun:
         committed = False
         try:
             with self.times.stage("setup"):
+                for stale in out.open():
+                    self.stats.warn(f"removed {stale!r}, a partial output left by an interrupted run")
                 inp = InputVideo.open(self.src, name, opts.extra_streams)
                 for s in inp.dropped:
                     self.stats.warn(f"stream {s} of the input was left out (extra_streams='drop')")

@@ -52,6 +52,15 @@ class StageTimes:
     counts: dict[str, int] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, alias="_lock")
 
+    @classmethod
+    def from_dict(cls, timing: Mapping[str, Any]) -> StageTimes:
+        """The timer back from :meth:`to_dict`'s output (a report's ``timing``), e.g. to print
+        its :meth:`table` or draw its :meth:`chart` later."""
+        t = cls()
+        for stage, st in timing.get("stages", {}).items():
+            t.add(stage, st["seconds"], st.get("count", 0))
+        return t
+
     def add(self, stage: str, seconds: float, count: int = 1) -> None:
         stage = canonical_stage(stage)
         with self._lock:
@@ -149,7 +158,7 @@ class StageTimes:
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         label_w = 24 + max(int(probe.textlength(k, font=font)) for k in d)
         bar_w, row_h, top = 560, 30, 104
-        width = label_w + bar_w + 190
+        width = label_w + bar_w + 240
         height = top + row_h * len(d) + 70
         img = Image.new("RGB", (width, height), "white")
         draw = ImageDraw.Draw(img)

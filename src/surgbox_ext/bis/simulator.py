@@ -261,7 +261,13 @@ class PtyPort:
             elif self.link.exists():
                 self.close()
                 raise SurgboxError(f"simulator: {self.link} exists and is not a symlink; pick another --port path")
-            os.symlink(self.name, self.link)
+            try:
+                os.symlink(self.name, self.link)
+            except OSError as exc:
+                self.close()
+                where = self.link.parent
+                why = f"folder {where} does not exist" if not where.is_dir() else (exc.strerror or str(exc))
+                raise SurgboxError(f"simulator: cannot link the pty at {self.link}: {why}; pick another --port path") from None
         if header:
             self.write(header)
         return self
@@ -408,7 +414,12 @@ def open_port(target: str, header: bytes = b"") -> PtyPort | TcpPort:
         host, sep, port = hostport.rpartition(":")
         if not sep or not port.isdigit():
             raise SurgboxError(f"simulator: {target!r} is not tcp://HOST:PORT (e.g. tcp://127.0.0.1:4001)")
+        if int(port) > 65535:
+            raise SurgboxError(f"simulator: port {port} of {target!r} is out of range; use 1-65535 (0 picks a free port)")
         return TcpPort.open(host.strip("[]") or "127.0.0.1", int(port), header)
+    if "://" in target:
+        raise SurgboxError(f"simulator: {target!r} is not a --port this simulator serves; give a path for the pty's "
+                           "symlink (e.g. /tmp/bis) or tcp://HOST:PORT")
     return PtyPort.open(target, header)
 
 

@@ -68,6 +68,7 @@ class BISSource(ThreadedSource):
     """
 
     media: ClassVar[str] = "data"
+    path_options: ClassVar[tuple[str, ...]] = ("url",)  # a tty path (a URL with :// stays as it is)
 
     url: str = attrs.field(default="", kw_only=True)
     baudrate: int = attrs.field(default=9600, converter=int, kw_only=True)

@@ -3,10 +3,12 @@
 Per tick, each video slot whose source delivered a new frame is scaled by swscale (PyAV
 ``VideoFrame.reformat``) to the largest even-sized rectangle of the source's aspect that fits
 the slot (letterbox bars are black) and copied into the planes of one reused canvas with numpy.
-A slot whose source is stale (``None``) shows a cached ``NO SIGNAL <name>`` slate. The data
-panel is drawn with Pillow and DejaVu Sans (bundled with surgbox, :mod:`surgbox.fonts`) only when its
-content changes (about once per second, for the clock), so per-frame cost is a few plane copies.
-No full-frame RGB conversion happens.
+A slot without a frame shows a cached slate (:mod:`.slates`): ``CONNECTING <name>`` while its
+source has not delivered a first frame yet (for at most the connect timeout), ``NO SIGNAL <name>``
+otherwise. The data panel (:mod:`.panel`) is drawn with Pillow and DejaVu Sans (bundled with
+surgbox, :mod:`surgbox.fonts`) cell by cell, only for the cells whose content changed (the REC
+clock once a second, a value when its reading changes, the trend when it gets a point), so the
+per-frame cost is a few plane copies. No full-frame RGB conversion happens.
 """
 
 from __future__ import annotations
@@ -18,139 +20,22 @@ from typing import Any
 import attrs
 import numpy as np
 
-from surgbox import fonts
 from surgbox.interfaces import Compositor
 from surgbox.types import Layout, Reading, Rect, Slot, VideoFrame
+
+from .fields import PANEL_FIELDS, TREND_FIELD, format_field
+from .geometry import PanelLayout, blocks_for, event_rows, panel_layout
+from .panel import CONNECTING, LIVE, NO_DATA, panel_scene, render_cells
+from .slates import render_slate
+from .text import load_font
+from .trend import Trend
 
 log = logging.getLogger(__name__)
 
 BLACK_YUV = (16, 128, 128)
-SLATE_BG = (24, 32, 72)
-PANEL_BG = (12, 12, 16)
+DEFAULT_DATA_TIMEOUT_S = 10.0
 
-
-def load_font(size: int, bold: bool = False) -> Any:
-    """DejaVu Sans (bold) of ``size`` px as a Pillow font (:func:`surgbox.fonts.load`)."""
-    return fonts.load(size, bold=bold)
-
-
-def render_slate(name: str, width: int, height: int) -> Any:
-    """The ``NO SIGNAL <name>`` picture (Pillow RGB image, ``width x height``)."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width, height), SLATE_BG)
-    d = ImageDraw.Draw(img)
-    border = max(2, min(width, height) // 60)
-    d.rectangle((0, 0, width - 1, height - 1), outline=(230, 60, 60), width=border)
-    big = load_font(max(10, min(height // 5, width // 7)), bold=True)
-    small = load_font(max(8, min(height // 10, width // 14)))
-    cx, cy = width / 2, height / 2
-    d.text((cx, cy - height * 0.06), "NO SIGNAL", font=big, fill=(255, 255, 255), anchor="mb")
-    d.text((cx, cy + height * 0.06), name, font=small, fill=(255, 220, 120), anchor="mt")
-    return img
-
-
-PANEL_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "bis": (("BIS", "BIS"), ("SQI", "SQI"), ("EMGLOW", "EMG"), ("SR", "SR")),
-    "bis-history": (("AVGBIS", "BIS"), ("AVGSQI", "SQI"), ("AVGEMG", "EMG"), ("AVGSR", "SR")),
-}
-"""What the panel shows of a reading, by ``Reading.kind``: ``(value name, label)`` in order. A BIS
-monitor shows BIS, SQI, EMG (``EMGLOW``) and SR; other kinds show every value of the reading."""
-
-
-def format_value(v: float | None) -> str:
-    """A panel value as shown: ``--`` for missing/invalid, integers without decimals, else one decimal."""
-    if v is None:
-        return "--"
-    return f"{v:.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:.1f}"
-
-
-_fmt = format_value
-
-
-@attrs.frozen
-class PanelCell:
-    """One value shown in the data panel: ``source`` / ``name`` of the reading value, its ``label``,
-    the ``text`` drawn, and ``box``, the rectangle (panel pixels) that holds the value text (and
-    nothing else), so a decoded recording can be checked against :func:`render_panel`."""
-
-    source: str
-    name: str
-    label: str
-    text: str
-    label_xy: tuple[int, int]
-    box: Rect
-
-
-def _panel_geometry(width: int, height: int) -> tuple[int, int]:
-    pad = max(6, height // 24)
-    return pad, min(width // 3, 640)
-
-
-def panel_cells(width: int, height: int, readings: Mapping[str, Reading]) -> list[PanelCell]:
-    """The value cells :func:`render_panel` draws for ``readings`` in a ``width x height`` panel:
-    one block per data source (in the mapping's order), its values per :data:`PANEL_FIELDS`."""
-    if not readings:
-        return []
-    pad, left_w = _panel_geometry(width, height)
-    block_w = (width - left_w - pad) // len(readings)
-    big_px = max(10, height // 5)
-    cells = []
-    for i, (src, r) in enumerate(readings.items()):
-        x0 = left_w + pad + i * block_w
-        fields = PANEL_FIELDS.get(r.kind)
-        items = [(n, lab, r.values.get(n)) for n, lab in fields] if fields else [(n, n, v) for n, v in r.values.items()]
-        cols = max(1, min(len(items), 4))
-        cell_w = (block_w - 2 * pad) // cols
-        for j, (name, lab, v) in enumerate(items):
-            cx = x0 + pad + (j % cols) * cell_w
-            cy = pad + height // 8 + (j // cols) * (height * 3 // 8)
-            if cy + height // 4 > height:
-                break
-            vy = cy + height // 12
-            box = Rect(cx, vy, max(1, min(cell_w - pad, width - cx)), max(1, min(round(big_px * 1.25), height - vy)))
-            cells.append(PanelCell(str(src), str(name), str(lab), format_value(v), (cx, cy), box))
-    return cells
-
-
-def render_panel(width: int, height: int, readings: Mapping[str, Reading], event: Mapping[str, Any], time_ns: int) -> Any:
-    """The data panel (Pillow RGB image): event fields on the left (``id``, ``place``,
-    ``procedure``, ``time`` ... in the mapping's order) and the recording time; on the right one
-    block per data source with the values of its newest reading (:func:`panel_cells`; ``--`` for
-    invalid/missing)."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width, height), PANEL_BG)
-    d = ImageDraw.Draw(img)
-    pad, left_w = _panel_geometry(width, height)
-    line = max(12, height // 10)
-    label = load_font(max(9, line * 3 // 4))
-    value = load_font(max(9, line * 3 // 4), bold=True)
-    y = pad
-    secs = max(0, time_ns) // 1_000_000_000
-    rows = [(str(k).upper(), str(v)) for k, v in event.items() if v not in (None, "")]
-    rows.append(("REC", f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"))
-    key_w = max((d.textlength(k, font=label) for k, _ in rows), default=0) + pad
-    for k, v in rows:
-        if y + line > height:
-            break
-        d.text((pad, y), k, font=label, fill=(150, 160, 175))
-        d.text((pad + key_w, y), v, font=value, fill=(240, 240, 240))
-        y += line
-    d.line((left_w, pad, left_w, height - pad), fill=(60, 60, 70), width=2)
-    if not readings:
-        d.text((left_w + 2 * pad, pad), "no data sources", font=label, fill=(110, 110, 120))
-        return img
-    block_w = (width - left_w - pad) // len(readings)
-    big = load_font(max(10, height // 5), bold=True)
-    small = load_font(max(8, height // 14))
-    for i, (src, r) in enumerate(readings.items()):
-        x0 = left_w + pad + i * block_w
-        d.text((x0 + pad, pad), f"{src} ({r.kind})" if r.kind and r.kind != src else src, font=small, fill=(120, 200, 255))
-    for c in panel_cells(width, height, readings):
-        d.text(c.label_xy, c.label, font=small, fill=(160, 170, 180))
-        d.text((c.box.x, c.box.y), c.text, font=big, fill=(120, 120, 120) if c.text == "--" else (120, 255, 140))
-    return img
+__all__ = ["BLACK_YUV", "DefaultCompositor", "load_font", "plane_array", "plane_views", "render_slate"]
 
 
 def plane_array(plane: Any) -> np.ndarray:
@@ -175,24 +60,55 @@ def _even_fit(slot: Rect, width: int, height: int) -> Rect:
     return Rect(x, y, max(2, w), max(2, h))
 
 
+def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None and not value >= 0:
+        raise ValueError(f"compositor option {attribute.name} must be >= 0 seconds, got {value!r}")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"compositor option {attribute.name} must be > 0, got {value!r}")
+
+
 @attrs.define(eq=False)
 class DefaultCompositor(Compositor):
     """``surgbox.interfaces.Compositor`` on YUV 4:2:0 numpy planes.
 
-    ``interpolation``: swscale filter name for scaling (``BILINEAR``, ``AREA``, ``BICUBIC``,
-    ``FAST_BILINEAR`` ...). Slot rectangles should have even coordinates (4:2:0 chroma); odd
-    ones are rounded inward.
+    Options: ``interpolation``: swscale filter name for scaling (``BILINEAR``, ``AREA``,
+    ``BICUBIC``, ``FAST_BILINEAR`` ...); ``connect_timeout_s``: how long after the first tick a
+    source that has not delivered a frame yet shows ``CONNECTING`` instead of ``NO SIGNAL``
+    (default: the recorder's stale timeout, given by :meth:`set_context`; without one, no
+    connecting phase); ``trend_minutes``: the span of the BIS trend chart (default 10).
+    Slot rectangles should have even coordinates (4:2:0 chroma); odd ones are rounded inward.
+
+    Counters: ``renders`` ticks that repainted part of the panel, ``cell_renders`` cells repainted.
     """
 
     interpolation: str = "BILINEAR"
+    connect_timeout_s: float | None = attrs.field(default=None, validator=_positive_or_none)
+    trend_minutes: float = attrs.field(default=10.0, converter=float, validator=_positive)
     layout: Layout | None = attrs.field(default=None, init=False)
-    renders: int = attrs.field(default=0, init=False)  # panel renders (cache misses)
+    renders: int = attrs.field(default=0, init=False)
+    cell_renders: int = attrs.field(default=0, init=False)
     _canvas: np.ndarray | None = attrs.field(default=None, init=False, alias="_canvas")
     _y: np.ndarray | None = attrs.field(default=None, init=False, alias="_y")
     _u: np.ndarray | None = attrs.field(default=None, init=False, alias="_u")
     _v: np.ndarray | None = attrs.field(default=None, init=False, alias="_v")
     _state: dict[str, Any] = attrs.field(factory=dict, init=False, alias="_state")
-    _slates: dict[str, tuple[np.ndarray, ...]] = attrs.field(factory=dict, init=False, alias="_slates")
+    _slates: dict[tuple[str, bool], tuple[np.ndarray, ...]] = attrs.field(factory=dict, init=False, alias="_slates")
+    # what the recorder said (set_context) and what this recording has seen so far
+    _stale_timeout_s: float | None = attrs.field(default=None, init=False, alias="_stale_timeout_s")
+    _data_timeout_s: float = attrs.field(default=DEFAULT_DATA_TIMEOUT_S, init=False, alias="_data_timeout_s")
+    _failed: frozenset[str] = attrs.field(factory=frozenset, init=False, alias="_failed")
+    _declared_data: tuple[str, ...] | None = attrs.field(default=None, init=False, alias="_declared_data")
+    _t0: int | None = attrs.field(default=None, init=False, alias="_t0")
+    _seen: set[str] = attrs.field(factory=set, init=False, alias="_seen")
+    _data_order: list[str] = attrs.field(factory=list, init=False, alias="_data_order")
+    _kinds: dict[str, str] = attrs.field(factory=dict, init=False, alias="_kinds")
+    _last_capture: dict[str, int] = attrs.field(factory=dict, init=False, alias="_last_capture")
+    _trends: dict[str, Trend] = attrs.field(factory=dict, init=False, alias="_trends")
+    _panel: dict[str, Any] = attrs.field(factory=dict, init=False, alias="_panel")
+    _reformatters: dict[tuple[int, int], Any] = attrs.field(factory=dict, init=False, alias="_reformatters")
 
     def configure(self, layout: Layout) -> None:
         if layout.width % 2 or layout.height % 2:
@@ -206,6 +122,29 @@ class DefaultCompositor(Compositor):
         self._fill(Rect(0, 0, w, h), BLACK_YUV)
         self._state.clear()
         self._slates.clear()
+        self._panel.clear()
+        self._t0 = None
+        self._seen.clear()
+        self._data_order.clear()
+        self._kinds.clear()
+        self._last_capture.clear()
+        self._trends.clear()
+
+    def set_context(self, **context: Any) -> None:
+        """What the recorder knows (:meth:`surgbox.interfaces.Compositor.set_context`):
+        ``stale_timeout_s`` (the connect timeout unless ``connect_timeout_s`` is set),
+        ``failed_sources`` (they show NO SIGNAL at once), ``data_sources`` (data blocks in this
+        order, shown as CONNECTING before their first reading), ``data_timeout_s`` (how long a data
+        source may take to send its first reading before its block says NO DATA). Others are ignored."""
+        if context.get("stale_timeout_s") is not None:
+            self._stale_timeout_s = float(context["stale_timeout_s"])
+        if context.get("data_timeout_s") is not None:
+            self._data_timeout_s = float(context["data_timeout_s"])
+        if context.get("failed_sources") is not None:
+            self._failed = frozenset(map(str, context["failed_sources"]))
+        if context.get("data_sources") is not None:
+            self._declared_data = tuple(map(str, context["data_sources"]))
+            self._data_order = [s for s in self._declared_data] + [s for s in self._data_order if s not in self._declared_data]
 
     # -- drawing ----------------------------------------------------------------------------------
     def _fill(self, r: Rect, yuv: tuple[int, int, int]) -> None:
@@ -221,8 +160,15 @@ class DefaultCompositor(Compositor):
 
     def _blit_image(self, r: Rect, image: Any) -> None:
         import av
+        from av.video.reformatter import VideoReformatter
 
-        f = av.VideoFrame.from_image(image).reformat(r.width, r.height, format="yuv420p")
+        # one swscale context per picture size (panel cells repeat their sizes): no set-up per paint
+        conv = self._reformatters.get((r.width, r.height))
+        if conv is None:
+            if len(self._reformatters) >= 64:
+                self._reformatters.clear()
+            conv = self._reformatters[(r.width, r.height)] = VideoReformatter()
+        f = conv.reformat(av.VideoFrame.from_image(image), r.width, r.height, format="yuv420p")
         self._blit(r, plane_views(f))
 
     def _even_slot(self, slot: Slot) -> Rect:
@@ -241,30 +187,100 @@ class DefaultCompositor(Compositor):
         self._blit(fit, plane_views(scaled))
         self._state[slot.name] = ("video", (frame.source, frame.seq, frame.capture_ns), geometry)
 
-    def _draw_slate(self, slot: Slot) -> None:
-        if self._state.get(slot.name, ("",))[0] == "slate":
+    def _draw_slate(self, slot: Slot, connecting: bool) -> None:
+        kind = "connecting" if connecting else "slate"
+        if self._state.get(slot.name, ("",))[0] == kind:
             return
         area = self._even_slot(slot)
         name = slot.source or slot.name
-        if slot.name not in self._slates:
+        if (slot.name, connecting) not in self._slates:
             import av
 
-            f = av.VideoFrame.from_image(render_slate(name, area.width, area.height)).reformat(format="yuv420p")
-            self._slates[slot.name] = tuple(p.copy() for p in plane_views(f))
-        self._blit(area, self._slates[slot.name])  # type: ignore[arg-type]
-        self._state[slot.name] = ("slate",)
+            f = av.VideoFrame.from_image(render_slate(name, area.width, area.height, connecting=connecting)).reformat(format="yuv420p")
+            self._slates[(slot.name, connecting)] = tuple(p.copy() for p in plane_views(f))
+        self._blit(area, self._slates[(slot.name, connecting)])  # type: ignore[arg-type]
+        self._state[slot.name] = (kind,)
+
+    def _connecting(self, source: str, time_ns: int) -> bool:
+        """True while ``source`` has had no frame yet and the connect timeout has not passed."""
+        timeout = self.connect_timeout_s if self.connect_timeout_s is not None else self._stale_timeout_s
+        if not timeout or source in self._seen or source in self._failed or self._t0 is None:
+            return False
+        return time_ns - self._t0 < timeout * 1e9
+
+    # -- the data panel -----------------------------------------------------------------------------
+    def _track(self, readings: Mapping[str, Reading], time_ns: int) -> None:
+        """Remember data sources, their kinds, and the trend points of new readings."""
+        window = self.trend_minutes * 60
+        for src, r in readings.items():
+            if src not in self._data_order:
+                self._data_order.append(src)
+            self._kinds[src] = r.kind
+            if self._last_capture.get(src) == r.capture_ns:
+                continue
+            self._last_capture[src] = r.capture_ns
+            fields = PANEL_FIELDS.get(r.kind)
+            if fields is None:
+                continue
+            trend = self._trends.get(src)
+            if trend is None or trend.window_s != window:
+                trend = self._trends[src] = Trend(window_s=window)
+            text, _ = format_field(fields[TREND_FIELD], r.values)
+            trend.add(time_ns / 1e9, None if text == "--" else float(text))
+
+    def _status(self, readings: Mapping[str, Reading], time_ns: int) -> dict[str, str]:
+        out = {}
+        elapsed = 0 if self._t0 is None else time_ns - self._t0
+        for src in self._data_order:
+            if src in readings:
+                out[src] = LIVE
+            elif src in self._kinds or src in self._failed or elapsed >= self._data_timeout_s * 1e9:
+                out[src] = NO_DATA
+            else:
+                out[src] = CONNECTING
+        return out
 
     def _draw_panel(self, slot: Slot, readings: Mapping[str, Reading], event: Mapping[str, Any], time_ns: int) -> None:
+        self._track(readings, time_ns)
+        status = self._status(readings, time_ns)
+        live = {s: r for s, r in readings.items() if status.get(s) == LIVE}
         key = (
             tuple((str(k), str(v)) for k, v in event.items()),
-            tuple((s, r.kind, tuple(r.values.items())) for s, r in readings.items()),
+            tuple((s, r.kind, r.capture_ns, tuple(r.values.items())) for s, r in live.items()),
+            tuple(status.items()),
             max(0, time_ns) // 1_000_000_000,
         )
-        if self._state.get(slot.name) == ("panel", key):
+        cache = self._panel.setdefault(slot.name, {})
+        if cache.get("key") == key:
             return
+        cache["key"] = key
         area = self._even_slot(slot)
-        self._blit_image(area, render_panel(area.width, area.height, readings, event, time_ns))
-        self._state[slot.name] = ("panel", key)
+        rows = [(k, label) for k, label, _ in event_rows(event)]
+        blocks = blocks_for(live, self._data_order, self._kinds)
+        geometry = (area.width, area.height, tuple(rows), tuple((s, k, tuple(f.name for f in fs)) for s, k, fs in blocks))
+        trends = {s: t.points for s, t in self._trends.items()}
+        versions = {s: t.version for s, t in self._trends.items()}
+        if cache.get("geometry") != geometry:
+            layout = panel_layout(area.width, area.height, rows, blocks)
+            cache.update(geometry=geometry, layout=layout, cells={})
+        layout: PanelLayout = cache["layout"]
+        cells, _ = panel_scene(layout, live, event, time_ns, status=status, trends=trends, trend_versions=versions,
+                               window_s=self.trend_minutes * 60)
+        known: dict[tuple, Any] = cache["cells"]
+        if not known:  # first paint of this geometry: all of it
+            self._blit_image(area, render_cells(area.width, area.height, layout, cells))
+            self.cell_renders += len(cells)
+        else:
+            from PIL import Image, ImageDraw
+
+            for c in cells:
+                if known.get(c.id) == c.key:
+                    continue
+                img = Image.new("RGB", (c.rect.width, c.rect.height))
+                c.paint(ImageDraw.Draw(img), Rect(0, 0, c.rect.width, c.rect.height))
+                self._blit_image(Rect(area.x + c.rect.x, area.y + c.rect.y, c.rect.width, c.rect.height), img)
+                self.cell_renders += 1
+        cache["cells"] = {c.id: c.key for c in cells}
         self.renders += 1
 
     # -- Compositor API -----------------------------------------------------------------------------
@@ -280,14 +296,18 @@ class DefaultCompositor(Compositor):
 
         if self.layout is None:
             raise RuntimeError("compositor: call configure(layout) before compose()")
+        if self._t0 is None:
+            self._t0 = time_ns
         for slot in self.layout.slots:
             if slot.kind == "panel":
                 self._draw_panel(slot, readings, event, time_ns)
                 continue
-            frame = frames.get(slot.source or slot.name)
+            source = slot.source or slot.name
+            frame = frames.get(source)
             if frame is None:
-                self._draw_slate(slot)
+                self._draw_slate(slot, self._connecting(source, time_ns))
                 continue
+            self._seen.add(source)
             state = self._state.get(slot.name)
             if state is not None and state[0] == "video" and state[1] == (frame.source, frame.seq, frame.capture_ns):
                 continue  # same picture as the last tick: the canvas already holds it
@@ -297,3 +317,5 @@ class DefaultCompositor(Compositor):
     def close(self) -> None:
         self._state.clear()
         self._slates.clear()
+        self._panel.clear()
+        self._trends.clear()

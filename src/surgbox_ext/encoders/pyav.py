@@ -1,28 +1,36 @@
-"""H.264 + AAC encoders on PyAV, written as crash-safe fragmented MP4.
+"""H.264 + AAC encoders on PyAV in PyAV's shape: ``encode(frame) -> packets``, explicit ``flush()``.
 
-The container is MP4 with ``movflags=frag_keyframe+empty_moov+default_base_moof``: the header
-(``moov``) is written first and every keyframe starts a new self-contained fragment
-(``moof`` + ``mdat``). With a GOP of ``gop_seconds`` (1 s by default) a ``kill -9`` or power loss
-loses at most the fragment being written; every completed second stays playable. The format
-never seeks, so the output may be a path or any writable binary file object (a pipe, an
-encrypting writer).
+The packet API (what the recorder uses): ``open_codecs(width=, height=, fps=, ...)`` opens the
+video codec (and AAC when ``audio_rate`` is given) and returns their
+:class:`~surgbox.packets.StreamSpec` s; ``encode(frame, time_ns)`` and
+``encode_audio(samples, time_ns)`` return :class:`~surgbox.packets.Packet` s; ``flush()``
+returns what the codecs still hold; ``close()``. Packets are plain values: the recorder muxes
+them into its crash-safe file (:class:`surgbox.mux.Mp4Muxer`) on a writer thread and can tee
+them to a preview or an upload without encoding twice.
 
-Time: ``write_video(frame, time_ns)`` / ``write_audio(samples, time_ns)`` take nanoseconds on
-the output time line (0 = first frame). A fragmented MP4 has no edit list, so each track plays
-from its first packet: the first video frame must be at ``time_ns=0`` (later ones keep their
-exact times), B-frames are off, and audio always starts at 0 (silence fills up to the first
-chunk; the AAC priming delay is compensated so input sample ``s`` decodes as file sample ``s``). Video ``pts = round(time_ns / 1e9 / time_base)`` with
-``time_base`` as passed to :meth:`PyAVEncoder.open_output` (default ``1/90000`` s); audio pts
-count samples at ``audio_rate``.
+The one-call path (de-identification uses it): ``open_output(target, ...)``, ``write_video`` /
+``write_audio`` / ``copy_audio``, ``close()`` -- the same codecs feeding an
+:class:`~surgbox.mux.Mp4Muxer` (:class:`~surgbox.mux.EncodedOutput`). Fragmented (the default)
+the file is ``movflags=frag_keyframe+empty_moov+default_base_moof``: header first, then one
+self-contained fragment per keyframe; with a GOP of ``gop_seconds`` (1 s by default, scene-cut
+keyframes off, so every fragment is one GOP) a ``kill -9`` or power loss loses at most the
+fragment being written. It never seeks, so the target may be a path or any writable binary file
+object (a pipe, an encrypting writer).
+
+Time: ``time_ns`` is nanoseconds on the output time line (0 = first frame). A fragmented MP4
+has no edit list, so each track plays from its first packet: the first video frame must be at
+``time_ns=0`` (later ones keep their exact times), B-frames are off, and audio always starts
+at 0 (silence fills up to the first chunk; the AAC priming delay is compensated so input sample
+``s`` decodes as file sample ``s``). Video ``pts = round(time_ns * time_base_hz / 1e9)``, i.e.
+``round(time_ns / 1e9 / time_base)`` with ``time_base`` in seconds per unit (default
+``1/90000``); audio pts count samples at ``audio_rate``.
 """
 
 from __future__ import annotations
 
 import errno
-import io
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import IO, Any, ClassVar
@@ -32,12 +40,12 @@ import numpy as np
 
 from surgbox.errors import EncoderError
 from surgbox.interfaces import Encoder
-from surgbox.types import parse_rate
+from surgbox.mux import EncodedOutput, Mp4Muxer, describe_os_error, target_label
+from surgbox.packets import Packet, StreamSpec
+from surgbox.types import channel_layout, parse_rate
 
 log = logging.getLogger(__name__)
 
-MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+use_metadata_tags"
-PLAIN_MOVFLAGS = "faststart+use_metadata_tags"
 DEFAULT_TIME_BASE = Fraction(1, 90000)
 AAC_PRIMING = 1024  # FFmpeg's AAC encoder delay (initial_padding), in samples
 NS = 1_000_000_000
@@ -48,48 +56,18 @@ def _positive_number(instance: Any, attribute: attrs.Attribute, value: Any) -> N
         raise ValueError(f"encoder option {attribute.name} must be > 0, got {value!r}")
 
 
-class _CountingWriter(io.RawIOBase):
-    """Non-seekable raw writer around a caller's file object that counts bytes written."""
-
-    def __init__(self, raw: IO[bytes]):
-        self.raw = raw
-        self.written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def write(self, b: Any) -> int:
-        n = self.raw.write(b)
-        n = len(b) if n is None else n
-        self.written += n
-        return n
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-
-def _describe(exc: BaseException) -> str:
-    err = getattr(exc, "errno", None)
-    if err == errno.ENOSPC:
-        return "the disk is full (No space left on device)"
-    return f"{type(exc).__name__}: {exc}"
-
-
 @attrs.define(eq=False)
 class PyAVEncoder(Encoder):
-    """Base of the PyAV video encoders: fragmented MP4, video codec ``codec``, AAC audio.
+    """Base of the PyAV video encoders: video codec ``codec`` + AAC, packets out.
 
     Options (all optional): ``gop_seconds`` keyframe interval (= fragment length, s);
     ``bitrate`` video bits/s (``None``: codec's quality mode); ``threads`` encoder threads
     (0 = codec default); ``audio_bitrate`` AAC bits/s; ``codec_options`` extra FFmpeg codec
-    options as strings; ``fragmented`` (default True) writes crash-safe fragmented MP4 — False
-    writes a plain MP4 with its index at the front (``faststart``) and edit lists, for outputs
-    that are written under a temporary name anyway (de-identification): tracks that start before
-    0 (AAC priming in copied audio) then keep every timestamp exactly. A plain MP4 needs a file
-    path. Thread safety: one writer thread; ``stats()``/``size_bytes`` from any.
+    options as strings; ``fragmented`` (default True; the one-call path only) writes crash-safe
+    fragmented MP4 -- False writes a plain MP4 with its index at the front (``faststart``) and
+    edit lists, for outputs that are written under a temporary name anyway (de-identification):
+    tracks that start before 0 (AAC priming in copied audio) then keep every timestamp exactly.
+    A plain MP4 needs a file path. Thread safety: one thread encodes; ``stats()`` from any.
     """
 
     codec: ClassVar[str] = ""
@@ -102,11 +80,13 @@ class PyAVEncoder(Encoder):
     fragmented: bool = attrs.field(default=True, converter=bool)
 
     target: Any = attrs.field(default=None, init=False)
-    _container: Any = attrs.field(default=None, init=False, alias="_container")
-    _video: Any = attrs.field(default=None, init=False, alias="_video")
-    _audio: Any = attrs.field(default=None, init=False, alias="_audio")
-    _writer: _CountingWriter | None = attrs.field(default=None, init=False, alias="_writer")
+    _label_text: str = attrs.field(default="<no output>", init=False, alias="_label_text")
+    _video: Any = attrs.field(default=None, init=False, alias="_video")  # av.CodecContext
+    _audio: Any = attrs.field(default=None, init=False, alias="_audio")  # av.CodecContext (AAC)
+    _streams: tuple[StreamSpec, ...] = attrs.field(default=(), init=False, alias="_streams")
+    _output: EncodedOutput | None = attrs.field(default=None, init=False, alias="_output")
     _time_base: Fraction = attrs.field(default=DEFAULT_TIME_BASE, init=False, alias="_time_base")
+    _frame_units: int = attrs.field(default=1, init=False, alias="_frame_units")
     _width: int = attrs.field(default=0, init=False, alias="_width")
     _height: int = attrs.field(default=0, init=False, alias="_height")
     _audio_rate: int = attrs.field(default=0, init=False, alias="_audio_rate")
@@ -114,8 +94,8 @@ class PyAVEncoder(Encoder):
     _audio_next: int | None = attrs.field(default=None, init=False, alias="_audio_next")
     _last_pts: int | None = attrs.field(default=None, init=False, alias="_last_pts")
     _failed: EncoderError | None = attrs.field(default=None, init=False, alias="_failed")
+    _flushed: bool = attrs.field(default=False, init=False, alias="_flushed")
     _closed: bool = attrs.field(default=False, init=False, alias="_closed")
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
     _counts: dict[str, int] = attrs.field(factory=dict, init=False, alias="_counts")
 
     # -- subclass API ---------------------------------------------------------------------------
@@ -130,7 +110,7 @@ class PyAVEncoder(Encoder):
     def _configure_video(self, ctx: Any) -> None:
         """Set codec-context fields (profile ...) before the encoder opens."""
 
-    # -- Encoder API ----------------------------------------------------------------------------
+    # -- packet API -----------------------------------------------------------------------------
     @property
     def time_base(self) -> Fraction:
         """Video time base in seconds per pts unit."""
@@ -140,9 +120,13 @@ class PyAVEncoder(Encoder):
     def name(self) -> str:
         return self.codec
 
-    def open_output(
+    @property
+    def streams(self) -> tuple[StreamSpec, ...]:
+        """The open codecs' streams (video first), empty before :meth:`open_codecs`."""
+        return self._streams
+
+    def open_codecs(
         self,
-        target: str | os.PathLike | IO[bytes],
         *,
         width: int = 1920,
         height: int = 1080,
@@ -150,90 +134,72 @@ class PyAVEncoder(Encoder):
         time_base: Fraction | None = None,
         audio_rate: int | None = None,
         audio_channels: int = 1,
-        audio_template: Any = None,
-        metadata: Mapping[str, str] | None = None,
-        rotation: float = 0.0,
-    ) -> None:
+        label: str | None = None,
+    ) -> tuple[StreamSpec, ...]:
+        """Open the video codec (and AAC when ``audio_rate`` is given); returns their specs.
+        ``label`` names the output in error messages."""
         import av
 
-        if self._container is not None:
+        if self._video is not None:
             raise EncoderError(f"{self.codec} encoder: already open on {self._label()}")
+        if label is not None:
+            self._label_text = label
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise EncoderError(f"{self.codec} encoder: size {width}x{height} must be positive and even (yuv420p)")
-        self.target = target
         self._width, self._height = int(width), int(height)
         try:
             rate = parse_rate(fps, "fps")
         except ValueError as exc:
             raise EncoderError(f"{self.codec} encoder: {exc}") from None
         self._time_base = Fraction(time_base) if time_base is not None else DEFAULT_TIME_BASE
-        # flush_packets: hand each finished fragment to the OS at once (not when a 32 KiB
-        # buffer fills, which can take seconds for calm pictures)
-        if self.fragmented:
-            options = {"movflags": MOVFLAGS, "flush_packets": "1"}
-        else:
-            if not isinstance(target, (str, os.PathLike)):
-                raise EncoderError(f"{self.codec} encoder: a plain (fragmented=False) MP4 is finished by seeking back; give a file path, not {self._label()}")
-            options = {"movflags": PLAIN_MOVFLAGS}
+        self._frame_units = max(1, round(1 / (rate * self._time_base)))
+        global_header = av.codec.context.Flags.global_header  # headers in the StreamSpec (MP4 wants them there)
         try:
-            if isinstance(target, (str, os.PathLike)):
-                container = av.open(os.fspath(target), "w", format="mp4", options=options)
-            else:
-                self._writer = _CountingWriter(target)
-                container = av.open(self._writer, "w", format="mp4", options=options)
-        except (OSError, av.FFmpegError) as exc:
-            raise EncoderError(f"cannot create output {self._label()}: {_describe(exc)}; check the directory exists and is writable") from exc
-        try:
-            for k, v in (metadata or {}).items():
-                container.metadata[str(k)] = str(v)
-            vs = container.add_stream(self.codec, rate=rate)
-            vs.width, vs.height, vs.pix_fmt = self._width, self._height, "yuv420p"
-            ctx = vs.codec_context
+            ctx = av.CodecContext.create(self.codec, "w")
+            ctx.width, ctx.height, ctx.pix_fmt = self._width, self._height, "yuv420p"
             ctx.time_base = self._time_base
             ctx.framerate = rate
             ctx.gop_size = max(1, round(float(rate) * self.gop_seconds))
+            ctx.flags |= global_header
             if self.bitrate:
                 ctx.bit_rate = int(self.bitrate)
             if self.threads:
                 ctx.thread_count = self.threads
             self._configure_video(ctx)
             ctx.options = self._video_options()
-            if rotation:
-                vs.set_display_rotation(float(rotation))  # display matrix in the header (before start_encoding)
-            self._video = vs
-            if audio_template is not None:
-                self._audio = container.add_stream_from_template(audio_template)
-            elif audio_rate:
+            ctx.open()  # fail now (bad option, no hardware), not at the first frame
+            specs = [StreamSpec("video", self.codec, self._time_base, bytes(ctx.extradata or b""), self._width, self._height,
+                                "yuv420p", rate, bit_rate=int(self.bitrate or 0))]
+            actx = None
+            if audio_rate:
                 self._audio_rate = int(audio_rate)
-                self._audio_layout = {1: "mono", 2: "stereo"}.get(int(audio_channels), f"{int(audio_channels)}c")
-                a = container.add_stream("aac", rate=self._audio_rate, layout=self._audio_layout)
-                a.codec_context.bit_rate = self.audio_bitrate
-                a.codec_context.time_base = Fraction(1, self._audio_rate)
-                self._audio = a
-            vs.codec_context.open()  # fail now (bad option, no hardware), not at the first frame
+                self._audio_layout = channel_layout(audio_channels)
+                actx = av.CodecContext.create("aac", "w")
+                actx.sample_rate, actx.layout, actx.format = self._audio_rate, self._audio_layout, "fltp"
+                actx.bit_rate = self.audio_bitrate
+                actx.time_base = Fraction(1, self._audio_rate)
+                actx.flags |= global_header
+                actx.open()
+                specs.append(StreamSpec("audio", "aac", Fraction(1, self._audio_rate), bytes(actx.extradata or b""),
+                                        sample_rate=self._audio_rate, channels=int(audio_channels), frame_size=actx.frame_size,
+                                        bit_rate=self.audio_bitrate))
         except (OSError, ValueError, av.FFmpegError) as exc:
-            self._abort(container)
-            raise EncoderError(f"{self.codec} encoder: cannot open for {self._label()}: {_describe(exc)}") from exc
-        try:
-            container.start_encoding()  # opens the file and writes the (empty) moov header now
-        except (OSError, av.FFmpegError) as exc:
-            self._abort(container)
-            raise EncoderError(
-                f"cannot create output {self._label()}: {_describe(exc)}; check the directory exists and is writable"
-            ) from exc
-        self._container = container
-        self._counts = {"video_frames": 0, "audio_samples": 0, "audio_packets_copied": 0, "audio_gap_samples": 0, "audio_trimmed_samples": 0, "keyframes": 0}
-        log.debug("%s: writing %s %dx%d @ %s fps", self.codec, self._label(), width, height, rate)
+            raise EncoderError(f"{self.codec} encoder: cannot open for {self._label()}: {describe_os_error(exc)}") from exc
+        self._video, self._audio, self._streams = ctx, actx, tuple(specs)
+        self._counts = {"video_frames": 0, "audio_samples": 0, "audio_packets_copied": 0, "audio_gap_samples": 0,
+                        "audio_trimmed_samples": 0, "keyframes": 0}
+        log.debug("%s: encoding %dx%d @ %s fps for %s", self.codec, width, height, rate, self._label())
+        return self._streams
 
-    def write_video(self, frame: Any, time_ns: int) -> None:
-        """Encode a picture (``av.VideoFrame`` any format/size, or ``HxWx3 uint8`` RGB) shown at ``time_ns``.
+    def encode(self, frame: Any, time_ns: int) -> list[Packet]:
+        """Encode a picture (``av.VideoFrame`` any format/size, or ``HxWx3 uint8`` RGB) shown at
+        ``time_ns``; returns the packets the codec released (possibly none yet).
 
         Raises :class:`EncoderError` when ``time_ns`` does not increase (after conversion to
-        ``time_base``) or the output fails (a full disk stops the encoder; what was written stays playable).
-        """
+        ``time_base``) or the codec fails (which stops the encoder)."""
         import av
 
-        self._check_open()
+        self._check_codecs()
         if isinstance(frame, np.ndarray):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         if frame.format.name != "yuv420p" or frame.width != self._width or frame.height != self._height:
@@ -248,23 +214,24 @@ class PyAVEncoder(Encoder):
             log.warning("%s: first video frame at %d ns, not 0: the MP4 track will start at 0 (shifted)", self.codec, time_ns)
         frame.pts, frame.time_base = pts, self._time_base
         self._last_pts = pts
-        self._mux(self._encode(self._video, frame, "encoding video"))
+        out = self._packets("video", self._encode(self._video, frame, "encoding video"))
         self._counts["video_frames"] += 1
+        return out
 
-    def write_audio(self, samples: np.ndarray, time_ns: int) -> None:
+    def encode_audio(self, samples: np.ndarray, time_ns: int) -> list[Packet]:
         """Encode float32 planar audio ``(channels, n)`` whose first sample plays at ``time_ns``.
 
-        Audio is kept contiguous from time 0: a chunk that starts after the expected position is preceded
-        by silence; one that overlaps what was written loses its overlapping samples (both
-        counted in ``stats()``).
+        Audio is kept contiguous from time 0: a chunk that starts after the expected position is
+        preceded by silence; one that overlaps what was written loses its overlapping samples
+        (both counted in ``stats()``).
         """
         import av
 
-        self._check_open()
-        if self._audio is None or not self._audio_rate:
-            raise EncoderError(f"{self.codec} encoder ({self._label()}): no audio encoder; open_output(audio_rate=...) first")
+        self._check_codecs()
+        if self._audio is None:
+            raise EncoderError(f"{self.codec} encoder ({self._label()}): no audio encoder; open with audio_rate=... first")
         samples = np.asarray(samples, dtype=np.float32)
-        channels = self._audio.codec_context.channels
+        channels = self._audio.channels
         if samples.ndim != 2 or samples.shape[0] != channels:
             raise EncoderError(f"{self.codec} encoder: audio must be float32 shaped ({channels}, n), got {samples.shape}")
         start = round(int(time_ns) * self._audio_rate / NS)
@@ -284,141 +251,159 @@ class PyAVEncoder(Encoder):
             samples = samples[:, cut:]
             self._counts["audio_trimmed_samples"] += cut
         if samples.shape[1] == 0:
-            return
+            return []
         af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=self._audio_layout)
         af.sample_rate = self._audio_rate
         af.pts, af.time_base = self._audio_next, Fraction(1, self._audio_rate)
         self._audio_next += samples.shape[1]
-        self._mux(self._encode(self._audio, af, "encoding audio"))
+        out = self._packets("audio", self._encode(self._audio, af, "encoding audio"))
         self._counts["audio_samples"] += samples.shape[1]
+        return out
+
+    def flush(self) -> list[Packet]:
+        """The packets the codecs still hold (call once, after the last frame); afterwards
+        ``encode`` is refused. Raises :class:`EncoderError` naming the output on a codec error."""
+        self._check_codecs()
+        self._flushed = True
+        out = self._packets("video", self._encode(self._video, None, "flushing the video encoder"))
+        if self._audio is not None:
+            out += self._packets("audio", self._encode(self._audio, None, "flushing the audio encoder"))
+        return out
+
+    # -- one-call path (open_output ... close) ----------------------------------------------------
+    def open_output(
+        self,
+        target: str | os.PathLike | IO[bytes],
+        *,
+        width: int = 1920,
+        height: int = 1080,
+        fps: float | Fraction = 30,
+        time_base: Fraction | None = None,
+        audio_rate: int | None = None,
+        audio_channels: int = 1,
+        audio_template: Any = None,
+        metadata: Mapping[str, str] | None = None,
+        rotation: float = 0.0,
+    ) -> None:
+        if self._output is not None or self._video is not None:
+            raise EncoderError(f"{self.codec} encoder: already open on {self._label()}")
+        self.target = target
+        label = target_label(target)
+        self.open_codecs(width=width, height=height, fps=fps, time_base=time_base,
+                         audio_rate=None if audio_template is not None else audio_rate, audio_channels=audio_channels, label=label)
+        out = EncodedOutput(self, Mp4Muxer(target, fragmented=self.fragmented, metadata=dict(metadata or {}), rotation=rotation,
+                                           audio_template=audio_template, name=f"{self.codec} encoder"))
+        try:
+            out.open()
+        except BaseException:
+            self._release()
+            raise
+        self._output = out
+
+    def write_video(self, frame: Any, time_ns: int) -> None:
+        """Encode and write a picture shown at ``time_ns`` (see :meth:`encode`). A write error
+        (a full disk) stops the encoder; what was written before stays playable."""
+        self._out().write_video(frame, time_ns)
+
+    def write_audio(self, samples: np.ndarray, time_ns: int) -> None:
+        """Encode and write float32 planar audio ``(channels, n)`` (see :meth:`encode_audio`)."""
+        self._out().write_audio(samples, time_ns)
 
     def copy_audio(self, packet: Any) -> None:
-        """Mux an ``av.Packet`` of ``audio_template``'s stream unchanged (its own time base is kept)."""
-        self._check_open()
-        if self._audio is None or self._audio_rate:
+        """Write an ``av.Packet`` of ``audio_template``'s stream unchanged (its own time base is kept)."""
+        out = self._out()
+        if self._audio is not None or out.muxer.audio_template is None:
             raise EncoderError(f"{self.codec} encoder ({self._label()}): copy_audio needs open_output(audio_template=stream)")
-        if packet.dts is None and packet.size == 0:
-            return  # demuxer flush packet
-        packet.stream = self._audio
-        self._mux([packet])
-        self._counts["audio_packets_copied"] += 1
+        out.copy_audio(packet)
+        if not (packet.dts is None and packet.size == 0):
+            self._counts["audio_packets_copied"] += 1
 
     def close(self) -> None:
-        """Flush the codecs and finish the container. Safe to call twice and after an error.
-
-        Raises :class:`EncoderError` naming the output when flushing or finishing fails (an
-        FFmpeg error of the codec included); the container is closed in any case."""
+        """Flush the codecs, finish the one-call output (if open) and release everything. Safe
+        to call twice and after an error. Raises :class:`EncoderError` naming the output when
+        flushing or finishing fails (the output is closed in any case)."""
         if self._closed:
             return
         self._closed = True
-        container, self._container = self._container, None
-        if container is None:
-            return
-        err: BaseException | None = None
-        if self._failed is None:
-            try:
-                if self._video is not None:
-                    self._mux(self._encode(self._video, None, "flushing the video encoder", container), container)
-                if self._audio is not None and self._audio_rate:
-                    self._mux(self._encode(self._audio, None, "flushing the audio encoder", container), container)
-            except EncoderError as exc:
-                err = exc
+        out = self._output  # kept: size_bytes and failed stay readable
         try:
-            container.close()
-        except Exception as exc:  # trailer write on a full disk: the fragments before stay playable
-            if err is None and self._failed is None:
-                err = self._error("finishing the file", exc)
-        if self._writer is not None:
-            try:
-                self._writer.flush()
-            except OSError as exc:
-                if err is None and self._failed is None:
-                    err = self._error("flushing the file", exc)
-        if err is not None:
-            raise err
+            if out is not None:
+                out.close()
+        finally:
+            self._release()
 
     # -- introspection --------------------------------------------------------------------------
     @property
     def size_bytes(self) -> int | None:
-        """Bytes written so far (file size for a path target)."""
-        if self._writer is not None:
-            return self._writer.written
-        if isinstance(self.target, (str, os.PathLike)):
-            try:
-                return os.path.getsize(self.target)
-            except OSError:
-                return None
-        return None
+        """Bytes the one-call output wrote so far (``None`` on the packet path)."""
+        out = self._output
+        return None if out is None else out.muxer.size_bytes
 
     def stats(self) -> dict[str, Any]:
-        return {**self._counts, "size_bytes": self.size_bytes, "error": str(self._failed) if self._failed else None}
+        err = self.failed
+        return {**self._counts, "size_bytes": self.size_bytes, "error": str(err) if err else None}
 
     @property
     def failed(self) -> EncoderError | None:
-        """The error that stopped the encoder (full disk ...), if any."""
-        return self._failed
+        """The error that stopped the encoder (a codec error, a full disk ...), if any."""
+        if self._failed is not None:
+            return self._failed
+        return None if self._output is None else self._output.failed
 
     # -- internals ------------------------------------------------------------------------------
     def _label(self) -> str:
-        t = self.target
-        if isinstance(t, (str, os.PathLike)):
-            return repr(os.fspath(t))
-        return getattr(t, "name", None) and repr(t.name) or f"<{type(t).__name__} file object>"
+        return self._label_text
 
-    def _check_open(self) -> None:
+    def _out(self) -> EncodedOutput:
+        if self.failed is not None:
+            raise self.failed
+        if self._output is None or self._closed:
+            raise EncoderError(f"{self.codec} encoder ({self._label()}) is closed" if self._closed
+                               else f"{self.codec} encoder: not open; call open_output(...) first")
+        return self._output
+
+    def _check_codecs(self) -> None:
         if self._failed is not None:
             raise self._failed
-        if self._container is None:
-            raise EncoderError(f"{self.codec} encoder: not open; call open_output(...) first" if not self._closed else f"{self.codec} encoder ({self._label()}) is closed")
+        if self._video is None or self._flushed:
+            raise EncoderError(f"{self.codec} encoder ({self._label()}) is closed" if (self._closed or self._flushed)
+                               else f"{self.codec} encoder: not open; call open_codecs(...) or open_output(...) first")
+
+    def _packets(self, stream: str, raw: list[Any]) -> list[Packet]:
+        out = []
+        for p in raw:
+            key = bool(p.is_keyframe)
+            if stream == "video" and key:
+                self._counts["keyframes"] = self._counts.get("keyframes", 0) + 1
+            duration = p.duration or (self._frame_units if stream == "video" else 0)
+            out.append(Packet(stream, bytes(p), int(p.pts), None if p.dts is None else int(p.dts), int(duration or 0),
+                              Fraction(p.time_base), key))
+        return out
 
     def _error(self, doing: str, exc: BaseException) -> EncoderError:
         full = getattr(exc, "errno", None) == errno.ENOSPC
         err = EncoderError(
-            f"{self.codec} encoder: writing {self._label()} failed while {doing}: {_describe(exc)}. "
+            f"{self.codec} encoder: writing {self._label()} failed while {doing}: {describe_os_error(exc)}. "
             "The recording was stopped; everything written before is playable. "
             + ("Free space or choose another output." if full else "Check the output's disk and the encoder options.")
         )
         err.__cause__ = exc
         return err
 
-    def _encode(self, stream: Any, frame: Any, doing: str, container: Any = None) -> list[Any]:
-        """``stream.encode(frame)``; an FFmpeg error stops the encoder as an :class:`EncoderError`."""
+    def _encode(self, ctx: Any, frame: Any, doing: str) -> list[Any]:
+        """``ctx.encode(frame)``; an FFmpeg error stops the encoder as an :class:`EncoderError`."""
         import av
 
         try:
-            return stream.encode(frame)
+            return ctx.encode(frame)
         except (OSError, av.FFmpegError) as exc:
             self._failed = self._error(doing, exc)
             log.error("%s", self._failed)
-            if container is None:
-                self._abort()
             raise self._failed from exc
 
-    def _mux(self, packets: Any, container: Any = None) -> None:
-        import av
-
-        container = container or self._container
-        try:
-            for p in packets:
-                if p.stream is self._video and p.is_keyframe:
-                    self._counts["keyframes"] = self._counts.get("keyframes", 0) + 1
-                container.mux(p)
-        except (OSError, av.FFmpegError) as exc:
-            self._failed = self._error("writing", exc)
-            log.error("%s", self._failed)
-            self._abort(container)
-            raise self._failed from exc
-
-    def _abort(self, container: Any = None) -> None:
-        """Close the container after a write error without flushing more data."""
-        c = container or self._container
-        self._container = None
+    def _release(self) -> None:
+        self._video = self._audio = None
         self._closed = True
-        if c is not None:
-            try:
-                c.close()
-            except Exception:  # the disk is still full; the fragments before stay playable
-                pass
 
 
 @attrs.define(eq=False)
@@ -440,7 +425,8 @@ class X264Encoder(PyAVEncoder):
     x264_params: str | None = attrs.field(default=None, kw_only=True)
 
     def _video_options(self) -> dict[str, str]:
-        opts = {"preset": self.preset, "profile": self.profile}
+        # sc_threshold 0: no scene-cut keyframes, so every fragment is exactly one GOP
+        opts = {"preset": self.preset, "profile": self.profile, "sc_threshold": "0"}
         if self.bitrate:
             opts["maxrate"] = str(int(self.bitrate))
             opts["bufsize"] = str(int(self.bitrate) * 2)
@@ -470,7 +456,7 @@ class NvencEncoder(PyAVEncoder):
     gpu: int = attrs.field(default=0, kw_only=True)
 
     def _video_options(self) -> dict[str, str]:
-        opts = {"preset": self.preset, "profile": self.profile, "gpu": str(self.gpu)}
+        opts = {"preset": self.preset, "profile": self.profile, "gpu": str(self.gpu), "no-scenecut": "1"}
         if self.bitrate:
             opts["rc"] = "cbr"
         else:

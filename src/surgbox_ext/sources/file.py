@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -48,6 +48,8 @@ class FileSource(ThreadedSource):
     looping, samples past the container duration, e.g. AAC padding, are cut so that each pass
     starts exactly ``D`` after the previous one).
     """
+
+    path_options: ClassVar[tuple[str, ...]] = ("path",)  # relative to a recording config's folder
 
     path: str = attrs.field(kw_only=True, converter=str)
     stream: str = attrs.field(default="video", kw_only=True, validator=attrs.validators.in_(("video", "audio")))

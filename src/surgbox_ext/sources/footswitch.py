@@ -66,6 +66,7 @@ class FootSwitch(ThreadedSource):
     """
 
     media: ClassVar[str] = "trigger"
+    path_options: ClassVar[tuple[str, ...]] = ("port", "evdev")
 
     port: str | None = attrs.field(default=None, kw_only=True)
     baudrate: int = attrs.field(default=9600, kw_only=True, converter=int, validator=positive)
@@ -223,6 +224,8 @@ class FootSwitch(ThreadedSource):
 @attrs.define(eq=False)
 class EvdevFootSwitch(FootSwitch):
     """``footswitch_evdev``: a USB foot pedal that shows up as a keyboard (``device=/dev/input/eventN``)."""
+
+    path_options: ClassVar[tuple[str, ...]] = ("device", "evdev")
 
     device: str = attrs.field(default="", kw_only=True)
 

@@ -41,6 +41,7 @@ class V4L2Source(AVInputSource):
     """
 
     media: ClassVar[str] = "video"
+    path_options: ClassVar[tuple[str, ...]] = ("device",)
     input_format: ClassVar[str | None] = "v4l2"
     kind_label: ClassVar[str] = "video device"
 

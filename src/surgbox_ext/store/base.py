@@ -34,7 +34,7 @@ from surgbox.interfaces import Store
 from .failover import open_copies
 from .layout import MARKER, Replica, key_hash, object_aad, validate_key
 from .locks import lock_file
-from .metadata import FORGED, IMPLAUSIBLE, UNVERIFIABLE, VERIFIED, MacKeys, ObjectMeta, Tombstone
+from .metadata import FORGED, IMPLAUSIBLE, UNSIGNED, UNVERIFIABLE, VERIFIED, MacKeys, ObjectMeta, Tombstone
 from .recover import RecoverMixin
 from .scrub import ScrubMixin
 from .writer import StoreWriter
@@ -205,11 +205,17 @@ class EncryptedStore(ScrubMixin, RecoverMixin, Store):
         now, macs = time.time_ns(), self._mac_keys()
         return [(r, t, t.trust(macs, now)) for r in roots if (t := r.read_tombstone(key)) is not None]
 
+    def honours(self, trust: str) -> bool:
+        """Whether a tombstone of ``trust`` makes its object count as deleted: a verified one always;
+        one that cannot be checked (unsigned, another key) only in a store opened without keys, which
+        cannot tell a forgery and so keeps a deleted object hidden (but never removes data for it)."""
+        if trust == VERIFIED:
+            return True
+        return trust in (UNVERIFIABLE, UNSIGNED) and not self._mac_keys().keys
+
     def _deleted_ns(self, key: str) -> int | None:
-        """When ``key`` was deleted, by the newest tombstone that is not forged or from the far future
-        (an unverifiable one counts: a deleted object stays hidden), or ``None``."""
-        times = [t.deleted_ns for _r, t, trust in self._tombstones(key, self._healthy())
-                 if trust in (VERIFIED, UNVERIFIABLE)]
+        """When ``key`` was deleted, by the newest tombstone :meth:`honours` accepts, or ``None``."""
+        times = [t.deleted_ns for _r, t, trust in self._tombstones(key, self._healthy()) if self.honours(trust)]
         return max(times, default=None)
 
     def _sidecars(self, key: str) -> tuple[list[tuple[Replica, ObjectMeta]], list[tuple[Replica, ObjectMeta]]]:
@@ -382,6 +388,9 @@ class EncryptedStore(ScrubMixin, RecoverMixin, Store):
         remove the sidecar and the data there. A root that missed the delete (offline) keeps its copy
         until ``scrub`` removes it; until then reads and listings honour the newer tombstone."""
         validate_key(key)
+        if self._mac_keys().signer is None:
+            raise ConfigError(f"deleting {key!r} needs a key: the tombstone is signed with it (give keyring= or "
+                              f"key_file=, CLI --key-file KEY)")
         if not self.exists(key):
             raise ObjectNotFoundError(f"no object {key!r} to delete")
         now = time.time_ns()

@@ -36,7 +36,8 @@ MAX_CLOCK_SKEW_NS = 24 * 3600 * 10**9  # a record newer than now + 1 day is impl
 
 # How far a record can be trusted (see MacKeys.check and trust()).
 VERIFIED = "verified"  # MAC correct under a key we hold, time plausible
-UNVERIFIABLE = "unverifiable"  # no MAC, or made with a key we do not hold
+UNVERIFIABLE = "unverifiable"  # made with a key we do not hold (a sidecar: also one without a MAC)
+UNSIGNED = "unsigned"  # a tombstone without a MAC (version 1, or written by hand)
 FORGED = "forged"  # MAC wrong under a key we hold (or malformed)
 IMPLAUSIBLE = "implausible"  # time after now + MAX_CLOCK_SKEW_NS
 
@@ -157,9 +158,11 @@ class Tombstone:
         return cls(key, deleted_ns, d["mac_key_id"], d["mac"])
 
     def trust(self, macs: MacKeys, now_ns: int) -> str:
-        """:data:`VERIFIED`, :data:`UNVERIFIABLE`, :data:`FORGED` or :data:`IMPLAUSIBLE`."""
+        """:data:`VERIFIED`, :data:`UNVERIFIABLE`, :data:`UNSIGNED`, :data:`FORGED` or :data:`IMPLAUSIBLE`."""
         if not plausible(self.deleted_ns, now_ns):
             return IMPLAUSIBLE
+        if not self.mac and not self.mac_key_id:
+            return UNSIGNED
         return macs.check("tombstone", attrs.asdict(self))
 
     def to_json(self) -> bytes:

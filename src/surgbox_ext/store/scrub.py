@@ -29,7 +29,7 @@ from surgbox.crypto.reader import DecryptingReader
 from surgbox.errors import IntegrityError
 
 from .layout import Replica, object_aad, validate_key
-from .metadata import FORGED, IMPLAUSIBLE, VERIFIED, ObjectMeta, Tombstone
+from .metadata import FORGED, IMPLAUSIBLE, UNSIGNED, UNVERIFIABLE, VERIFIED, ObjectMeta, Tombstone
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,13 @@ class ScrubMixin:
         state = {r: self._copy_state(r, key, now) for r in healthy}
         honoured: list[tuple[Replica, Tombstone, str]] = []
         for r, tomb, trust in self._tombstones(key, healthy):
-            if trust in (FORGED, IMPLAUSIBLE):  # never a reason to delete: set it aside, keep the data
+            if self.honours(trust):
+                honoured.append((r, tomb, trust))
+            elif trust == UNVERIFIABLE:  # signed with a key we do not hold: maybe real, never acted upon here
+                problems.append(Problem(key, str(r.root), "tombstone", f"tombstone: signed with key id "
+                                        f"{tomb.mac_key_id}, which this store was not given: it is ignored and the "
+                                        f"object kept; scrub with that key to apply it"))
+            else:  # forged, from the far future, or unsigned where keys can check: set it aside, keep the data
                 fixed, note = False, ""
                 if repair:
                     try:
@@ -162,10 +168,9 @@ class ScrubMixin:
                         fixed = True
                     except OSError as exc:
                         self._fail(r, exc, f"quarantining the tombstone of {key!r}")
-                what = "its MAC does not verify" if trust == FORGED else f"its time {tomb.deleted_ns} ns is in the far future"
+                what = {FORGED: "its MAC does not verify", UNSIGNED: "it carries no MAC",
+                        IMPLAUSIBLE: f"its time {tomb.deleted_ns} ns is in the far future"}[trust]
                 problems.append(Problem(key, str(r.root), "tombstone", f"tombstone: {trust}, {what}; the object is kept{note}", fixed))
-            else:
-                honoured.append((r, tomb, trust))
         newest = max(honoured, key=lambda t: t[1].deleted_ns, default=None)
         created = [m.created_ns for m, _t, _w in state.values() if m is not None]
         if newest is not None and not any(c > newest[1].deleted_ns for c in created):
