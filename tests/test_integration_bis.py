@@ -85,9 +85,8 @@ def _value_crop(values: dict, t: float) -> np.ndarray:
 
 
 def _bis_text(values: dict) -> str:
-    """The BIS text the panel draws for ``values`` (it shows BIS as an integer: 95.1 and 95.0 both print 95)."""
-    readings = {"bis": Reading("bis", 0, "bis", values)}
-    return next(c.text for c in panel_cells(PANEL.width, PANEL.height, readings) if c.name == "BIS")
+    """The BIS text the panel prints for ``values`` (an integer: 95.0 and 95.1 both print "95")."""
+    return next(c.text for c in panel_cells(PANEL.width, PANEL.height, {"bis": Reading("bis", 0, "bis", values)}) if c.name == "BIS")
 
 
 def test_panel_shows_the_live_bis_value_from_the_frame_of_its_capture(bis_recording):
