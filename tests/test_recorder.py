@@ -279,10 +279,28 @@ def test_flat_colours_land_in_their_slots(recording):
     assert abs(float(frames[45][1].mean()) - 180) < 3
 
 
-def is_slate(region: np.ndarray, name: str) -> bool:
+def is_slate(region: np.ndarray, name: str, *, connecting: bool = False) -> bool:
     h, w = region.shape
-    ref = av.VideoFrame.from_image(render_slate(name, w, h)).reformat(format="yuv420p").to_ndarray()[:h]
+    ref = av.VideoFrame.from_image(render_slate(name, w, h, connecting=connecting)).reformat(format="yuv420p").to_ndarray()[:h]
     return float(np.abs(region.astype(int) - ref).mean()) < 6
+
+
+def test_a_source_not_yet_connected_shows_connecting_then_no_signal(tmp_path):
+    """The recorder tells the compositor its stale timeout (``set_context``): a camera that has not
+    sent its first frame shows the calm CONNECTING slate for that long, then NO SIGNAL; an optional
+    source that could not start shows NO SIGNAL from the first frame."""
+    out = tmp_path / "connect.mp4"
+    sources = [Flat("endoscope", width=640, height=360, gaps=((0.0, 5.0),)), Flat("room", fail_start=True), Flat("vitals")]
+    rec = Recorder(sources, layouts.paper(), out, encoder=fast_encoder(), duration=2.0, stale_timeout_s=1.0,
+                   optional={"room"}, **STEADY)
+    with rec:
+        rec.wait()
+    endo = [(t, "connecting" if is_slate(y, "endoscope", connecting=True) else "no signal" if is_slate(y, "endoscope") else "other")
+            for t, y in slot_luma(out, (0, 0, 1280, 720))]
+    assert len(endo) == 60 and all(state != "other" for _, state in endo), endo
+    assert all(state == "connecting" for t, state in endo if t < 0.9) and all(state == "no signal" for t, state in endo if t > 1.1)
+    room = slot_luma(out, (1280, 0, 640, 360))
+    assert all(is_slate(y, "room") for _, y in room)
 
 
 def test_stalled_source_shows_slate_and_recovers(tmp_path):

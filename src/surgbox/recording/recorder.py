@@ -204,6 +204,7 @@ class Recorder:
                     raise SourceError(f"{exc} (mark source {src.name!r} optional to record without it)") from exc
                 raise SourceError(f"source {src.name!r} could not start: {type(exc).__name__}: {exc}; fix its options or mark it optional") from exc
             self._started.append(src)
+        self._tell_compositor()
         try:
             self._open_output(clock)
         except BaseException:
@@ -212,6 +213,16 @@ class Recorder:
             raise
         self._thread = threading.Thread(target=self._run, name="surgbox-recorder", daemon=True)
         self._thread.start()
+
+    def _tell_compositor(self) -> None:
+        """Give the compositor what the recorder knows before the first tick (optional
+        ``Compositor.set_context``): the stale timeout (its CONNECTING phase), the optional sources
+        that could not start, the data sources in declaration order and the data timeout."""
+        set_context = getattr(self.compositor, "set_context", None)
+        if callable(set_context):
+            set_context(stale_timeout_s=self.options.stale_timeout_s, failed_sources=sorted(self._failed_sources),
+                        data_sources=[s.name for s in self.sources if s.media == "data"],
+                        data_timeout_s=self.options.data_timeout_s)
 
     def _size_queue(self, src: Source) -> None:
         """Raise a source's queue (never lower it) to hold ``stall_budget_s`` of its items."""
