@@ -130,6 +130,10 @@ class EnsembleDetector(Detector):
             raise ConfigError(f"ensemble fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
         if not 0.0 < self.iou <= 1.0:
             raise ConfigError(f"ensemble iou must be in (0, 1], got {self.iou}")
+        if self.threshold is not None and not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.15)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
 
     def member_options(self, member: Member) -> dict[str, Any]:
         """The options ``member``'s plugin is built with: its own, plus the ensemble's shared ones
