@@ -134,11 +134,13 @@ def test_bad_fusion_and_unknown_member(spies):
 
 def test_each_member_runs_on_its_cadence(spies):
     plugins, built = spies
-    det = EnsembleDetector(members=[{"name": "spy"}, {"name": "spy2", "every": 3, "phase": 1, "box": [100, 100, 140, 140]}],
+    det = EnsembleDetector(members=[{"name": "spy", "threads": 2}, {"name": "spy2", "every": 3, "phase": 1, "box": [100, 100, 140, 140],
+                                                                     "threshold": 0.6}],
                            plugins=plugins, threshold=0.25, threads=1)
     with det:
         a, b = built
-        assert (a.threshold, a.threads, b.threshold) == (0.25, 1, 0.25)  # shared options reach members without their own
+        # threads reach members without their own; the ensemble's threshold replaces every member's
+        assert (a.threshold, a.threads, b.threshold, b.threads) == (0.25, 2, 0.25, 1)
         out = det.detect_frames(frames([0, 0, 1, 2, 3, 4]), [0, 0, 1, 2, 3, 4])  # two regions of frame 0
         assert a.seen == [0, 0, 1, 2, 3, 4] and b.seen == [1, 4]
         assert [len(d) for d in out] == [1, 1, 2, 1, 1, 2]

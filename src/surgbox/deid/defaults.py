@@ -36,17 +36,18 @@ DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     # min_face 12 -> native size for a 640x360 region (faces from 12 px), capped at 250 000
     # pixels (a whole 1080p frame runs at 0.35: faces from 35 px); min_face 24 -> half size,
     # which finds the masked, capped OR faces native size scores low (0.03-0.11 -> 0.19-0.23 on
-    # the shared OR photos). RetinaFace as a third member added no recall and +0.5 % collateral
-    # on the shared scene (measured, docs/deid.md). The surgbox_ext ensemble also uses these
-    # members when it is built without any.
+    # the shared OR photos). RetinaFace at half size on the even frames adds a second model:
+    # no measured recall on the shared scene (same collateral in the real pipeline), but it
+    # finds large frontal faces CenterFace can score low (docs/deid.md). The surgbox_ext
+    # ensemble also uses these members when it is built without any.
     "ensemble": {
         "members": [
-            {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 2},
+            {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 2, "threshold": 0.15},
             {"name": "centerface", "scale": "auto", "min_face": 24, "pixel_budget": 62_500, "every": 2, "phase": 1,
              "threshold": 0.2},
+            {"name": "retinaface", "scale": "auto", "min_face": 32, "pixel_budget": 62_500, "every": 2, "threshold": 0.3},
         ],
-        "fusion": "nms",
-        "threshold": 0.15,
+        "fusion": "nms",  # no "threshold": each member has its own; a caller's threshold sets all of them
         "threads": 1,
     },
 }
