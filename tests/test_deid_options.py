@@ -19,8 +19,12 @@ def test_defaults_are_todays_values_in_one_module():
     assert (o.detector, o.detect_scale, o.expand, o.carry, o.max_gap, o.every, o.batch) == (
         defaults.DETECTOR, defaults.DETECT_SCALE, defaults.EXPAND, defaults.CARRY, defaults.MAX_GAP, defaults.EVERY,
         defaults.BATCH)
-    assert defaults.DETECTOR == "retinaface" and defaults.detector_options("retinaface") == {"threshold": 0.3, "threads": 1}
-    assert defaults.detector_options("surgbox:retinaface") == {"threshold": 0.3, "threads": 1}
+    # the detector defaults chosen by measurement (issue 11, docs/deid.md "Detectors and defaults")
+    assert defaults.DETECTOR == "ensemble" and "threshold" not in defaults.detector_options("ensemble")
+    assert [m["threshold"] for m in defaults.detector_options("ensemble")["members"]] == [0.15, 0.2, 0.3]
+    assert [m["name"] for m in defaults.detector_options("ensemble")["members"]] == ["centerface", "centerface", "retinaface"]
+    assert defaults.detector_options("retinaface") == {"threshold": 0.3, "threads": 1, "scale": 0.5}
+    assert defaults.detector_options("surgbox:retinaface") == {"threshold": 0.3, "threads": 1, "scale": 0.5}
     assert defaults.detector_options("acme-faces") == {}
     d = defaults.detector_options("retinaface")
     d["threshold"] = 0.9  # a copy: the table itself does not change
@@ -48,8 +52,9 @@ def test_options_are_frozen_and_validated():
 
 def test_declared_detector_option_rule():
     # the default detector gets its declared options; the caller's override them
-    assert DeidOptions().detector_factory_options() == {"threshold": 0.3, "threads": 1}
-    assert DeidOptions(threshold=0.2, detector_threads=2).detector_factory_options() == {"threshold": 0.2, "threads": 2}
+    assert DeidOptions().detector_factory_options() == defaults.detector_options(defaults.DETECTOR)
+    given = DeidOptions(threshold=0.2, detector_threads=2).detector_factory_options()
+    assert (given["threshold"], given["threads"]) == (0.2, 2)
     assert DeidOptions(detector_options={"threshold": 0.4}, threshold=0.2).detector_factory_options()["threshold"] == 0.4
     # a detector the table does not declare gets only what the caller names
     assert DeidOptions(detector="acme-faces").detector_factory_options() == {}
@@ -117,6 +122,6 @@ def test_cli_bad_threshold_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["surgbox: error: detector plugin 'retinaface': option threshold=1.5 is not valid: "
-                     "threshold must be in [0, 1), got 1.5 (e.g. 0.5)"], proc.stderr
+    assert lines == ["surgbox: error: detector plugin 'ensemble': option threshold=1.5 is not valid: "
+                     "threshold must be in [0, 1), got 1.5 (e.g. 0.15)"], proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

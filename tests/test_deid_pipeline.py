@@ -454,9 +454,13 @@ def test_cli_deid_prints_progress_and_stage_table(tmp_path):
     assert "not measured" not in proc.stderr
     assert "20 frames" in proc.stdout
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["detector"]["name"] == "retinaface" and rep["detector"]["settings"]["threshold"] == 0.3
-    assert rep["detector"]["settings"]["threads"] == 1 and rep["settings"]["detect_scale"] == 0.5  # defaults passed through
-    # RetinaFace reports its sub-stages: all ten sections of the paper are measured
+    from surgbox.deid import defaults  # the defaults passed through (each member at its own threshold)
+
+    members = rep["detector"]["settings"]["members"]
+    assert rep["detector"]["name"] == defaults.DETECTOR == "ensemble"
+    assert [m["threshold"] for m in members] == [m["threshold"] for m in defaults.detector_options("ensemble")["members"]]
+    assert all(m["threads"] == 1 for m in members) and rep["settings"]["detect_scale"] == defaults.DETECT_SCALE
+    # the detector (CenterFace members) reports its sub-stages: all ten sections of the paper are measured
     timing = rep["timing"]
     assert timing["not_measured"] == []
     for s in PAPER_STAGES:

@@ -134,11 +134,13 @@ def test_bad_fusion_and_unknown_member(spies):
 
 def test_each_member_runs_on_its_cadence(spies):
     plugins, built = spies
-    det = EnsembleDetector(members=[{"name": "spy"}, {"name": "spy2", "every": 3, "phase": 1, "box": [100, 100, 140, 140]}],
+    det = EnsembleDetector(members=[{"name": "spy", "threads": 2}, {"name": "spy2", "every": 3, "phase": 1, "box": [100, 100, 140, 140],
+                                                                     "threshold": 0.6}],
                            plugins=plugins, threshold=0.25, threads=1)
     with det:
         a, b = built
-        assert (a.threshold, a.threads, b.threshold) == (0.25, 1, 0.25)  # shared options reach members without their own
+        # threads reach members without their own; the ensemble's threshold replaces every member's
+        assert (a.threshold, a.threads, b.threshold, b.threads) == (0.25, 2, 0.25, 1)
         out = det.detect_frames(frames([0, 0, 1, 2, 3, 4]), [0, 0, 1, 2, 3, 4])  # two regions of frame 0
         assert a.seen == [0, 0, 1, 2, 3, 4] and b.seen == [1, 4]
         assert [len(d) for d in out] == [1, 1, 2, 1, 1, 2]
@@ -266,6 +268,49 @@ def test_cli_detect_with_an_ensemble(tmp_path, capsys):
     assert _all_found(found, FACES)
     assert main(["detect", "--detector", "ensemble", "--detector-option", "members=[{", str(png)]) == 1
     assert "is not JSON" in capsys.readouterr().err
+
+
+def test_cli_detect_defaults_are_the_deid_defaults(tmp_path, capsys, default_plugins):
+    """`surgbox detect` without options runs de-identification's default detector with its
+    options and threshold: same boxes as building it from surgbox.deid.defaults."""
+    from PIL import Image
+
+    from surgbox.cli import main
+    from surgbox.deid import defaults
+
+    img = masked_scene(360, 640, FACES)
+    png = tmp_path / "or.png"
+    Image.fromarray(img).save(png)
+    assert main(["detect", "--json", str(png)]) == 0
+    [res] = json.loads(capsys.readouterr().out)
+    opts = defaults.detector_options(defaults.DETECTOR)
+    opts.pop("threads", None)
+    with default_plugins.create("detector", defaults.DETECTOR, **opts) as det:
+        [ref] = det.detect([img])
+    assert [d["score"] for d in res["detections"]] == pytest.approx(ref.scores.tolist(), abs=1e-4)
+    assert len(ref) >= len(FACES) and _all_found(ref, FACES)
+
+
+def test_cli_detect_finds_masked_or_faces_at_the_default_threshold(shared_dir, tmp_path, capsys):
+    """Issue 11: `surgbox detect` (no options) finds the masked, capped staff of the shared OR
+    photos (RetinaFace, the earlier default, found none of the OR section's three)."""
+    from PIL import Image
+
+    from surgbox.cli import main
+    from surgbox.types import Detections as D
+    from test_centerface import hits, or_faces
+
+    photos = or_faces(shared_dir)
+    paths = []
+    for k, (img, _) in enumerate(photos):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(img).save(paths[-1])
+    assert main(["detect", "--json", *map(str, paths)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    found = [hits(D([d["box"] for d in r["detections"]], [d["score"] for d in r["detections"]]), boxes)
+             for r, (_, boxes) in zip(results, photos)]
+    assert found[0] == 3, found  # the OR section: three masked, capped faces
+    assert sum(found) >= 7, found  # of 8
 
 
 def test_cli_deid_with_an_ensemble(tmp_path, capsys):

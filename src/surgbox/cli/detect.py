@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ... anything Pillow reads)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
-                   help=f"minimum face score in [0, 1) (default: the de-identification default, {DEFAULT_THRESHOLD})")
+                   help="minimum face score in [0, 1) (default: the detector's de-identification options; "
+                        "for the ensemble, each member's own)")
     p.add_argument("--nms-iou", type=float, default=None, metavar="IOU", help="NMS overlap threshold (default: the detector's)")
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="write <name>.png with boxes drawn for each image")
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda, cuda:N (default: the detector's, auto)")

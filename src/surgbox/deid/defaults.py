@@ -13,7 +13,7 @@ names, so it never sees an option it did not ask for.
 
     >>> from surgbox.deid import defaults
     >>> defaults.DETECTOR, defaults.detector_options("retinaface")["threshold"]
-    ('retinaface', 0.3)
+    ('ensemble', 0.3)
 """
 
 from __future__ import annotations
@@ -22,21 +22,36 @@ from collections.abc import Mapping
 from typing import Any
 
 # -- detection ----------------------------------------------------------------------------------
-DETECTOR = "retinaface"  # the detector plugin used when none is named
+DETECTOR = "ensemble"  # the detector plugin used when none is named (docs/deid.md "Detectors and defaults")
 # Options given to a detector built by name, per detector name (see the module docstring).
-# threshold 0.3: recall first (privacy); threads 1: decode, detection and encode already run in
-# parallel, so one math thread avoids oversubscribing the cores (docs/deid.md "Speed").
+# threads 1: decode, detection and encode already run in parallel, so one math thread avoids
+# oversubscribing the cores (docs/deid.md "Speed").
 DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
-    "retinaface": {"threshold": 0.3, "threads": 1},
-    # the ensemble (surgbox_ext.ensemble) also uses these members when it is built without any
+    # RetinaFace alone: recall first (0.3); scale 0.5 = the earlier detect_scale 0.5 (faces from ~32 px)
+    "retinaface": {"threshold": 0.3, "threads": 1, "scale": 0.5},
+    # CenterFace alone: at native size (faces from 12 px), threshold as in the ensemble
+    "centerface": {"threshold": 0.15, "threads": 1},
+    # The default: CenterFace at two scales on alternate frames (the temporal stage bridges the
+    # frame between). The small-face rule (docs/detectors.md) sets each scale from the region:
+    # min_face 12 -> native size for a 640x360 region (faces from 12 px), capped at 250 000
+    # pixels (a whole 1080p frame runs at 0.35: faces from 35 px); min_face 24 -> half size,
+    # which finds the masked, capped OR faces native size scores low (0.03-0.11 -> 0.19-0.23 on
+    # the shared OR photos). RetinaFace at half size on the even frames adds a second model:
+    # no measured recall on the shared scene (same collateral in the real pipeline), but it
+    # finds large frontal faces CenterFace can score low (docs/deid.md). The surgbox_ext
+    # ensemble also uses these members when it is built without any.
     "ensemble": {
-        "members": [{"name": "centerface", "threshold": 0.2}, {"name": "retinaface", "threshold": 0.3, "every": 2}],
-        "fusion": "nms",
-        "threshold": 0.3,
+        "members": [
+            {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 2, "threshold": 0.15},
+            {"name": "centerface", "scale": "auto", "min_face": 24, "pixel_budget": 62_500, "every": 2, "phase": 1,
+             "threshold": 0.2},
+            {"name": "retinaface", "scale": "auto", "min_face": 32, "pixel_budget": 62_500, "every": 2, "threshold": 0.3},
+        ],
+        "fusion": "nms",  # no "threshold": each member has its own; a caller's threshold sets all of them
         "threads": 1,
     },
 }
-DETECT_SCALE = 0.5  # regions are scanned at half size: faces from about 32 frame pixels
+DETECT_SCALE = 1.0  # regions reach the detector at full size; the ensemble's members scale them (small-face rule)
 BATCH = 16  # crops per detector call
 EVERY = 1  # run the detector on every frame
 

@@ -7,7 +7,7 @@ their factories when the run builds them (see :meth:`surgbox.plugins.Plugins.cre
 
     >>> opts = DeidOptions(region="1280,0,640,360", every=2)
     >>> opts.every, opts.detect_scale
-    (2, 0.5)
+    (2, 1.0)
     >>> DeidOptions(carry=-1)
     Traceback (most recent call last):
     ...

@@ -31,7 +31,7 @@ from .fusion import FUSIONS, fuse
 # keys of a member spec that belong to the ensemble; every other key is an option of the member
 MEMBER_KEYS = ("name", "every", "phase", "weight")
 # options the ensemble hands to members that do not set them themselves
-SHARED_OPTIONS = ("threshold", "threads", "device")
+SHARED_OPTIONS = ("threads", "device")
 
 
 @attrs.frozen
@@ -102,8 +102,9 @@ class EnsembleDetector(Detector):
 
     Options: ``members`` (list of specs or a JSON string; default: the de-identification
     default members in :data:`surgbox.deid.defaults.DETECTOR_OPTIONS`), ``fusion`` (``"nms"``, ``"wbf"`` or
-    ``"union"``, see :mod:`.fusion`), ``iou`` (overlap that makes two boxes one face), and
-    ``threshold``/``threads``/``device``: given to each member that does not set its own.
+    ``"union"``, see :mod:`.fusion`), ``iou`` (overlap that makes two boxes one face),
+    ``threshold``: when given, every member's threshold (``None``: each member's own);
+    ``threads``/``device``: given to each member that does not set its own.
     ``plugins``: the plugin manager that builds members (default: the process-wide one).
 
     :meth:`detect` runs every member on every image; :meth:`detect_frames` runs each member only
@@ -130,11 +131,18 @@ class EnsembleDetector(Detector):
             raise ConfigError(f"ensemble fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
         if not 0.0 < self.iou <= 1.0:
             raise ConfigError(f"ensemble iou must be in (0, 1], got {self.iou}")
+        if self.threshold is not None and not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.15)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
 
     def member_options(self, member: Member) -> dict[str, Any]:
-        """The options ``member``'s plugin is built with: its own, plus the ensemble's shared ones
-        it does not set."""
+        """The options ``member``'s plugin is built with: its own, plus the ensemble's ``threads``
+        and ``device`` where it sets none; the ensemble's ``threshold``, when given, replaces every
+        member's (one minimum score for the whole ensemble, as a caller asking for one means)."""
         opts = dict(member.options)
+        if self.threshold is not None:
+            opts["threshold"] = self.threshold
         for key in SHARED_OPTIONS:
             value = getattr(self, key)
             if value is not None and key not in opts:
