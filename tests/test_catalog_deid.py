@@ -49,13 +49,13 @@ def synthetic_face_recording(path: Path, frames: int = 20) -> bytes:
 
 
 def faces_in_room(src) -> list[int]:
-    """Faces the real detector finds in the room slot of each decoded frame."""
+    """Faces a real detector finds in the room slot of each decoded frame. The oracle is RetinaFace
+    (it finds the drawn face in every frame of the original; the default ensemble's CenterFace does not)."""
     import av
 
-    from surgbox.deid import defaults
     from surgbox.plugins import get_plugins
 
-    det = get_plugins().create("detector", defaults.DETECTOR, threshold=0.5)
+    det = get_plugins().create("detector", "retinaface", threshold=0.5)
     det.open()
     try:
         with av.open(src) as c:
@@ -85,7 +85,11 @@ def test_events_deidentify_stores_a_blurred_copy_of_the_recording(surgbox_home, 
     assert all(n == 1 for n in faces_in_room(io.BytesIO(data)))  # the test video shows the face
     with Catalog(surgbox_home) as cat:
         op = cat.login("op1", "operator-password")
-        [rec] = op.events.deidentify(eid, detect_scale=1.0)  # a 320x180 slot: scan it at full size
+        # RetinaFace at full size finds the drawn face in every frame (the default ensemble, and RetinaFace
+        # at the defaults' half size, miss it in the last 3-4 of the 20 frames: reported); what this test is
+        # about is the path: encrypted store -> pipeline -> encrypted store, options passed through
+        at_full = dict(detector="retinaface", detector_options={"scale": 1.0})
+        [rec] = op.events.deidentify(eid, **at_full)
         assert (rec.kind, rec.name) == ("deid", "segment-0001.deid.mp4") and rec.size > 0
         with op.events.open_file(eid, rec.name) as f:  # SHA-256 as catalogued, decrypted in memory
             assert faces_in_room(f) == [0] * 20
@@ -93,7 +97,7 @@ def test_events_deidentify_stores_a_blurred_copy_of_the_recording(surgbox_home, 
         assert audit.actor == "op1" and audit.detail["frames"] == 20 and audit.detail["faces"] >= 1
         with pytest.raises(CatalogError, match="already has a de-identified copy of segment-0001.mp4"):
             op.events.deidentify(eid)
-        [again] = op.events.deidentify(eid, replace=True, detect_scale=1.0)
+        [again] = op.events.deidentify(eid, replace=True, **at_full)
         names = [f.name for f in op.events.get(eid).files]
         assert again.name == "segment-0001.deid-2.mp4" and names == ["segment-0001.deid-2.mp4", "segment-0001.mp4"]
         with pytest.raises(AccessDenied, match="may not deidentify"):
