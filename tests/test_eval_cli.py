@@ -48,7 +48,7 @@ def test_boxes_json_lines(tmp_path, capsys):
 def test_eval_detect_output_and_detector_agree(tmp_path, capsys):
     xml = photo_set(tmp_path)
     images = sorted(str(p) for p in tmp_path.glob("p*.png"))
-    assert main(["detect", *images, "--json", "--threshold", "0.02", "--device", "cpu"]) == 0
+    assert main(["detect", *images, "--detector", "retinaface", "--detector-option", "scale=1.0", "--json", "--threshold", "0.02", "--device", "cpu"]) == 0
     (tmp_path / "dets.json").write_text(capsys.readouterr().out)
     assert main(["eval", str(tmp_path / "dets.json"), str(xml), "--json", "--pr-curve", str(tmp_path / "pr.png")]) == 0
     a = json.loads(capsys.readouterr().out)

@@ -526,7 +526,7 @@ def test_cli_threshold_out_dir_and_text(scene_files, tmp_path, capsys):
     from surgbox.cli import main
 
     out = tmp_path / "drawn"
-    assert main(["detect", "--threshold", "0.99", "--out-dir", str(out), "--device", "cpu", *map(str, scene_files)]) == 0
+    assert main(["detect", "--detector", "retinaface", "--detector-option", "scale=1.0", "--threshold", "0.99", "--out-dir", str(out), "--device", "cpu", *map(str, scene_files)]) == 0
     text = capsys.readouterr().out.splitlines()
     assert len(text) == 2 and text[0].startswith(str(scene_files[0]))
     counts = [int(re.search(r": (\d+) face", line)[1]) for line in text]

@@ -32,10 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nms-iou", type=float, default=None, metavar="IOU", help="NMS overlap threshold (default: the detector's)")
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="write <name>.png with boxes drawn for each image")
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda, cuda:N (default: the detector's, auto)")
-    p.add_argument("--weights", metavar="PATH", help="detector checkpoint (default: the shipped RetinaFace weights)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="RetinaFace checkpoint, e.g. a run of surgbox train (implies --detector retinaface unless "
+                        "--detector is given; default: the shipped weights)")
     p.add_argument("--max-size", type=int, metavar="PX", help="shrink images whose longer side exceeds PX before detection")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per detect() call (default 16)")
-    p.add_argument("--detector", default=defaults.DETECTOR, metavar="NAME",
+    p.add_argument("--detector", default=None, metavar="NAME",
                    help=f"detector plugin (default {defaults.DETECTOR}, as surgbox deid; e.g. retinaface, centerface)")
     p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
                    help="detector option (repeatable; VALUE parsed as JSON when possible, "
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nms-iou {args.nms_iou} is outside (0, 1]; e.g. --nms-iou 0.4")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
+    if args.detector is None:  # a checkpoint from surgbox train is RetinaFace's
+        args.detector = "retinaface" if args.weights else defaults.DETECTOR
     # as in de-identification: the options measured for this detector (else the default
     # threshold), then the ones given here
     options = defaults.detector_options(args.detector)
