@@ -61,7 +61,7 @@ def test_encoder_pipeline_refuses_bad_values():
 
 def test_source_pipelines_of_each_capture_element_and_profile():
     assert (pipelines.testsrc_head(width=1280, height=720, fps=Fraction(25), pattern="ball") + " ! " + pipelines.source_tail("cpu")
-            == "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=25/1 ! videoconvert ! "
+            == "videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=25/1 ! videoconvert ! "
                "videoscale ! video/x-raw,format=I420 ! appsink name=sink max-buffers=2 drop=true sync=false emit-signals=false")
     assert pipelines.v4l2_head(device="/dev/video2") == "v4l2src device=/dev/video2"
     assert (pipelines.v4l2_head(device="/dev/video0", width=1920, height=1080, fps=Fraction(60))

@@ -144,8 +144,9 @@ def source_tail(profile: str, *, width: int | None = None, height: int | None = 
 
 
 def testsrc_head(*, width: int, height: int, fps: Fraction, pattern: str = "smpte") -> str:
-    """``videotestsrc`` as a live camera (frames produced on the pipeline clock)."""
-    return element("videotestsrc", {"is-live": True, "pattern": pattern}) + f" ! {raw_caps(width, height, fps, fmt=None)}"
+    """``videotestsrc`` as a live camera (frames produced on the pipeline clock), drawn in I420
+    (so the conversion after it passes the buffers through)."""
+    return element("videotestsrc", {"is-live": True, "pattern": pattern}) + f" ! {raw_caps(width, height, fps)}"
 
 
 def v4l2_head(*, device: str, width: int | None = None, height: int | None = None, fps: Fraction | None = None,
