@@ -3,6 +3,9 @@
 * Compose + encode throughput at 1080p30 from three sources (paper layout, default x264 preset):
   >= 1.5x real time (45 fps) on 2 cores. The baseline in the same run is a plain encode of
   ready-made 1080p frames with the same encoder settings, so the ratio shows what compositing costs.
+* Packets teed to a second muxer (the file plus a preview or an upload) cost about what one
+  encode costs: the ratio to the plain encode measured in the same run stays >= 0.9 (encoding
+  twice would be 0.5).
 * ``surgbox demo`` CPU cost: <= 1.2 core-seconds per recorded second (a 20 s demo in a
   subprocess, user + system time of it and its children). The baseline in the same run is the
   ffmpeg CLI encoding 20 s of a 1080p30 test pattern with the same x264 preset.
@@ -93,6 +96,33 @@ def test_compose_and_encode_three_sources(benchmark, inputs):
     print(f"\ncompose+encode 1080p30 from 3 sources: {fps:.1f} fps = {fps / 30:.2f}x real time"
           + (f", {fps / plain:.2f}x the plain encode" if plain else ""))
     assert fps >= 45, f"{fps:.1f} fps < 45 fps (1.5x real time)"
+
+
+def encode_teed(frames_for_tick) -> None:
+    """The recorder's path: packets out of the encoder, muxed into two MP4 consumers."""
+    from surgbox.mux import Mp4Muxer
+    from surgbox.packets import PacketTee
+
+    enc = X264Encoder()
+    tee = PacketTee(Mp4Muxer(io.BytesIO()), [Mp4Muxer(io.BytesIO())])
+    tee.open(enc.open_codecs(width=1920, height=1080, fps=30))
+    for k in range(FRAMES):
+        tee.mux(enc.encode(frames_for_tick(k), k * NS // 30))
+    tee.mux(enc.flush())
+    tee.close()
+    enc.close()
+
+
+def test_packets_teed_to_two_muxers(benchmark, inputs):
+    composites = inputs[3]
+    benchmark.pedantic(encode_teed, args=(lambda k: composites[k % 30],), rounds=3, iterations=1)
+    fps = FRAMES / benchmark.stats.stats.mean
+    plain = getattr(pytest, "plain_fps", None)
+    benchmark.extra_info["fps"] = fps
+    benchmark.extra_info["ratio_to_plain_encode"] = fps / plain if plain else None
+    print(f"\nencode once, mux twice (tee): {fps:.1f} fps" + (f" = {fps / plain:.2f}x the plain encode" if plain else ""))
+    if plain:
+        assert fps / plain >= 0.9, f"teeing costs {1 - fps / plain:.0%} of the encode"
 
 
 DEMO_SECONDS = 20

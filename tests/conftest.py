@@ -21,6 +21,12 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def shared_dir_optional() -> Path | None:
+    """``../shared`` when it is present, else ``None`` (for tests that use it only as extra input)."""
+    return SHARED if (SHARED / "data" / "faces").is_dir() else None
+
+
 @pytest.fixture
 def hermetic_plugins():
     """A plugin manager with no installed entry points: tests add exactly the plugins they need."""

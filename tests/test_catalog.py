@@ -500,3 +500,48 @@ def test_docs_catalog_cli_synopses_match_argparse():
             opts = {a.option_strings[-1] for a in parser._actions if a.option_strings} - {"--help", "--home", "--user"}
             missing = opts - documented[path]
             assert not missing, f"surgbox {' '.join(path)}: {sorted(missing)} missing from docs/catalog.md"
+
+
+def test_each_catalog_module_imports_alone_and_hides_no_cycle_in_a_function():
+    """issue 19.1: every module of the catalog, home and report imports in a fresh interpreter, and
+    none imports a surgbox module inside a function (the way a cycle used to be hidden); heavy
+    optional libraries (PyAV, fpdf2, fontTools, Pillow for the PDF) may load late."""
+    import ast
+    import pkgutil
+
+    import surgbox.catalog
+
+    src = Path(surgbox.catalog.__file__).parent
+    modules = [f"surgbox.catalog.{m.name}" for m in pkgutil.iter_modules([str(src)])] + ["surgbox.home", "surgbox.report"]
+    late_ok = {"av", "fpdf", "fpdf.fonts", "fontTools.ttLib", "PIL"}
+    for mod in modules:
+        out = subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (mod, out.stderr)
+        path = Path(sys.modules[mod].__file__) if mod in sys.modules else Path(__import__(mod, fromlist=["x"]).__file__)
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom):
+                        name = "." * node.level + (node.module or "")
+                        assert node.level == 0 and name in late_ok, f"{mod}.{fn.name} imports {name} inside a function"
+                    elif isinstance(node, ast.Import):
+                        names = {a.name for a in node.names}
+                        assert names <= late_ok, f"{mod}.{fn.name} imports {names} inside a function"
+
+
+def test_retention_keeps_events_that_were_never_started(surgbox_home):
+    """issue 19.8: retention is for old footage. An event that never recorded (status created: a
+    case prepared in advance) is not deleted, however old, not even with --keep-days 0; once it is
+    stopped it ages like any other stopped event."""
+    clock = Clock(datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc))
+    with Catalog(surgbox_home, now=clock) as cat:
+        s = cat.login("admin", "admin-password")
+        prepared = make_event(s)
+        clock.t += timedelta(days=400)
+        assert s.events.retention(0, dry_run=True) == []
+        assert s.events.retention(0) == [] and s.events.get(prepared.id).status == "created"
+        s.events.stop_event(prepared.id, report=False)  # cancelled: stopped now, without footage
+        assert s.events.retention(30) == []
+        clock.t += timedelta(days=31)
+        assert s.events.retention(30) == [prepared.id]

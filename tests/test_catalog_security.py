@@ -320,3 +320,31 @@ def test_store_for_handle_deletes_only_its_own_unlisted_objects_without_delete(a
     with admin.events.store_for(ev.id) as st:  # with the delete permission: removed from the catalog too
         st.delete("segment-0001.mp4")
     assert admin.events.get(ev.id).files == ()
+
+
+def test_the_tombstones_of_deleted_event_files_verify_with_the_homes_master_key(surgbox_home):
+    """The catalog deletes through stores holding an event's key (or a throw-away one); the
+    tombstones are signed with the home's master key (metadata_key), so `store scrub` with that key
+    trusts them and removes the copy a mirror disk kept while it was away during the delete."""
+    import json
+
+    cfg = surgbox_home.config_path.read_text().replace('plugin = "local"', 'plugin = "mirror"').replace(
+        'root = "store"', 'roots = ["disk-a", "disk-b"]')
+    surgbox_home.config_path.write_text(cfg)
+    for d in ("disk-a", "disk-b"):
+        (surgbox_home.path / d).mkdir()  # the mounted disks
+    with Catalog(surgbox_home) as cat:
+        cat.create_store()
+        s = cat.login("admin", "admin-password")
+        ev = make_event(s)
+        s.events.write_file(ev.id, "segment", "segment-0001.mp4", b"to be deleted" * 100)
+        b, away = surgbox_home.path / "disk-b", surgbox_home.path / "disk-b.away"
+        b.rename(away)  # the second disk is away during the delete
+        s.events.delete(ev.id)
+        away.rename(b)
+    roots = ["--root", str(surgbox_home.path / "disk-a"), "--root", str(b), "--key-file", str(surgbox_home.master_key_path)]
+    out = cli("store", "scrub", "--json", *roots)
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["ok"], (out.stdout, out.stderr)
+    assert [p["kind"] for p in report["problems"]] == ["deleted"] and report["problems"][0]["repaired"], report
+    assert not list((b / "objects").rglob("*")) or all(p.is_dir() for p in (b / "objects").rglob("*"))

@@ -175,3 +175,43 @@ def test_sigterm_and_sighup_leave_no_partial_files(tmp_path, long_video, sig):
     assert rc == 128 + sig, err
     assert err.strip().splitlines()[-1] == f"surgbox: stopped by {signal.Signals(sig).name}; the unfinished output was removed"
     assert partials(tmp_path) == [] and sorted(os.listdir(tmp_path)) == []
+
+
+HOSTILE = [
+    ["--threshold", "nan"], ["--threshold", "1.5"], ["--threshold", "-1"], ["--detect-scale", "nan"], ["--detect-scale", "0"],
+    ["--expand", "inf"], ["--expand", "nan"], ["--feather", "nan"], ["--cut-threshold", "nan"], ["--cut-threshold", "inf"],
+    ["--batch", "99999999999"], ["--batch", "-1"], ["--queue-size", "-5"], ["--every", "0"], ["--carry", "99999"],
+    ["--max-gap", "-2"], ["--detector-threads", "-3"], ["--region", "0,0,0,0"], ["--region", "99999999,0,10,10"],
+    ["--region", "a,b,c,d"], ["--detector", "no-such-detector"], ["--encoder", "no-such-encoder"],
+    ["--encoder-option", "crf=nan"], ["--encoder-option", "nokey"], ["--detector-option", "threshold=nan"],
+    ["--detector-option", "bogus=1"], ["--report", "{missing}/r.json"], ["--audit", "{missing}/a.jsonl"],
+    ["--chart", "{dir}"], ["--report", "{dir}"], ["--out-dir", "{missing}"], ["{dir}/o.mkv"], ["{dir}/o"],
+    ["{missing}/o.mp4"],
+]
+
+
+def test_hostile_arguments_give_one_line_and_no_traceback(tmp_path):
+    """Every bad value: a non-zero exit with one line on stderr naming the thing, no Traceback,
+    no output and no partial file (issue 18's sweep, for deid)."""
+    src = make_video(tmp_path / "in.mp4", frames=3, audio=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    subs = {"{missing}": str(tmp_path / "missing"), "{dir}": str(out)}
+    bad_inputs = {"empty": tmp_path / "empty.mp4", "dir": tmp_path / "adir.mp4", "nonutf8": Path(os.fsdecode(b"/tmp/\xff\xfe.mp4"))}
+    bad_inputs["empty"].write_bytes(b"")
+    bad_inputs["dir"].mkdir()
+    cases = [[str(src), *(_sub(a, subs) for a in args)] for args in HOSTILE]
+    cases = [c if len(c) > 1 and not c[1].startswith("-") else [c[0], str(out / "o.mp4"), *c[1:]] for c in cases]
+    cases += [[str(p), str(out / "o.mp4")] for p in bad_inputs.values()]
+    for case in cases:
+        proc = subprocess.run([*DEID, *case, "--quiet"], capture_output=True, timeout=300)
+        err = proc.stderr.decode("utf-8", "replace")
+        assert proc.returncode not in (0, -6) and "Traceback" not in err, (case, err)
+        assert len(err.strip().splitlines()) == 1 or proc.returncode == 2, (case, err)  # 2: argparse's usage + error
+        assert os.listdir(out) == [], (case, os.listdir(out))
+
+
+def _sub(arg: str, subs: dict[str, str]) -> str:
+    for k, v in subs.items():
+        arg = arg.replace(k, v)
+    return arg

@@ -150,6 +150,9 @@ def test_box_walk_of_other_files(tmp_path):
     with open(src, "rb") as f:
         s = scan_boxes(f)
     assert not s.fragmented and s.truncated is None and s.boxes >= 3
+    (tmp_path / "padded.mp4").write_bytes(data + b"\xff\xee\x01\x02\x8a\x00\x01\x02" * 4)  # trailing junk: not a cut
+    with open(tmp_path / "padded.mp4", "rb") as f:
+        assert scan_boxes(f).truncated is None
     (tmp_path / "cut.mp4").write_bytes(data[:-10])
     with open(tmp_path / "cut.mp4", "rb") as f:
         t = scan_boxes(f).truncated

@@ -215,6 +215,9 @@ def test_default_output_name_and_folder(tmp_path):
     assert (tmp_path / "case 1.deid.mp4").exists() and "case 1.deid.mp4: 4 frames" in proc.stdout
     proc = surgbox_cli(str(src), "--region", "full")  # a second run does not replace the first
     assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
+    (tmp_path / "out").mkdir()
+    proc = surgbox_cli(str(src), str(tmp_path / "out"), "--region", "full")  # SRC FOLDER
+    assert proc.returncode == 0 and (tmp_path / "out" / "case 1.deid.mp4").exists(), proc.stderr
 
 
 def _partial(folder: Path, name: str, age: float) -> Path:

@@ -159,3 +159,19 @@ def test_hide_all_covers_every_pixel(anonymizer):
     make_anonymizer(anonymizer).hide_all(planes)
     for a, b in zip(before, planes):
         assert detail(b) < 0.1 * detail(a)
+
+
+def test_batch_is_lowered_to_fit_queue_memory(tmp_path, default_plugins):
+    """A batch holds ``batch x every`` frames until it is scored: with ``every=30`` the default 16
+    held 480 pictures whatever ``queue_memory`` said. It is lowered to fit, with a warning."""
+    from test_deid_pipeline import make_video
+
+    src = make_video(tmp_path / "in.mp4", frames=70, audio=False)
+    frame = 320 * 240 * 3 // 2
+    det = BlindSpotDetector()
+    result = deidentify(src, tmp_path / "o.mp4", region="full", detector=det, every=30, queue_memory=200 * frame,
+                        plugins=default_plugins)
+    (warning,) = result.report["warnings"]
+    assert warning.startswith("detector batch lowered from 16 to 3: 16 x every 30 frames of 320x240")
+    assert [len(s) for s in det.seen] == [3]  # frames 0, 30, 60 in one call of 3
+    assert result.report["frames_with_regions"] == 70

@@ -151,3 +151,15 @@ def test_the_fragment_uploader_of_the_guide_sends_the_whole_recording(run_page, 
     assembled = b"".join(d for _, d in sorted(sent))
     assert len(sent) == 1 + 4 and data.startswith(assembled)  # the header and four 0.5 s fragments, in place
     assert data[len(assembled):][4:8] == b"mfra"  # only the MP4's index trailer was not sent
+
+
+@pytest.mark.parametrize("module", ["surgbox.recording.options", "surgbox.types", "surgbox.sync", "surgbox._toml",
+                                    "surgbox.recording.recorder", "surgbox.catalog.recording_sink"])
+def test_docstring_examples_of_the_recording_modules(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    if module in ("surgbox.recording.options", "surgbox.types", "surgbox.sync"):
+        assert result.attempted >= 2  # the examples really ran

@@ -111,3 +111,19 @@ def test_train_cli_small_run(tmp_path, capsys):
     assert main(["train", str(tmp_path / "ds"), "--out", str(tmp_path / "r2"), "--epochs", "0"]) == 1
     assert "--epochs 0 must be >= 1" in capsys.readouterr().err
     assert len(Dataset.load(tmp_path / "ds")) == 2
+
+
+def test_train_uses_the_split(tmp_path, capsys):
+    xml = photo_set(tmp_path, n=3)
+    ds = tmp_path / "ds"
+    assert main(["dataset", "import", str(xml), "--out", str(ds)]) == 0
+    assert main(["dataset", "split", str(ds), "--ratios", "2,1,0", "--no-face-scale"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(ds), "--out", str(tmp_path / "run"), "--epochs", "1", "--image-size", "64", "--device", "cpu",
+                 "--threads", "1", "--no-augment"]) == 0
+    err = capsys.readouterr().err
+    assert "training on 2 images (2 videos), validating on 1" in err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train_images"] == 2 and run["val_images"] == 1
+    assert main(["eval", str(ds), "--subset", "val", "--detector", "retinaface", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1

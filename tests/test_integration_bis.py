@@ -16,7 +16,7 @@ from surgbox import layouts
 from surgbox.cli.demo import SimulatedBIS
 from surgbox.plugins import get_plugins
 from surgbox.readings import read_data_track
-from surgbox.recorder import Recorder
+from surgbox.recording import Recorder
 from surgbox.types import Reading
 from surgbox_ext.bis.simulator import BISSimulator
 from surgbox_ext.compositor import panel_cells, render_panel

@@ -122,6 +122,8 @@ def test_report_pdf_has_the_fields_and_the_bis_trend(recorded):
     for field in (recorded["id"], PATIENT, MRN, PHYSICIAN, "OR 7", "Laparoscopic cholecystectomy", "segment-0001.mp4",
                   "segment-0001.mp4.data.jsonl", "BIS trend"):
         assert field in text, field
+    flat = " ".join(text.split())  # issue 20.7: the 3 s recording's own length beside the event time
+    assert "Recorded video 0 h 00 min 03 s in 1 file" in flat and "(start to stop)" in flat, flat
 
 
 def test_no_phi_and_no_plaintext_recording_under_surgbox_home(recorded):

@@ -3,6 +3,7 @@ passwords, lockout, disabling."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -399,8 +400,29 @@ def api_world(tmp_path_factory):
     cat.close()
 
 
+@functools.lru_cache(maxsize=1)
+def _tiny_mp4() -> bytes:
+    """Three 64x48 frames of fragmented MP4: something real to de-identify."""
+    import io
+
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}) as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            for p in st.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    return buf.getvalue()
+
+
 def _recording(admin, owned, state="recording"):
     ev = new_event(admin, ["Dr. Mia Sands"] if owned else ["Dr. Someone Else"])
+    admin.events.write_file(ev.id, "segment", "segment-0003.mp4", _tiny_mp4())
     if state == "created":
         return ev
     admin.events.start_event(ev.id)
@@ -443,6 +465,8 @@ API = {
     "EventManager.export": (("export",), True, lambda s, ev, t: s.events.export(ev.id, t / "x")),
     "EventManager.play": (("view",), True, lambda s, ev, t: s.events.play(ev.id)),
     "EventManager.play:any-player": (("view", "export"), True, lambda s, ev, t: s.events.play(ev.id, ["cat"])),
+    "EventManager.deidentify": (("deidentify", "view"), True,
+                                lambda s, ev, t: s.events.deidentify(ev.id, ["segment-0003.mp4"], region="full")),
     "EventManager.delete": (("delete",), True, lambda s, ev, t: s.events.delete(ev.id)),
     "EventManager.retention": (("delete",), False, lambda s, ev, t: s.events.retention(36000, dry_run=True)),
     "EventManager.report_pdf": (("view",), True, lambda s, ev, t: s.events.report_pdf(ev.id)),

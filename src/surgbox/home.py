@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import platformdirs
 
 from ._toml import load_toml
 from .crypto.keys import load_key
@@ -64,8 +65,9 @@ min_length = 8
 players = ["ffplay -autoexit -loglevel error -i pipe:0", "mpv --no-config --really-quiet -"]
 
 [report]
-# Sources whose snapshots show people: faces are blurred before a snapshot goes into a PDF report.
-deidentify = ["room"]
+# Sources (names) or layout slot roles whose snapshots show people: faces are blurred before a
+# snapshot goes into a PDF report (docs/catalog.md "PDF report").
+deidentify = ["room_camera"]
 """
 
 _SECTIONS = {"store": None, "users": None, "play": {"players"}, "report": {"deidentify", "detector", "threshold"}}
@@ -76,8 +78,6 @@ def default_home() -> Path:
     env = os.environ.get(ENV)
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("surgbox", appauthor=False))
 
 

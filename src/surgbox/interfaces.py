@@ -251,6 +251,16 @@ class Detector(_Lifecycle):
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detections for each image, in order."""
 
+    def detect_frames(self, images: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[Detections]:
+        """Like :meth:`detect`, with the source frame number of each image: ``frame_indices[i]``
+        is the frame ``images[i]`` was taken from (several regions of one frame share it; the
+        numbers never decrease from one call to the next within a run). A detector that works
+        differently on different frames (the ``ensemble`` runs each member on every Nth frame)
+        overrides it; the default ignores the numbers and calls :meth:`detect`."""
+        if len(frame_indices) != len(images):
+            raise ValueError(f"detect_frames got {len(images)} images but {len(frame_indices)} frame indices")
+        return self.detect(images)
+
     def settings(self) -> Mapping[str, Any]:
         """The options that change results (threshold, input size...), for the audit record."""
         return {}

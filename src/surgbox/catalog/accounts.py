@@ -40,7 +40,7 @@ def check_user_name(name: str) -> str:
 def refusal(name: str) -> AuthenticationError:
     """The one answer to every failed login (wrong password, unknown, disabled or locked account)."""
     return AuthenticationError(f"login failed for {name!r}: wrong user name or password, or the account is locked "
-                               f"or disabled (an admin can `surgbox users unlock|enable NAME`)")
+                               f"or disabled (an admin can run `surgbox users unlock NAME` or `surgbox users enable NAME`)")
 
 
 def check_password(cat: Any, name: str, password: str, operation: str = "user.login") -> User:

@@ -35,11 +35,12 @@ from typing import IO, Any
 
 import attrs
 
-from ..interfaces import Store
+from ..interfaces import Store, check_store
+from . import deid as _deid
 from . import export as _export
 from . import reports as _reports
 from . import retention as _retention
-from .db import from_text, to_text
+from .db import to_text
 from .errors import CatalogError, NotFoundError
 from .files import EventFiles, EventStore, Guard
 from .keys import FileNames, event_keyring, load_data_key, new_data_key
@@ -55,6 +56,7 @@ from .model import (
     check_kind,
     check_text,
 )
+from .rows import event_from_row, file_from_row
 from .search import SELECT_EVENTS, SearchFilters, search_query
 from .users import Scope, scope
 
@@ -80,31 +82,10 @@ class EventManager:
 
     # ---- loading --------------------------------------------------------------------------
     def _file_from_row(self, r: Any) -> FileRecord:
-        if r["name_enc"] is not None:
-            name = self._cat.phi.decrypt(r["name_enc"], f"files.name:{r['store_key']}")
-        else:
-            name = r["legacy_name"]
-        return FileRecord(r["id"], r["event_id"], r["kind"], name, r["store_key"], r["size"], r["sha256"],
-                          r["key_id"], from_text(r["created_at"]))
+        return file_from_row(self._cat.phi, r)
 
     def _event_from_row(self, row: Any, with_files: bool = True) -> Event:
-        phi, db = self._cat.phi, self._cat.db
-        eid = row["id"]
-        phys = db.query("SELECT position, name_enc, name_hash FROM event_physicians WHERE event_id = ? ORDER BY position", (eid,))
-        files: tuple[FileRecord, ...] = ()
-        if with_files:
-            recs = [self._file_from_row(r) for r in db.query("SELECT * FROM files WHERE event_id = ?", (eid,))]
-            files = tuple(sorted(recs, key=lambda f: (f.kind, f.name)))
-        return Event(
-            id=eid, status=row["status"], created_at=from_text(row["created_at"]), place=row["place"],
-            procedure=row["procedure"], patient=phi.decrypt(row["patient_enc"], f"events.patient:{eid}"),
-            medical_record=phi.decrypt(row["mrn_enc"], f"events.medical_record:{eid}"),
-            physicians=[phi.decrypt(p["name_enc"], f"events.physician:{eid}:{p['position']}") for p in phys],
-            notes=phi.decrypt(row["notes_enc"], f"events.notes:{eid}") if row["notes_enc"] is not None else "",
-            started_at=from_text(row["started_at"]), finished_at=from_text(row["finished_at"]),
-            created_by=row["created_by_name"], files=files, created_by_id=row["created_by"],
-            physician_hashes=frozenset(bytes(p["name_hash"]) for p in phys), report_error=row["report_error"],
-        )
+        return event_from_row(self._cat.phi, self._cat.db, row, with_files)
 
     def _load(self, event_id: str) -> Event:
         row = self._cat.db.query_one(f"{SELECT_EVENTS} WHERE e.id = ?", (event_id,))
@@ -285,7 +266,8 @@ class EventManager:
         ev = self._authorized("record", event_id, "event.recover")
         with self._files(ev.id) as files:
             prefix = files.names.prefix
-            recovered = tuple(r for r in files.inner.recover() if r.key.startswith(prefix))
+            inner = check_store(files.inner, "recovery", purpose="events recover")
+            recovered = tuple(r for r in inner.recover() if r.key.startswith(prefix))
             listed = {f.store_key for f in ev.files}
             stored = files.stored()
             missing = [(kind, name, k) for k, (name, meta_kind) in sorted(stored.items(), key=lambda kv: kv[1][0])
@@ -413,6 +395,33 @@ class EventManager:
         with self._files(ev.id) as files:
             return _export.stream_to_player(files, recs, cmd)
 
+    # ---- de-identification -------------------------------------------------------------------
+    def deidentify(self, event_id: str, names: Sequence[str] | None = None, *, replace: bool = False,
+                   progress: Any = None, **options: Any) -> list[FileRecord]:
+        """De-identify the event's recordings (``names``, default every segment) into new ``deid``
+        files of the event, straight from the encrypted store into the encrypted store: no
+        plaintext on disk (``deidentify`` and ``view``; see :mod:`.deid`). ``options`` go to
+        :func:`surgbox.deid.deidentify` (``region``, ``detector``, ``threshold`` ...); ``replace``
+        replaces earlier copies (both audited). Returns the new file records."""
+        ev = self._authorized("deidentify", event_id, "event.deidentify")
+        self.session.authorize("view", ev, operation="event.deidentify")
+        recs = _deid.sources(ev, names)
+
+        def register(src: FileRecord, name: str, key: str, size: int, sha256: str, result: Any,
+                     replaced: list[FileRecord]) -> FileRecord:
+            rec = self._insert_file(ev, "deid", name, key, size, sha256, files.key_id, replaces=replaced)
+            self._cat.audit.record(self._actor(), "event.deidentify", ev.id, "ok",
+                                   {"source_file_id": src.id, "file_id": rec.id, "frames": result.frames,
+                                    "faces": result.faces, "seconds": round(result.seconds, 3)})
+            for old in replaced:
+                with contextlib.suppress(Exception):
+                    files.inner.delete(old.store_key)
+            return rec
+
+        with self._files(ev.id) as files:
+            return list(_deid.run(ev, files, recs, replace=replace, register=register, progress=progress,
+                                  plugins=self._cat.plugins, **options))
+
     # ---- delete / retention ----------------------------------------------------------------
     def delete(self, event_id: str) -> DeleteResult:
         """Delete an event (``delete``): destroy its data key and catalog rows in one transaction,
@@ -437,10 +446,11 @@ class EventManager:
 
     # ---- reports --------------------------------------------------------------------------
     def _render(self, ev: Event) -> bytes:
-        if not any(f.kind in ("snapshot", "data") for f in ev.files):
-            return _reports.render(ev, None, self._cat.home.report_settings())
+        settings, plugins = self._cat.home.report_settings(), self._cat.plugins
+        if not any(f.kind in ("snapshot", "data", "segment") for f in ev.files):
+            return _reports.render(ev, None, settings, plugins)
         with self._files(ev.id) as files:
-            return _reports.render(ev, files, self._cat.home.report_settings())
+            return _reports.render(ev, files, settings, plugins)
 
     def report_pdf(self, event_id: str) -> bytes:
         """Render the event's PDF report (``view``) from the catalog and its stored snapshots and

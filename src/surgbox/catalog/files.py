@@ -15,7 +15,7 @@ from typing import IO, Any
 import attrs
 
 from ..errors import IntegrityError
-from ..interfaces import Store
+from ..interfaces import Store, check_store
 from .keys import FileNames
 from .model import FileRecord, check_file_name
 
@@ -85,7 +85,9 @@ class EventFiles:
                                  f"({rec.sha256[:16]}..., {rec.size} bytes); run `surgbox store scrub`")
 
     def stored(self) -> dict[str, tuple[str, str]]:
-        """``{store key: (file name, kind)}`` of the event's objects in the store."""
+        """``{store key: (file name, kind)}`` of the event's objects in the store (needs the store's
+        ``info`` capability: the sealed name and the kind are in its metadata)."""
+        check_store(self.inner, "info", purpose="listing an event's objects")
         out = {}
         for k in self.inner.keys(self.names.prefix):
             meta = self.inner.info(k).metadata
@@ -134,6 +136,12 @@ class EventStore(Store):
     @property
     def inner(self) -> Any:
         return self.files.inner
+
+    @property
+    def segment_size(self) -> int:
+        """The underlying store's segment size; ``writer(..., segment_size=N)`` passes through
+        (so this handle is a :class:`~surgbox.interfaces.SegmentedStore` when that store is)."""
+        return self.inner.segment_size
 
     def writer(self, key: str, metadata: Mapping[str, str] | None = None, **options: Any) -> IO[bytes]:
         """``options`` go to the underlying store's writer (e.g. ``segment_size``)."""

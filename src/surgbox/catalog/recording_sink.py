@@ -12,11 +12,13 @@ The catalog depends on the recorder here, never the reverse: the recorder knows 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ..errors import ConfigError, SurgboxError
+from ..interfaces import RecoverableStore
 from ..recording.store_sink import StoreSink
 from .errors import CatalogError
 
@@ -26,14 +28,20 @@ SEGMENT_NAME = "segment-{n:04d}.mp4"
 _FILE_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data"}
 
 
-def next_segment_name(taken: set[str]) -> str:
+STREAMED_SUFFIXES = ("", ".data.jsonl", ".json")  # the video, its data track, its sidecar
+
+
+def next_segment_name(taken: set[str], busy: Callable[[str], bool] = lambda name: False) -> str:
     """The first ``segment-NNNN.mp4`` whose name (and sidecar, data track, snapshots) no
-    recording of the event uses yet; ``taken`` holds file names and store keys of the event."""
+    recording of the event uses yet: ``taken`` holds the event's file names (catalog and store);
+    ``busy(name)`` tells whether an unfinished write (a crashed or running recording) holds one."""
     used = {name.split(".mp4", 1)[0] for name in taken if name.startswith("segment-")}
     n = 1
-    while SEGMENT_NAME.format(n=n)[: -len(".mp4")] in used:
+    while True:
+        name = SEGMENT_NAME.format(n=n)
+        if name[: -len(".mp4")] not in used and not any(busy(name + sfx) for sfx in STREAMED_SUFFIXES):
+            return name
         n += 1
-    return SEGMENT_NAME.format(n=n)
 
 
 @attrs.define(eq=False)
@@ -45,8 +53,9 @@ class EventSink(StoreSink):
     ``recording`` (when it is ``created``; one still ``recording`` after a crash gets another
     segment) and opens :meth:`~surgbox.catalog.events.EventManager.store_for`: objects are
     encrypted with the event's data key, named ``segment-NNNN.mp4`` (the next number no file of
-    the event uses: neither a catalog file nor an object in the event's store, so a second
-    recording after a crash never collides with the crashed one's sidecar),
+    the event uses: neither a catalog file, nor an object in the event's store, nor an
+    unfinished write -- so a second recording after a crash, before ``events recover``, never
+    collides with the crashed one),
     ``segment-NNNN.mp4.json`` / ``.data.jsonl`` / ``.snapshot-0001-composite.png``. :meth:`close`
     adds every file with its size and SHA-256 (the sidecar as kind ``data``), then, with
     ``stop_event``, stops the event, which makes its PDF report (``report``). ``registered``
@@ -73,12 +82,22 @@ class EventSink(StoreSink):
         self.close_store = True
         try:
             taken = {f.name for f in ev.files} | set(self.store.keys())
-            self.key = next_segment_name(taken)
+            self.key = next_segment_name(taken, self._unfinished())
             if ev.status == "created":
                 self.events.start_event(self.event_id)
         except BaseException:
             self._close_store()
             raise
+
+    def _unfinished(self) -> Callable[[str], bool]:
+        """``busy(name)``: whether an unfinished write of the event's store (crashed, not yet
+        recovered, or still running) is the object of file ``name``."""
+        files = getattr(self.store, "files", None)  # an EventStore: names map to generated object keys
+        inner = getattr(files, "inner", None)
+        if files is None or not isinstance(inner, RecoverableStore):  # a store that keeps no unfinished writes
+            return lambda name: False
+        keys = {p.get("key") for p in inner.partials(live=True)}
+        return lambda name: files.names.object_key(name) in keys
 
     def close(self, error: BaseException | None = None) -> None:
         super().close(error)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import logging
 import re
 import uuid
@@ -33,6 +34,7 @@ import attrs
 from ..crypto.keys import KeyRing, MasterKey
 from ..errors import IntegrityError
 from ..home import Home
+from ..interfaces import check_store
 from ..plugins import get_plugins
 from . import accounts
 from .anchor import AuditAnchor
@@ -52,6 +54,15 @@ check_user_name = accounts.check_user_name
 UserManager = accounts.UserManager
 
 
+def _takes(factory: Any, option: str) -> bool:
+    """Whether a plugin factory accepts the keyword ``option``."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def key_check_value(master: bytes) -> bytes:
     """The catalog's key check value of a master key (reveals nothing about the key)."""
     return hmac.new(derive_subkey(master, "key_check"), b"surgbox-catalog-key-check", hashlib.sha256).digest()
@@ -62,7 +73,8 @@ class Catalog:
     """The event catalog of one :class:`~surgbox.home.Home`: open with ``with Catalog(home):`` or
     :meth:`at`. ``now`` is the wall clock (UTC, injectable for tests); ``plugins`` the plugin
     manager that builds the store (default: the process-wide one); ``policy`` overrides the
-    home's ``[users]`` settings. Thread-safe (one SQLite connection under a lock)."""
+    home's ``[users]`` settings. :meth:`open` reads the home's ``config.toml`` afresh.
+    Thread-safe (one SQLite connection under a lock)."""
 
     home: Home
     plugins: Any = None
@@ -75,6 +87,7 @@ class Catalog:
     kek: bytes = attrs.field(init=False, default=b"", repr=False)
     hasher: Any = attrs.field(init=False, default=None, repr=False)
     _dummy_hash: str = attrs.field(init=False, default="", repr=False)
+    _master: bytes = attrs.field(init=False, default=b"", repr=False)
 
     @classmethod
     def at(cls, home: Home | str | None = None, **options: Any) -> Catalog:
@@ -89,8 +102,7 @@ class Catalog:
             raise CatalogError(f"{self.home.path} is not a surgbox home (no catalog, key or config there); "
                                f"run `surgbox init --home {self.home.path}`, or point --home / SURGBOX_HOME at "
                                f"an initialized home")
-        if self.home.settings is None:
-            self.home = self.home.load()
+        self.home = self.home.load()  # the configuration as it is now
         master = self.home.master_key()
         if self.policy is None:
             try:
@@ -100,6 +112,7 @@ class Catalog:
         if not self.create and not self.home.catalog_path.exists():
             raise CatalogError(f"no catalog at {self.home.catalog_path}; run `surgbox init` "
                                f"(or point SURGBOX_HOME at an initialized home)")
+        self._master = master
         mac_key = derive_subkey(master, "audit_mac")
         anchor = AuditAnchor(self.home.anchor_path, mac_key)
         db = Database(self.home.catalog_path, writer_lock=anchor.lock).open(create=True)
@@ -185,10 +198,15 @@ class Catalog:
 
     def make_store(self, keyring: Any, *, init: bool = False) -> Any:
         """An opened store (configured plugin) that encrypts with ``keyring`` (a
-        :class:`surgbox.crypto.KeyRing`). Stores used by the catalog accept ``keyring=``."""
+        :class:`surgbox.crypto.KeyRing`): stores used by the catalog have the ``keyring``
+        capability (docs/storage.md). A store that takes ``metadata_key=`` gets the master key, so
+        the tombstones of what the catalog deletes verify in ``surgbox store scrub`` too."""
         name, options = self.store_settings()
         plugins = self.plugins or get_plugins()
-        store = plugins.create("store", name, keyring=keyring, init=init, **options)
+        if _takes(plugins.entry("store", name).factory, "metadata_key"):
+            options["metadata_key"] = MasterKey(self._master, str(self.home.master_key_path))
+        store = check_store(plugins.create("store", name, keyring=keyring, init=init, **options), "keyring",
+                            plugin=name, purpose="the catalog (per-event keys)")
         store.open()
         return store
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import argon2
 import attrs
 
 from .db import from_text
@@ -140,8 +141,6 @@ class PasswordPolicy:
         return cls(**m)
 
     def hasher(self) -> Any:
-        import argon2
-
         return argon2.PasswordHasher(time_cost=self.time_cost, memory_cost=self.memory_kib,
                                      parallelism=self.parallelism, type=argon2.Type.ID)
 

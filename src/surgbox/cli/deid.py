@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="SRC [DST]: the input video (any file FFmpeg reads) and the output (.mp4, default NAME.deid.mp4); "
-                        "with --out-dir, every PATH is an input")
+                   help="SRC [DST]: the input video (any file FFmpeg reads) and the output (.mp4, default NAME.deid.mp4 "
+                        "beside SRC; a folder: NAME.deid.mp4 in it); with --out-dir, every PATH is an input")
     p.add_argument("-o", "--out-dir", metavar="DIR",
                    help="de-identify every PATH into DIR/NAME.deid.mp4 (DIR must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input itself)")
@@ -61,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default=D.ENCODER, metavar="NAME", help=f"encoder plugin (default {D.ENCODER})")
     p.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra encoder option (repeatable, e.g. preset='\"veryfast\"' crf=20)")
-    p.add_argument("--batch", type=int, default=D.BATCH, metavar="N", help=f"crops per detector call (default {D.BATCH})")
+    p.add_argument("--batch", type=int, default=D.BATCH, metavar="N",
+                   help=f"frames whose regions go to the detector in one call (default {D.BATCH}, at most 256)")
     p.add_argument("--detect-scale", type=float, default=D.DETECT_SCALE, metavar="S",
                    help=f"resize regions by S (0 < S <= 1) for detection (default {D.DETECT_SCALE}: faces from about "
                         f"{16 / D.DETECT_SCALE:.0f} px are found)")
@@ -161,6 +162,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path]]:
         jobs = [(p, default_output(p, args.out_dir)) for p in paths]
     elif len(paths) == 1:
         jobs = [(paths[0], default_output(paths[0]))]
+    elif len(paths) == 2 and Path(paths[1]).is_dir():  # SRC DIR: as --out-dir DIR
+        jobs = [(paths[0], default_output(paths[0], paths[1]))]
     elif len(paths) == 2:
         jobs = [(paths[0], Path(paths[1]))]
     else:

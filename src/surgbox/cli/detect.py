@@ -11,25 +11,34 @@ import argparse
 import json
 from pathlib import Path
 
+from ..deid import defaults
 from ..errors import ConfigError
+
+DEFAULT_THRESHOLD = defaults.detector_options(defaults.DETECTOR).get("threshold")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "detect",
-        help="detect faces in images (RetinaFace by default)",
-        description="Detect faces in still images. Boxes are [x1, y1, x2, y2] pixels of each image.",
+        help=f"detect faces in images (the de-identification default, {defaults.DETECTOR}, unless --detector)",
+        description="Detect faces in still images with the same detector and options as surgbox deid (unless "
+                    "--detector / --detector-option say otherwise). Boxes are [x1, y1, x2, y2] pixels of each image.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ... anything Pillow reads)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="T", help="minimum face score in [0, 1) (default 0.5)")
-    p.add_argument("--nms-iou", type=float, default=0.4, metavar="IOU", help="NMS overlap threshold (default 0.4)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help=f"minimum face score in [0, 1) (default: the de-identification default, {DEFAULT_THRESHOLD})")
+    p.add_argument("--nms-iou", type=float, default=None, metavar="IOU", help="NMS overlap threshold (default: the detector's)")
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="write <name>.png with boxes drawn for each image")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda, cuda:N (default: the detector's, auto)")
     p.add_argument("--weights", metavar="PATH", help="detector checkpoint (default: the shipped RetinaFace weights)")
     p.add_argument("--max-size", type=int, metavar="PX", help="shrink images whose longer side exceeds PX before detection")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
-    p.add_argument("--detector", default="retinaface", metavar="NAME", help="detector plugin (default retinaface)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per detect() call (default 16)")
+    p.add_argument("--detector", default=defaults.DETECTOR, metavar="NAME",
+                   help=f"detector plugin (default {defaults.DETECTOR}, as surgbox deid; e.g. retinaface, centerface)")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="detector option (repeatable; VALUE parsed as JSON when possible, "
+                        "e.g. members='[{\"name\": \"centerface\"}]' for --detector ensemble)")
     p.set_defaults(func=run)
 
 
@@ -77,17 +86,24 @@ def draw(image, detections, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..plugins import get_plugins
 
-    if not 0.0 <= args.threshold < 1.0:
-        raise ConfigError(f"--threshold {args.threshold} is outside [0, 1); e.g. --threshold 0.5")
-    if not 0.0 < args.nms_iou <= 1.0:
+    from .deid import _options
+
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        raise ConfigError(f"--threshold {args.threshold} is outside [0, 1); e.g. --threshold 0.3")
+    if args.nms_iou is not None and not 0.0 < args.nms_iou <= 1.0:
         raise ConfigError(f"--nms-iou {args.nms_iou} is outside (0, 1]; e.g. --nms-iou 0.4")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
-    options = {"threshold": args.threshold, "nms_iou": args.nms_iou, "device": args.device, "batch_size": args.batch_size}
-    if args.weights:
-        options["weights"] = args.weights
-    if args.max_size:
-        options["max_size"] = args.max_size
+    # as in de-identification: the options measured for this detector (else the default
+    # threshold), then the ones given here
+    options = defaults.detector_options(args.detector)
+    options.pop("threads", None)  # a one-off CLI run may use every core
+    if "threshold" not in options and DEFAULT_THRESHOLD is not None:
+        options["threshold"] = DEFAULT_THRESHOLD
+    options.update(_options(args.detector_option, "detector"))
+    given = {"threshold": args.threshold, "nms_iou": args.nms_iou, "weights": args.weights, "max_size": args.max_size,
+             "device": args.device}
+    options.update({k: v for k, v in given.items() if v is not None})
     if args.out_dir:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     names = _out_names(args.images)

@@ -1,4 +1,4 @@
-"""``surgbox events``: create, start, stop, list, search, show, attach, export, play, delete, retention."""
+"""``surgbox events``: create, start, stop, list, search, show, attach, export, play, deid, delete, retention."""
 
 from __future__ import annotations
 
@@ -82,6 +82,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--file", action="append", dest="names", metavar="NAME", help="play this file (default: the segments)")
     c.add_argument("--player", metavar="CMD", help="player command reading the media from stdin (default: the first "
                    "installed player of config.toml [play] players; without the export permission only those)")
+
+    c = cmd("deid", "de-identify an event's recording into a new encrypted file of the event (no plaintext on disk)", _deid)
+    c.add_argument("id")
+    c.add_argument("--file", action="append", dest="names", metavar="NAME", help="only this segment (repeatable; default: all)")
+    c.add_argument("--replace", action="store_true", help="replace an earlier de-identified copy (both stay in the audit trail)")
+    c.add_argument("--detector", metavar="NAME", help="face detector plugin (default: the de-identification default)")
+    c.add_argument("--threshold", type=float, metavar="T", help="detector score threshold, 0-1 (default: the detector's)")
+    c.add_argument("--region", metavar="SPEC", help="auto (the layout's room camera), full, or X,Y,W,H[;...]")
+    c.add_argument("--json", action="store_true", help="print the new files as JSON")
 
     c = cmd("delete", "delete an event: destroy its key, catalog rows and stored files", _delete)
     c.add_argument("id")
@@ -234,6 +243,19 @@ def _play(args: argparse.Namespace) -> int:
     if rc:
         print(f"surgbox: player exited with status {rc}", file=sys.stderr)
     return rc
+
+
+def _deid(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in (("detector", args.detector), ("threshold", args.threshold), ("region", args.region))
+               if v is not None}
+    with login(args) as s:
+        recs = s.events.deidentify(args.id, args.names, replace=args.replace, **options)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in recs], indent=1, ensure_ascii=False))
+        return 0
+    for r in recs:
+        print(f"{r.event_id}: stored deid {terminal_safe(r.name)} ({r.size} bytes, sha256 {r.sha256})")
+    return 0
 
 
 def _delete(args: argparse.Namespace) -> int:

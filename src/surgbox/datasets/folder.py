@@ -26,8 +26,10 @@ from typing import Any
 
 import attrs
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .._fs import atomic_write
+from ..crypto import decrypt_file
 from ..errors import DatasetError
 from .annotations import Box, Item, read_json
 
@@ -92,15 +94,11 @@ class Dataset:
 
     def read_image(self, sample: Sample, key: bytes | None = None) -> np.ndarray:
         """``HxWx3 uint8`` RGB pixels of ``sample`` (decrypted in memory with ``key`` when encrypted)."""
-        from PIL import Image, UnidentifiedImageError
-
         path = self.path_of(sample)
         try:
             if sample.encrypted:
                 if key is None:
                     raise DatasetError(f"dataset {self.root}: {sample.image} is encrypted; pass the dataset's --key-file")
-                from ..crypto import decrypt_file
-
                 buf = io.BytesIO()
                 with path.open("rb") as f:
                     decrypt_file(f, buf, key, sample.image.encode())

@@ -73,6 +73,8 @@ def scan_boxes(f: IO[bytes]) -> BoxScan | None:
             size, kind = struct.unpack(">I4s", head[:8])
             if count == 0 and kind not in FIRST_BOXES:
                 return None
+            if not all(32 <= c < 127 for c in kind):  # not a box type: trailing data, not a cut box
+                return BoxScan(count, fragmented, mfra, None)
             if size == 1:
                 if len(head) < 16:
                     return BoxScan(count, fragmented, mfra, TruncatedBox(_name(kind), pos, 16, len(head)))

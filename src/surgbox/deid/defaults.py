@@ -28,6 +28,13 @@ DETECTOR = "retinaface"  # the detector plugin used when none is named
 # parallel, so one math thread avoids oversubscribing the cores (docs/deid.md "Speed").
 DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     "retinaface": {"threshold": 0.3, "threads": 1},
+    # the ensemble (surgbox_ext.ensemble) also uses these members when it is built without any
+    "ensemble": {
+        "members": [{"name": "centerface", "threshold": 0.2}, {"name": "retinaface", "threshold": 0.3, "every": 2}],
+        "fusion": "nms",
+        "threshold": 0.3,
+        "threads": 1,
+    },
 }
 DETECT_SCALE = 0.5  # regions are scanned at half size: faces from about 32 frame pixels
 BATCH = 16  # crops per detector call

@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+from PIL import Image
 
 from ..errors import DetectorError, SurgboxError
 from ..types import Detections, Rect
@@ -114,13 +115,14 @@ class DetectStage:
     times: StageTimes
     stats: RunStats
     tracks: RegionTracks
+    batch: int  # detector frames per call (the options' batch, or less to fit queue_memory)
     _thumbs: list[np.ndarray] | None = attrs.field(default=None, alias="_thumbs")
     _reformatters: dict[int, Any] = attrs.field(factory=dict, alias="_reformatters")
 
     def run(self, q_in: queue.Queue, q_out: queue.Queue) -> None:
         pending: collections.deque[Item] = collections.deque()
         chunk: list[Item] = []
-        every, batch = self.options.every, self.options.batch
+        every, batch = self.options.every, self.batch
         try:
             while True:
                 item = get(q_in, self.stop, self.times, WAIT)
@@ -250,6 +252,4 @@ class DetectStage:
 def block_means(plane: np.ndarray, k: int) -> np.ndarray:
     """Mean of each ``k x k`` block of a 2-D ``uint8`` plane (partial blocks at the edges
     average the pixels they have), rounded to integers, as ``float32``."""
-    from PIL import Image
-
     return np.asarray(Image.fromarray(np.ascontiguousarray(plane)).reduce(k), np.float32)

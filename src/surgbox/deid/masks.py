@@ -19,9 +19,12 @@ import attrs
 import numpy as np
 
 
+MAX_EXPAND = 10.0  # a mask ten times the face box: beyond that it hides the picture, not a face
+
+
 def _check_expand(instance, attribute, value) -> None:
-    if not value >= 1.0:
-        raise ValueError(f"expand must be >= 1.0 (1.3 grows boxes by 30 %), got {value}")
+    if not 1.0 <= value <= MAX_EXPAND:
+        raise ValueError(f"expand must be >= 1.0 and at most {MAX_EXPAND:g} (1.3 grows boxes by 30 %), got {value}")
 
 
 def _check_feather(instance, attribute, value) -> None:

@@ -28,6 +28,7 @@ from .anonymize import Anonymizer, make_anonymizer
 from .regions import RegionSpec, parse_region_spec
 from .temporal import TemporalFilter
 
+MAX_BATCH = 256  # crops per detector call (the frames of a batch are held until it is scored)
 MAX_EVERY = 30  # detect at least once a second at 30 fps (the temporal stage holds ~2 * every frames)
 MAX_WINDOW = 120  # frames: bounds carry / max_gap, hence the frames held for the temporal stage
 ON_DETECTOR_ERROR = ("fail", "blur-region")
@@ -95,7 +96,9 @@ class DeidOptions:
     built instances, which take no ``*_options``). ``threshold`` / ``detector_threads``: the
     detector's ``threshold`` / ``threads`` options, passed only when given (``None``: the
     detector's de-identification defaults from :data:`~surgbox.deid.defaults.DETECTOR_OPTIONS`,
-    else its own). ``batch``: crops per detector call. ``detect_scale``: regions are resized by
+    else its own). ``batch``: frames whose crops go to the detector in one call (at most
+    :data:`MAX_BATCH`; lowered by the run when ``batch * every`` frames would not fit in
+    ``queue_memory``). ``detect_scale``: regions are resized by
     this factor (0 < s <= 1) for the detector. ``queue_size`` / ``queue_memory``: decoded frames
     buffered, capped so the pictures held fit in ``queue_memory`` bytes. ``carry`` /
     ``max_gap`` / ``every``: the temporal stage. ``expand`` / ``feather``: the mask.
@@ -117,7 +120,7 @@ class DeidOptions:
     detector_threads: int | None = attrs.field(default=None, validator=_check_threads)
     encoder: Any = attrs.field(default=defaults.ENCODER)
     encoder_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping, hash=False)
-    batch: int = attrs.field(default=defaults.BATCH, validator=_int_in(1, None))
+    batch: int = attrs.field(default=defaults.BATCH, validator=_int_in(1, MAX_BATCH))
     detect_scale: float = attrs.field(default=defaults.DETECT_SCALE, validator=_check_scale)
     queue_size: int = attrs.field(default=defaults.QUEUE_SIZE, validator=_int_in(1, None))
     queue_memory: int = attrs.field(default=defaults.QUEUE_MEMORY, validator=_int_in(1, None))

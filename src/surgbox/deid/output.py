@@ -58,6 +58,20 @@ def same_file(a: Any, b: Any) -> bool:
     return sa is not None and sb is not None and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+def check_sidecar(path: str | os.PathLike | None, what: str) -> None:
+    """Refuse, before the run, a sidecar path (report, audit, chart) that cannot be written."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a directory; give a file name such as {str(p / ('deid' + ''.join(p.suffixes)))!r}")
+    parent = p.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} folder {str(parent)!r} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} folder {str(parent)!r} is not writable; choose another path")
+
+
 def default_output(src: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
     """``NAME.deid.mp4`` beside ``src`` (or in ``out_dir``): ``case.mkv`` -> ``case.deid.mp4``."""
     p = Path(src)
@@ -88,14 +102,14 @@ class Output:
             return cls(dst, label, streaming=True)
         path = Path(dst)
         label = str(path)
+        if path.is_dir():
+            raise ConfigError(f"output {label!r} is a directory; give a file name such as {str(path / 'out.mp4')!r}")
         if path.suffix.lower() not in MP4_EXTENSIONS:
             what = f"has the extension {path.suffix!r}" if path.suffix else "has no extension"
             raise ConfigError(f"output {label!r} {what}; de-identification writes MP4 (H.264 + the input's audio): "
                               f"name it {path.with_suffix('.mp4').name!r}")
         if not path.parent.is_dir():
             raise ConfigError(f"output directory {str(path.parent)!r} does not exist; create it or choose another DST")
-        if path.is_dir():
-            raise ConfigError(f"output {label!r} is a directory; give a file name such as {str(path / 'out.mp4')!r}")
         if same_file(path, src):
             raise ConfigError(f"output {label!r} is the input file {src_name or label!r} (the same file, also through "
                               f"a link); the original is never overwritten: choose another DST")

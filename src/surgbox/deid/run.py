@@ -29,6 +29,7 @@ from typing import IO, Any
 import attrs
 
 from ..errors import DeidError
+from ..plugins import get_plugins
 from ..types import DeidResult
 from .audit import AuditWriter
 from .decode import DecodeStage, InputVideo, source_name
@@ -37,7 +38,7 @@ from .encode import EncodeStage
 from .handoff import Workers
 from .hide import HideStage
 from .options import DeidOptions
-from .output import Output
+from .output import Output, check_sidecar
 from .regions import resolve_regions
 from .result import Progress, RunStats, build_report, write_json
 from .timing import StageTimes
@@ -66,11 +67,9 @@ class DeidRun:
         opts = self.options
         name = source_name(self.src)
         out = Output.prepare(self.dst, self.src, overwrite=opts.overwrite, src_name=name)
-        plugins = self.plugins
-        if plugins is None:
-            from ..plugins import get_plugins
-
-            plugins = get_plugins()
+        for path, what in ((self.audit_path, "audit sidecar"), (self.report_path, "report"), (self.chart_path, "chart")):
+            check_sidecar(path, what)
+        plugins = self.plugins if self.plugins is not None else get_plugins()
         t_start = time.perf_counter()
         workers = Workers(self.stop)
         inp = det = enc = audit = None
@@ -88,15 +87,17 @@ class DeidRun:
                 self.stats.cuts = [0] * len(rects)
                 enc = self._make(plugins, "encoder", opts.encoder, opts.encoder_factory_options(out.streaming))
                 frame_bytes = width * height * 3 // 2
+                budget = opts.queue_memory // max(frame_bytes, 1)  # pictures that fit in queue_memory
+                batch = self._batch(budget, tracks.lookahead, width, height)
                 # frames held beyond the queue: lookahead, a batch, the two hand-over queues, a margin
-                held = tracks.lookahead + opts.batch * opts.every + 2 * max(4, opts.batch) + 4
-                depth = max(1, min(opts.queue_size, opts.queue_memory // max(frame_bytes, 1) - held))
+                held = tracks.lookahead + batch * opts.every + 2 * max(4, batch) + 4
+                depth = max(1, min(opts.queue_size, budget - held))
                 if depth < opts.queue_size:
                     log.info("frame queue capped at %d frames (%d MiB of %dx%d pictures)", depth,
                              opts.queue_memory >> 20, width, height)
                 q_frames: queue.Queue = queue.Queue(maxsize=depth)
-                q_found: queue.Queue = queue.Queue(maxsize=max(4, opts.batch))
-                q_hidden: queue.Queue = queue.Queue(maxsize=max(4, opts.batch))
+                q_found: queue.Queue = queue.Queue(maxsize=max(4, batch))
+                q_hidden: queue.Queue = queue.Queue(maxsize=max(4, batch))
                 # decoding starts now and fills the queue while the detector loads
                 workers.start("decode", DecodeStage(inp, self.stop, self.times, self.stats).run, q_frames)
                 det = self._make(plugins, "detector", opts.detector, opts.detector_factory_options())
@@ -109,9 +110,13 @@ class DeidRun:
                 settings = self._settings(rects, origin)
                 if self.audit_path is not None:
                     audit = AuditWriter(Path(self.audit_path))
-                    audit.open({"src": name, "dst": out.label, "detector": detector_info(det), "settings": settings,
-                                "regions": [list(r.as_xywh()) for r in rects], "time_base": str(inp.time_base)})
-            workers.start("detect", DetectStage(det, rects, opts, self.stop, self.times, self.stats, tracks).run,
+                    header = {"src": name, "dst": out.label, "detector": detector_info(det), "settings": settings,
+                              "regions": [list(r.as_xywh()) for r in rects], "time_base": str(inp.time_base)}
+                    try:
+                        audit.open(header)
+                    except OSError as exc:
+                        raise DeidError(f"cannot write the audit sidecar {str(self.audit_path)!r}: {exc}") from None
+            workers.start("detect", DetectStage(det, rects, opts, self.stop, self.times, self.stats, tracks, batch).run,
                           q_frames, q_found)
             workers.start("anonymize", HideStage(opts.make_anonymizer(), rects, self.stop, self.times, self.stats).run,
                           q_found, q_hidden)
@@ -133,10 +138,16 @@ class DeidRun:
                                   input_info=inp.info(self.stats), timing=self.times.to_dict(written, wall))
             result = DeidResult(src=name, dst=out.label, frames=written, faces=len(self.stats.tracks), seconds=wall,
                                 report=report)
-            if self.report_path is not None:
-                write_json(self.report_path, report)
-            if self.chart_path is not None:
-                self.times.chart(self.chart_path, written, wall=wall, duration=report["duration_s"])
+            for path, what, write in (
+                (self.report_path, "report", lambda p: write_json(p, report)),
+                (self.chart_path, "chart", lambda p: self.times.chart(p, written, wall=wall, duration=report["duration_s"])),
+            ):
+                if path is not None:
+                    try:
+                        write(path)
+                    except OSError as exc:
+                        raise DeidError(f"{out.label} was written, but the {what} {str(path)!r} could not be: "
+                                        f"{exc}") from None
             self._notify(plugins, result)
             return result
         finally:
@@ -162,6 +173,19 @@ class DeidRun:
     def _make(plugins: Any, kind: str, spec: Any, options: dict) -> Any:
         """Build a component by name (an instance passes as is; options were refused for it)."""
         return plugins.create(kind, spec, **options) if isinstance(spec, str) else spec
+
+    def _batch(self, budget: int, lookahead: int, width: int, height: int) -> int:
+        """The options' ``batch``, lowered (with a warning) when ``batch * every`` frames, held
+        until their batch is scored, would not fit in ``queue_memory`` with the rest."""
+        opts = self.options
+        batch = opts.batch
+        fixed = lookahead + 2 * max(4, batch) + 4
+        if batch * opts.every + fixed > budget:
+            batch = max(1, (budget - fixed) // opts.every)
+            if batch < opts.batch:
+                self.stats.warn(f"detector batch lowered from {opts.batch} to {batch}: {opts.batch} x every {opts.every} "
+                                f"frames of {width}x{height} would not fit in queue_memory ({opts.queue_memory >> 20} MiB)")
+        return batch
 
     def _settings(self, rects: list, origin: str) -> dict[str, Any]:
         opts = self.options

@@ -22,6 +22,8 @@ from typing import Any
 
 import attrs
 
+from ..fonts import load
+
 # Display order; the first ten are the paper's sections.
 PAPER_STAGES = ("setup", "crop", "preprocessing", "inference", "output decoding", "score filter", "sort", "NMS", "blur", "write")
 STAGES = ("decode", *PAPER_STAGES[:2], *PAPER_STAGES[2:8], "temporal", *PAPER_STAGES[8:], "queue wait (decode)", "queue wait (detect)",
@@ -142,8 +144,6 @@ class StageTimes:
         the paper's ten sections, the other stages, and the time a thread waited on its queue.
         """
         from PIL import Image, ImageDraw
-
-        from ..fonts import load
 
         d = self.to_dict(frames)["stages"]
         if not d:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import logging
 import threading
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from typing import IO, Any
 import attrs
 
 from ..errors import ConfigError
+from ..interfaces import SegmentedStore
 from .sinks import FILE_KINDS, RecordedFile, RecordingSink, sidecar_bytes
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class StoreSink(RecordingSink):
 
     ``segment_size`` / ``small_segment_size``: ciphertext segment sizes of the video and of the
     data track and sidecar (passed to ``store.writer(..., segment_size=)`` when the store takes
-    it; see :data:`RECORDING_SEGMENT_SIZE`). Crash safety: the video writer is synced about once
+    it: a :class:`~surgbox.interfaces.SegmentedStore`; see :data:`RECORDING_SEGMENT_SIZE`). Crash safety: the video writer is synced about once
     a second; after a ``kill -9``, ``store.recover()`` (``surgbox store recover``) commits every
     complete segment. The sidecar is replaced (delete + write) at start, after each snapshot and
     at the end, so after a crash it may be missing: the video's container metadata holds the
@@ -107,7 +107,6 @@ class StoreSink(RecordingSink):
     _open: list[_HashingWriter] = attrs.field(factory=list, init=False, alias="_open")
     _sidecar_written: bool = attrs.field(default=False, init=False, alias="_sidecar_written")
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
-    _takes_segment_size: bool | None = attrs.field(default=None, init=False, alias="_takes_segment_size")
 
     @property
     def label(self) -> str:  # type: ignore[override]
@@ -135,14 +134,7 @@ class StoreSink(RecordingSink):
             raise ConfigError("StoreSink needs an opened store and the video's object key")
 
     def _writer(self, key: str, kind: str, segment_size: int | None) -> Any:
-        if self._takes_segment_size is None:
-            try:
-                params = inspect.signature(self.store.writer).parameters
-                self._takes_segment_size = "segment_size" in params or any(
-                    p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-            except (TypeError, ValueError):  # pragma: no cover
-                self._takes_segment_size = False
-        if segment_size is not None and self._takes_segment_size:
+        if segment_size is not None and isinstance(self.store, SegmentedStore):  # the store declares it
             return self.store.writer(key, {"kind": kind}, segment_size=segment_size)
         return self.store.writer(key, {"kind": kind})
 

@@ -16,6 +16,7 @@ The backbone is read from the checkpoint (or inferred from its parameter names).
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,21 +103,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise DetectorError(f"RetinaFace weights {str(path)!r} do not exist; pass an existing .pt/.pth file "
                             f"or leave weights unset to use the shipped {DEFAULT_WEIGHTS.name}")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip-format file: mmap unsupported; the plain reader says why
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DetectorError(f"cannot read RetinaFace weights {str(path)!r}: {type(exc).__name__}: {exc}. "
-                                "Expected a torch state dict (.pt/.pth) saved with tensors only") from exc
-    except Exception as exc:
-        raise DetectorError(f"cannot read RetinaFace weights {str(path)!r}: {type(exc).__name__}: {exc}. "
-                            "Expected a torch state dict (.pt/.pth) saved with tensors only") from exc
+    obj, sha = read_torch_file(path, "RetinaFace")
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -137,8 +124,40 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if backbone not in BACKBONES:
         raise DetectorError(f"RetinaFace weights {str(path)!r} name backbone {backbone!r}; supported: {', '.join(BACKBONES)}")
     meta["backbone"] = backbone
-    meta["sha256"] = digest.hexdigest()
+    meta["sha256"] = sha
     return state, meta
+
+
+def read_torch_file(path: Path, what: str) -> tuple[Any, str]:
+    """``(object, sha256 hex)`` of the ``torch.save`` file ``path``, read with
+    ``weights_only=True`` (tensors and plain values only). ``what`` names the model in errors."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    fix = "Expected a torch state dict (.pt/.pth) saved with tensors only"
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not a zip-format file: mmap unsupported; the plain reader says why
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DetectorError(f"cannot read {what} weights {str(path)!r}: {type(exc).__name__}: {exc}. {fix}") from exc
+    except Exception as exc:
+        raise DetectorError(f"cannot read {what} weights {str(path)!r}: {type(exc).__name__}: {exc}. {fix}") from exc
+    return obj, digest.hexdigest()
+
+
+def write_torch_file(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` through memory, so the bytes depend on ``obj`` only (a file
+    target would put its own name inside the archive), then renamed into place."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    return path
 
 
 def build_model(weights: str | Path | None = None, backbone: str | None = None) -> tuple[RetinaFace, dict[str, Any]]:
@@ -174,8 +193,4 @@ def save_checkpoint(model: RetinaFace, path: str | Path, **metadata: Any) -> Pat
     if set(state) != set(expected):
         raise ValueError("save_checkpoint needs an unfolded RetinaFace (its BatchNorm layers were folded)")
     obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "backbone": model.backbone_name, **metadata, "state_dict": state}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-    return path
+    return write_torch_file(obj, path)

@@ -12,7 +12,6 @@ device (:mod:`.postprocess`), map back to each image's pixels.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -23,9 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from surgbox.errors import DetectorError
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
+from surgbox_ext.torch_detect import (
+    check_image,
+    effective_scale,
+    group_by_size,
+    images_per_pass,
+    ort_session,
+    resolve_device,
+    restore_torch_threads,
+    scale_option,
+    set_torch_threads,
+)
 
 from .checkpoint import build_model
 from .model import RetinaFace, fold_batchnorm
@@ -35,6 +44,9 @@ from .priors import make_priors
 log = logging.getLogger(__name__)
 
 MEAN_BGR = (104.0, 117.0, 123.0)
+# Smallest face (short side, network-input pixels) RetinaFace finds reliably: where its
+# single-frame recall reaches 70 % of its 48-pixel value (measured, docs/detectors.md).
+MIN_FACE = 16
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -65,18 +77,6 @@ def preprocess(
     return x.to(dtype=dtype, memory_format=fmt)
 
 
-def _check_image(i: int, image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        desc = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}".strip()
-        raise ValueError(
-            f"image {i} is {desc}; RetinaFace needs HxWx3 uint8 RGB arrays "
-            "(convert grey with np.stack([g] * 3, -1), drop alpha with img[..., :3])"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image {i} is empty ({image.shape})")
-    return image
-
-
 @attrs.define(eq=False)
 class RetinaFaceDetector(Detector):
     """RetinaFace (MobileNet-0.25 by default, shipped weights; ResNet-50 with your checkpoint).
@@ -87,9 +87,12 @@ class RetinaFaceDetector(Detector):
     * ``backbone``: ``"mobilenet0.25"``/``"resnet50"``; ``None``: from the checkpoint.
     * ``threshold``: minimum face probability (default 0.5, recall-leaning for privacy).
     * ``nms_iou``: IoU above which a lower-scored overlapping box is dropped (0.4).
-    * ``scale``: resize factor applied before the network (1.0 = native pixels);
-      ``max_size``: cap on the longer resized side (``None``: no cap). Results are always in
-      the original image's pixels.
+    * ``scale``: resize factor applied before the network (1.0 = native pixels), or
+      ``"auto"``: the small-face rule, ``scale = 16 / min_face`` so faces of ``min_face`` image
+      pixels (default 16) reach the 16 pixels RetinaFace finds reliably; ``pixel_budget``: cap
+      on the scaled picture's pixels; ``max_size``: cap on its longer side (``None``: no cap;
+      :func:`surgbox_ext.torch_detect.effective_scale`). Results are always in the original
+      image's pixels.
     * ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     * ``fp16``: half precision on CUDA (ignored on CPU). ``channels_last``: NHWC memory format
       (default on: about 2x faster than NCHW on CPU in ``benchmarks/bench_retinaface.py``).
@@ -124,8 +127,10 @@ class RetinaFaceDetector(Detector):
     backbone: str | None = None
     threshold: float = attrs.field(default=0.5, converter=float)
     nms_iou: float = attrs.field(default=0.4, converter=float)
-    scale: float = attrs.field(default=1.0, converter=float)
+    scale: float | str = attrs.field(default=1.0, converter=scale_option)
     max_size: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    min_face: float = attrs.field(default=16.0, converter=float)
+    pixel_budget: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
     device: str = "auto"
     fp16: bool = True
     channels_last: bool = True
@@ -148,8 +153,12 @@ class RetinaFaceDetector(Detector):
     _threads_before: int | None = attrs.field(default=None, init=False, alias="_threads_before")
 
     def __attrs_post_init__(self) -> None:
-        if self.scale <= 0:
-            raise ValueError(f"scale must be > 0, got {self.scale}")
+        if self.scale != "auto" and self.scale <= 0:
+            raise ValueError(f"scale must be > 0 or 'auto', got {self.scale}")
+        if self.min_face <= 0:
+            raise ValueError(f"min_face must be > 0 pixels, got {self.min_face}")
+        if self.pixel_budget is not None and self.pixel_budget < 1024:
+            raise ValueError(f"pixel_budget must be >= 1024 pixels, got {self.pixel_budget}")
         if self.max_size is not None and self.max_size < 32:
             raise ValueError(f"max_size must be >= 32 pixels, got {self.max_size}")
         if self.batch_size < 1:
@@ -170,19 +179,6 @@ class RetinaFaceDetector(Detector):
     def is_open(self) -> bool:
         return self._model is not None or self._ort is not None
 
-    def _resolve_device(self) -> torch.device:
-        want = self.device
-        if want == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(want)
-        except RuntimeError as exc:
-            raise DetectorError(f"RetinaFace device {want!r} is not a torch device; use auto, cpu or cuda") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise DetectorError(f"RetinaFace device {want!r} asked for, but this torch build sees no CUDA GPU; "
-                                "install a CUDA build of torch or use device='cpu'")
-        return dev
-
     @property
     def _half(self) -> bool:
         return bool(self.fp16 and self._torch_device is not None and self._torch_device.type == "cuda")
@@ -195,7 +191,7 @@ class RetinaFaceDetector(Detector):
         """Load the weights and prepare the model on the device (idempotent)."""
         if self.is_open:
             return
-        self._torch_device = self._resolve_device()
+        self._torch_device = resolve_device(self.device, "RetinaFace")
         model, meta = build_model(self.weights, self.backbone)
         if self.fold_bn:
             fold_batchnorm(model)
@@ -203,9 +199,7 @@ class RetinaFaceDetector(Detector):
         if self.backend == "onnxruntime":
             self._ort = self._make_ort_session(model)
             return
-        if self.threads is not None:
-            self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
+        self._threads_before = set_torch_threads(self.threads)
         model = model.to(self._torch_device)
         if self._half:
             model = model.half()
@@ -216,43 +210,13 @@ class RetinaFaceDetector(Detector):
         self._model = model
 
     def _make_ort_session(self, model: RetinaFace) -> Any:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise DetectorError("RetinaFace backend 'onnxruntime' needs the onnxruntime package: "
-                                "pip install onnxruntime (or backend='torch')") from exc
-        buf = io.BytesIO()
-        x = torch.zeros(1, 3, 64, 64)
-        try:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model, (x,), buf, dynamo=False, input_names=["input"],
-                    output_names=["loc", "logits", "landmarks"], opset_version=17,
-                    dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                  "loc": {0: "batch", 1: "priors"}, "logits": {0: "batch", 1: "priors"},
-                                  "landmarks": {0: "batch", 1: "priors"}},
-                )
-        except Exception as exc:
-            raise DetectorError(f"RetinaFace: exporting the model to ONNX for onnxruntime failed ({type(exc).__name__}: {exc}); "
-                                "use backend='torch'") from exc
-        providers = ["CPUExecutionProvider"]
-        if self._torch_device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads is not None:
-            opts.intra_op_num_threads = self.threads
-        return ort.InferenceSession(buf.getvalue(), opts, providers=providers)
+        return ort_session(model, torch.zeros(1, 3, 64, 64), ["loc", "logits", "landmarks"], {0: "batch", 1: "priors"},
+                           device=self._torch_device, threads=self.threads, what="RetinaFace")
 
     def close(self) -> None:
         """Release the model; restores torch's thread count if ``threads`` changed it (idempotent)."""
-        if self._threads_before is not None:
-            if torch.get_num_threads() == self.threads:  # not changed by someone else since open()
-                torch.set_num_threads(self._threads_before)
-            self._threads_before = None
+        restore_torch_threads(self._threads_before, self.threads)  # unless someone else changed it since open()
+        self._threads_before = None
         self._model = None
         self._ort = None
         self._priors.clear()
@@ -267,6 +231,8 @@ class RetinaFaceDetector(Detector):
             "threshold": self.threshold,
             "nms_iou": self.nms_iou,
             "scale": self.scale,
+            "min_face": self.min_face,
+            "pixel_budget": self.pixel_budget,
             "max_size": self.max_size,
             "device": str(self._torch_device) if self._torch_device is not None else self.device,
             "fp16": self._half,
@@ -278,17 +244,19 @@ class RetinaFaceDetector(Detector):
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input ``(height, width)`` for an image of ``height x width`` pixels."""
-        s = self.scale
-        if self.max_size is not None and max(height, width) * s > self.max_size:
-            s = self.max_size / max(height, width)
+        s = effective_scale(height, width, scale=self.scale, detector_min_face=MIN_FACE, min_face=self.min_face,
+                            pixel_budget=self.pixel_budget, max_size=self.max_size)
         return max(1, round(height * s)), max(1, round(width * s))
+
+    def smallest_face(self, height: int, width: int) -> float:
+        """Smallest face (short side, pixels of a ``height x width`` image) found reliably."""
+        return MIN_FACE * height / self.input_size(height, width)[0]
 
     def _step(self, height: int, width: int) -> int:
         """Images per forward pass for ``height x width`` images."""
-        if self._ort is not None or self._torch_device.type != "cpu" or not self.cpu_batch_pixels:
-            return self.batch_size
         h, w = self.input_size(height, width)
-        return max(1, min(self.batch_size, self.cpu_batch_pixels // (h * w)))
+        on_cpu = self._ort is None and self._torch_device.type == "cpu"
+        return images_per_pass(self.batch_size, self.cpu_batch_pixels or None, h * w, on_cpu)
 
     def _priors_for(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         key = (h, w, str(device))
@@ -339,7 +307,7 @@ class RetinaFaceDetector(Detector):
             boxes = torch.minimum((boxes * factor.repeat(2)).clamp(min=0), limit)
             points = points * factor
             out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), points.cpu().numpy()))
-        self._add("output decoding", time.perf_counter() - t3)  # .cpu() above synchronized
+        self._add("output decoding", self._clock() - t3)  # .cpu() above synchronized
         return out
 
     def detect(self, images: Sequence[np.ndarray] | torch.Tensor) -> list[Detections]:
@@ -354,12 +322,9 @@ class RetinaFaceDetector(Detector):
                 raise ValueError(f"tensor input must be (B, H, W, 3) uint8 RGB, got {tuple(images.shape)} {images.dtype}")
             step = self._step(images.shape[1], images.shape[2])
             return [d for s in range(0, len(images), step) for d in self._run(images[s : s + step], self._clock())]
-        arrays = [_check_image(i, im) for i, im in enumerate(images)]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(arrays):
-            groups.setdefault(im.shape[:2], []).append(i)
+        arrays = [check_image(i, im, "RetinaFace") for i, im in enumerate(images)]
         out: list[Detections | None] = [None] * len(arrays)
-        for (height, width), idx in groups.items():
+        for (height, width), idx in group_by_size(arrays).items():
             step = self._step(height, width)
             for s in range(0, len(idx), step):
                 chunk = idx[s : s + step]

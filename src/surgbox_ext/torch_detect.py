@@ -1,0 +1,143 @@
+"""Pieces shared by the torch face detectors (:mod:`surgbox_ext.retinaface`,
+:mod:`surgbox_ext.centerface`): input checks, device choice, torch's thread count, grouping a
+batch by image size, and an onnxruntime session made from a loaded ``nn.Module``.
+
+Importing this module imports torch (the plugin registrations never do).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from surgbox.errors import DetectorError
+
+
+def check_image(i: int, image: Any, what: str) -> np.ndarray:
+    """``image`` (number ``i`` of a batch) if it is a non-empty ``HxWx3 uint8`` array, else
+    ``ValueError`` naming it, what it is and the conversion to use."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        desc = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}".strip()
+        raise ValueError(
+            f"image {i} is {desc}; {what} needs HxWx3 uint8 RGB arrays "
+            "(convert grey with np.stack([g] * 3, -1), drop alpha with img[..., :3])"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {i} is empty ({image.shape})")
+    return image
+
+
+def resolve_device(want: str, what: str) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> a torch device;
+    :class:`DetectorError` naming the fix when it is not one or CUDA is missing."""
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(want)
+    except RuntimeError as exc:
+        raise DetectorError(f"{what} device {want!r} is not a torch device; use auto, cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DetectorError(f"{what} device {want!r} asked for, but this torch build sees no CUDA GPU; "
+                            "install a CUDA build of torch or use device='cpu'")
+    return dev
+
+
+def set_torch_threads(threads: int | None) -> int | None:
+    """Set torch's (process-wide) intra-op thread count; returns the count to restore with
+    :func:`restore_torch_threads` (``None`` when ``threads`` is ``None``: nothing changed)."""
+    if threads is None:
+        return None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return before
+
+
+def restore_torch_threads(before: int | None, threads: int | None) -> None:
+    """Put back ``before`` unless someone changed the count from ``threads`` since."""
+    if before is not None and torch.get_num_threads() == threads:
+        torch.set_num_threads(before)
+
+
+def group_by_size(arrays: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """Indices of ``arrays`` grouped by ``(height, width)``, in first-seen order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(arrays):
+        groups.setdefault(im.shape[:2], []).append(i)
+    return groups
+
+
+def images_per_pass(batch_size: int, cpu_batch_pixels: int | None, pixels: int, on_cpu: bool) -> int:
+    """Images per forward pass: ``batch_size``, capped on CPU to ``cpu_batch_pixels`` input
+    pixels (at least one image)."""
+    if on_cpu and cpu_batch_pixels is not None:
+        return max(1, min(batch_size, cpu_batch_pixels // max(1, pixels)))
+    return batch_size
+
+
+def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,
+                device: torch.device, threads: int | None, what: str) -> Any:
+    """An onnxruntime session running ``model`` (exported to ONNX with a dynamic batch and
+    size; input ``"input"``, outputs named ``outputs`` whose ``output_axes`` ``{dim: name}``
+    vary), on CUDA when ``device`` is CUDA and onnxruntime has it, with ``threads`` intra-op
+    threads (``None``: onnxruntime's choice)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise DetectorError(f"{what} backend 'onnxruntime' needs the onnxruntime package: "
+                            "pip install onnxruntime (or backend='torch')") from exc
+    buf = io.BytesIO()
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, **{name: dict(output_axes) for name in outputs}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["input"], output_names=list(outputs),
+                              opset_version=17, dynamic_axes=axes)
+    except Exception as exc:
+        raise DetectorError(f"{what}: exporting the model to ONNX for onnxruntime failed ({type(exc).__name__}: {exc}); "
+                            "use backend='torch'") from exc
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(buf.getvalue(), opts, providers=providers)
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime can be imported here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def scale_option(value: Any) -> float | str:
+    """The ``scale`` option: ``"auto"`` or a float."""
+    return "auto" if value == "auto" else float(value)
+
+
+def effective_scale(height: int, width: int, *, scale: float | str, detector_min_face: float, min_face: float,
+                    pixel_budget: int | None, max_size: int | None) -> float:
+    """Resize factor for a ``height x width`` image: the small-face rule (docs/detectors.md).
+
+    ``scale="auto"``: ``detector_min_face / min_face``, the factor that brings a face of
+    ``min_face`` image pixels to the smallest face the network finds reliably (upscaling when
+    the network needs bigger faces than asked for); else the given factor. Then capped so the
+    scaled picture holds at most ``pixel_budget`` pixels and its longer side at most
+    ``max_size`` (``None``: no cap). The smallest face found is then about
+    ``detector_min_face / factor`` image pixels.
+    """
+    s = detector_min_face / min_face if scale == "auto" else float(scale)
+    if pixel_budget is not None and height * width * s * s > pixel_budget:
+        s = (pixel_budget / (height * width)) ** 0.5
+    if max_size is not None and max(height, width) * s > max_size:
+        s = max_size / max(height, width)
+    return s
