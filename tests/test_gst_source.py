@@ -127,3 +127,10 @@ def test_uri_source_plays_a_file_as_live_and_reconnects_at_its_end(tmp_path):
     assert all((i.width, i.height, i.image.format.name) == (160, 120, "yuv420p") for i, _ in got)
     first_pass = [i.capture_ns for i, _ in got[:5]]
     assert np.all(np.abs(np.diff(first_pass) / 1e6 - 100) < 40)  # paced at the file's 10 fps, not decoded at once
+
+
+def test_uri_credentials_never_reach_an_error_message():
+    src = GstUriSource(name="room", uri="rtsp://admin:s3cret@127.0.0.1:9/stream", open_timeout_s=3)
+    with pytest.raises(SourceError) as err:
+        src.start(Clock())
+    assert "s3cret" not in str(err.value) and "***@" in str(err.value)

@@ -350,6 +350,9 @@ class GstJetsonEncoder(GstEncoder):
     gst_profile: ClassVar[str] = "jetson"
     codec: ClassVar[str] = "nvv4l2h264enc"
 
+    preset: str | None = attrs.field(default=None, kw_only=True, converter=attrs.converters.optional(str),
+                                     validator=attrs.validators.optional(attrs.validators.in_(("0", "1", "2", "3", "4"))))
+
 
 @attrs.define(eq=False)
 class GstNvidiaEncoder(GstEncoder):

@@ -34,17 +34,14 @@ import attrs
 from surgbox.capture import ThreadedSource
 from surgbox.errors import SourceError
 from surgbox.types import VideoFrame, parse_rate
+from surgbox_ext.sources._common import positive as _positive
+from surgbox_ext.sources.url import redact
 
 from . import frames, pipelines, profiles, runtime
 
 log = logging.getLogger(__name__)
 
 PULL_NS = 100_000_000
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value!r}")
 
 
 def _even_size(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -98,6 +95,10 @@ class GstSource(ThreadedSource):
     def describe(self) -> str:
         return f"source {self.name!r} ({self.kind_label})"
 
+    def scrub(self, text: str) -> str:
+        """``text`` made safe for messages and logs (``gst_uri`` removes credentials)."""
+        return text
+
     def description(self) -> str:
         """The whole ``gst-launch`` description: :meth:`head` ``!`` the profile's conversion ``!`` appsink."""
         return f"{self.head()} ! {pipelines.source_tail(self.profile, width=self.width, height=self.height, sync=self.sync)}"
@@ -105,7 +106,7 @@ class GstSource(ThreadedSource):
     def on_failure(self, why: str) -> None:
         """The pipeline failed after start (``why``: GStreamer's error, end of stream, stall): by
         default the source stops with ``error`` set."""
-        raise SourceError(f"{self.describe()} failed: {why}")
+        raise SourceError(self.scrub(f"{self.describe()} failed: {why}"))
 
     # -- pipeline -------------------------------------------------------------------------------
     def open_pipeline(self) -> None:
@@ -125,7 +126,7 @@ class GstSource(ThreadedSource):
         try:
             if ret == Gst.StateChangeReturn.FAILURE:
                 why = self._bus_text(pipeline) or "the pipeline refused to play"
-                raise SourceError(f"{self.describe()} could not start: {why}; {self.fix()}")
+                raise SourceError(self.scrub(f"{self.describe()} could not start: {why}; {self.fix()}"))
             while True:
                 sample = sink.try_pull_sample(PULL_NS)
                 if sample is not None:
@@ -133,7 +134,7 @@ class GstSource(ThreadedSource):
                 msg = runtime.poll_bus(pipeline)
                 if msg is not None:
                     why = runtime.error_text(msg) if msg.type == Gst.MessageType.ERROR else "the stream ended before its first frame"
-                    raise SourceError(f"{self.describe()} could not start: {why}; {self.fix()}")
+                    raise SourceError(self.scrub(f"{self.describe()} could not start: {why}; {self.fix()}"))
                 if time.monotonic() > deadline:
                     raise SourceError(f"{self.describe()} gave no frame within {self.open_timeout_s:g} s (the pipeline did "
                                       f"not preroll); {self.fix()} (or raise open_timeout_s)")
@@ -323,9 +324,10 @@ class GstUriSource(GstSource):
             raise ValueError(f"gst_uri source {self.name!r}: uri {self.uri!r} is not a URI like file:///path/video.mp4 or rtsp://host/stream")
 
     def describe(self) -> str:
-        from surgbox_ext.sources.url import redact
-
         return f"source {self.name!r} (uridecodebin {redact(self.uri)})"
+
+    def scrub(self, text: str) -> str:
+        return redact(text)
 
     def head(self) -> str:
         return pipelines.uri_head(uri=self.uri)
@@ -337,7 +339,7 @@ class GstUriSource(GstSource):
         return "check that the URI exists and is reachable (camera on, credentials, firewall) and has a video stream"
 
     def on_failure(self, why: str) -> None:
-        self._last_error = why
+        self._last_error = why = self.scrub(why)
         log.info("%s lost (%s); reconnecting", self.describe(), why)
         self.close_pipeline()
         while not self.stopping:
