@@ -26,13 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from surgbox import layouts
 from surgbox.mux import Mp4Muxer
-from surgbox.types import VideoFrame
 from surgbox_ext.compositor import DefaultCompositor
 from surgbox_ext.encoders import X264Encoder
 from surgbox_ext.gst import runtime
@@ -40,28 +38,13 @@ from surgbox_ext.gst import runtime
 if runtime.reason() is not None:
     pytest.skip(f"GStreamer is not usable here: {runtime.reason()}", allow_module_level=True)
 
+from bench_record import moving  # noqa: E402 - the same moving test content as the recording benchmark
 from surgbox_ext.gst.encoder import GstX264Encoder  # noqa: E402 - after the skip
 
 FRAMES = 90  # 3 s of 30 fps
 RECORD_S = 8
 NS = 1_000_000_000
 RESULTS: dict[str, dict[str, float]] = {}
-
-
-def moving(name: str, w: int, h: int, n: int) -> list[VideoFrame]:
-    """``n`` yuv420p frames of a gradient with a moving box and a little noise."""
-    rng = np.random.default_rng(0)
-    base = (np.add.outer(np.arange(h), np.arange(w)) % 220 + 16).astype(np.uint8)
-    out = []
-    for k in range(n):
-        y = base.copy()
-        x0 = (k * 13) % (w - 100)
-        y[h // 3 : h // 3 + 100, x0 : x0 + 100] = 235
-        y += rng.integers(0, 4, y.shape, dtype=np.uint8)
-        uv = np.full((h // 2, w // 2), 128, np.uint8)
-        out.append(VideoFrame(name, k, av.VideoFrame.from_ndarray(np.concatenate([y, uv.reshape(h // 4, w), uv.reshape(h // 4, w)]),
-                                                                  format="yuv420p"), k))
-    return out
 
 
 @pytest.fixture(scope="module")
