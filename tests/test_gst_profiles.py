@@ -93,3 +93,22 @@ def test_import_surgbox_and_listing_plugins_stay_free_of_gi():
             "from surgbox.plugins import Plugins; Plugins.build().entries(); print('gi' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@needs_gst
+def test_loading_gstreamer_leaves_cpp_exceptions_of_later_libraries_working():
+    """libgstreamer brings libunwind into the global scope; onnxruntime imported afterwards must
+    still unwind with GCC's unwinder (a torch ONNX export throws and catches C++ exceptions)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    code = (
+        "import io, warnings, torch\n"
+        "from surgbox_ext.gst import runtime; runtime.load()\n"
+        "import onnxruntime\n"
+        "warnings.simplefilter('ignore')\n"
+        "torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.zeros(1, 3, 8, 8),), io.BytesIO(), dynamo=False,\n"
+        "                  opset_version=17, input_names=['input'], dynamic_axes={'input': {0: 'b'}})\n"
+        "print('exported')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "exported", out.stderr[-2000:]

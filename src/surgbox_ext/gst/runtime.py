@@ -30,7 +30,25 @@ _elements: dict[str, bool] = {}
 _plugins: dict[str, bool] = {}
 
 
+def _keep_the_c_unwinder_first() -> None:
+    """Put GCC's unwinder (``libgcc_s``) in the process's global symbol scope before GStreamer.
+
+    ``libgstreamer`` links ``libunwind``, and PyGObject opens it globally: libraries loaded after
+    it (onnxruntime, say) would then bind ``_Unwind_RaiseException`` to libunwind's, and the next
+    C++ exception in them aborts the process (torch's ONNX export did, in the test suite).
+    Loading ``libgcc_s`` globally first keeps every later library on GCC's unwinder."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libgcc_s.so.1", mode=ctypes.RTLD_GLOBAL)
+        except OSError:  # a libc without libgcc_s (musl): nothing to protect
+            pass
+
+
 def _load() -> Any:
+    _keep_the_c_unwinder_first()
     try:
         import gi
     except ImportError:
