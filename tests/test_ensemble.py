@@ -1,4 +1,4 @@
-"""Ensemble detector: fusion (nms, wbf, union), member specs, cadence through detect_frames and
+"""Ensemble detector: fusion (nms, union), score calibration (confirm), member specs, cadence through detect_frames and
 the de-identification pipeline, the CLI's --detector ensemble, and masked faces found by the
 real members."""
 
@@ -14,7 +14,7 @@ from surgbox import hookimpl
 from surgbox.errors import ConfigError
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
-from surgbox_ext.ensemble import EnsembleDetector, Member, fuse, nms_indices, parse_members
+from surgbox_ext.ensemble import EnsembleDetector, Member, calibrate, fuse, nms_indices, parse_members
 
 
 class Spy(Detector):
@@ -83,14 +83,28 @@ def test_fuse_methods():
         fuse([a], "max")
 
 
-def test_weighted_box_fusion_averages_a_cluster():
-    pytest.importorskip("ensemble_boxes", reason="wbf fusion needs the ensemble-boxes package (optional)")
-    a = Detections([[0, 0, 10, 10]], [0.8])
-    b = Detections([[2, 0, 12, 10]], [0.8])
-    w = fuse([a, b], "wbf", iou=0.4, size=(100, 100))
-    assert len(w) == 1
-    np.testing.assert_allclose(w.boxes[0], [1, 0, 11, 10], atol=1e-3)
-    assert w.scores[0] == pytest.approx(0.8, abs=1e-3)
+def test_calibration_maps_each_members_confirm_to_one_score():
+    s = np.array([0.05, 0.1, 0.2, 0.6, 1.0], np.float32)
+    c = calibrate(s, 0.2)
+    np.testing.assert_allclose(c, [0.125, 0.25, 0.5, 0.75, 1.0], atol=1e-6)
+    assert np.all(np.diff(calibrate(s, 0.4)) > 0)  # order kept
+    np.testing.assert_allclose(calibrate(s, None), 0.5 + s / 2)  # no confirm: all confident
+
+
+def test_ensemble_with_confirm_calibrates_and_declares_confirm_score(spies):
+    plugins, _ = spies
+    det = EnsembleDetector(members=[{"name": "spy", "score": 0.3, "confirm": 0.6},
+                                    {"name": "spy2", "score": 0.3, "box": [100, 100, 140, 140]}], plugins=plugins)
+    assert det.confirm_score == 0.5
+    with det:
+        [d] = det.detect(frames([0]))
+    # spy: 0.3 of confirm 0.6 -> 0.25 (a candidate); spy2 has no confirm: 0.3 -> 0.65 (confident)
+    assert sorted(d.scores.tolist()) == pytest.approx([0.25, 0.65])
+    assert det.settings()["confirm_score"] == 0.5
+    plain = EnsembleDetector(members=["spy"], plugins=plugins)
+    assert plain.confirm_score is None
+    with pytest.raises(ConfigError, match="confirm must be in"):
+        EnsembleDetector(members=[{"name": "spy", "confirm": 1.5}])
 
 
 # ------------------------------------------------------------------------------ member specs
@@ -100,7 +114,7 @@ def test_member_specs_parse_from_json_and_lists():
     ms = parse_members('[{"name": "centerface", "threshold": 0.2}, {"name": "retinaface", "every": 3, "phase": 1}, "spy"]')
     assert ms == (Member("centerface", {"threshold": 0.2}), Member("retinaface", {}, 3, 1), Member("spy"))
     assert [m.runs_on(f) for m in ms[1:2] for f in range(6)] == [False, True, False, False, True, False]
-    assert ms[0].to_dict() == {"name": "centerface", "every": 1, "phase": 0, "weight": 1.0, "threshold": 0.2}
+    assert ms[0].to_dict() == {"name": "centerface", "every": 1, "phase": 0, "threshold": 0.2}
 
 
 @pytest.mark.parametrize("bad, message", [

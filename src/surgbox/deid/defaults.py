@@ -63,6 +63,7 @@ CUT_THRESHOLD = 30.0  # mean 16x16-block luma change (0-255) that marks a scene 
 # -- masks and anonymizer -----------------------------------------------------------------------
 EXPAND = 1.4  # mask size / face box: 1.3 left 2 single frames exposed on the shared scene
 FEATHER = 0.25  # soft mask edge, fraction of the ellipse radius
+MASK_MARGIN = 0.0  # pixels of opaque mask beyond a face box's corners (masks.MaskShape)
 ANONYMIZER = "blur"
 
 # -- plumbing -----------------------------------------------------------------------------------
