@@ -205,6 +205,42 @@ def test_pipeline_passes_frame_numbers(spies, tmp_path):
     assert {"detected", "interpolated"} <= kinds
 
 
+def test_pipeline_hides_only_confirmed_tracks(spies, tmp_path):
+    """Hysteresis end to end: an ensemble whose member sets ``confirm`` makes deidentify()'s
+    temporal stage show a track only once it is confirmed. A member that scores 0.2 against
+    confirm 0.5 on two frames (a flicker) hides nothing; one confident frame (0.6) among the
+    low ones confirms the track, which is then hidden on every frame, also the low-scored ones."""
+    import av
+
+    from surgbox.deid import deidentify, read_audit
+
+    plugins, _ = spies
+    src = tmp_path / "in.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        for i in range(30):
+            f = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 60 + i, np.uint8), format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+
+    def run(members, name):
+        det = EnsembleDetector(members=members, plugins=plugins)
+        deidentify(src, tmp_path / f"{name}.mp4", region="full", detector=det, threshold=None, detector_threads=None,
+                   audit=tmp_path / f"{name}.jsonl", plugins=plugins, detect_scale=1.0, carry=0, max_gap=2)
+        return read_audit(tmp_path / f"{name}.jsonl")[1]
+
+    flicker = {"name": "spy", "every": 15, "score": 0.2, "confirm": 0.5, "box": [40, 30, 80, 70]}  # frames 0 and 15
+    assert not any(r["regions"] for r in run([flicker], "flicker"))
+    plain = dict(flicker, confirm=None)  # without confirm every detection counts
+    assert sum(bool(r["regions"]) for r in run([plain], "plain")) == 2
+    low = {"name": "spy", "score": 0.2, "confirm": 0.5, "box": [40, 30, 80, 70]}
+    high = {"name": "spy2", "every": 30, "phase": 20, "score": 0.6, "confirm": 0.5, "box": [40, 30, 80, 70]}
+    rows = run([low, high], "confirmed")
+    assert all(r["regions"] for r in rows)  # frames 0-19 too, before the confident frame 20
+
+
 def test_registration_imports_no_torch():
     import subprocess
     import sys
