@@ -42,6 +42,7 @@ import numpy as np
 
 from ..metrics import iou_matrix as iou  # the project's one IoU (re-exported here for callers of temporal.iou)
 from ..types import Detections
+from . import defaults
 
 VELOCITY_SPAN = 8  # frames of track history used to estimate a face's motion
 
@@ -124,7 +125,7 @@ class TemporalFilter:
         default=(), converter=lambda v: tuple(tuple(float(c) for c in b) for b in v))
     edge_carry: int = attrs.field(default=30, validator=attrs.validators.ge(0))
     confirm_score: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
-    confirm_hits: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    confirm_hits: int = attrs.field(default=defaults.CONFIRM_HITS, validator=attrs.validators.ge(1))
     _tracks: dict[int, _Track] = attrs.field(factory=dict, init=False, alias="_tracks")
     _ids: Iterator[int] = attrs.field(factory=itertools.count, alias="track_ids", kw_only=True, repr=False)
     _next_in: int | None = attrs.field(default=None, init=False, alias="_next_in")
