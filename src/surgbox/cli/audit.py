@@ -7,6 +7,7 @@ import json
 import sys
 
 from ._auth import add_auth_options, login
+from ._parser import number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     au = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     c = au.add_parser("verify", help="recompute the hash chain; exit status 1 when it was tampered with")
     add_auth_options(c)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the result as one JSON object")
     c.set_defaults(func=_verify)
     c = au.add_parser("show", help="print audit records (oldest first)")
     add_auth_options(c)
-    c.add_argument("--limit", type=int, metavar="N", help="only the newest N records")
-    c.add_argument("--actor", metavar="USER")
+    c.add_argument("--limit", type=number(int, minimum=1), metavar="N", help="only the newest N records")
+    c.add_argument("--actor", metavar="USER", help="only records of this user")
     c.add_argument("--action", metavar="NAME", help="exact, or a prefix ending in '*' (event.*)")
     c.add_argument("--target", metavar="ID", help="an event id or user name")
     c.add_argument("--json", action="store_true", help="JSON Lines, one record per line, with hashes")
