@@ -67,3 +67,33 @@ def test_listing_without_vendor_packages_has_no_broken_rows():
     rows = json.loads(out.stdout)
     assert rows and not [r for r in rows if r["broken"]]
     assert all(r["selected"] for r in rows), "surgbox's own plugins each have a name of their own"
+
+
+def test_a_detector_without_threshold_threads_or_device_runs_without_warnings(vendors, tmp_path):
+    """issue 20 item 15: a vendor detector whose factory takes none of the usual options runs
+    through `surgbox deid` and `surgbox detect` with the defaults and says nothing but its result;
+    asking it for an option it lacks is one error line naming the option."""
+    from PIL import Image
+    from test_deid_pipeline import make_video
+
+    src = make_video(tmp_path / "in.mp4", frames=10, audio=False)
+    env = env_with(vendors)
+    deid = subprocess.run([*SURGBOX, "deid", str(src), str(tmp_path / "out.mp4"), "--detector", "acme_boxes", "--json",
+                           "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert deid.returncode == 0, deid.stderr
+    assert deid.stderr == ""  # no warning, per run or per batch
+    (summary,) = json.loads(deid.stdout)
+    assert summary["frames"] == 10 and summary["warnings"] == []
+    assert summary["detections"] >= 10, summary  # its box in every frame reached the pipeline
+
+    Image.new("RGB", (90, 60), (128, 128, 128)).save(tmp_path / "a.png")
+    detect = subprocess.run([*SURGBOX, "detect", str(tmp_path / "a.png"), "--detector", "acme_boxes", "--json"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert detect.returncode == 0 and detect.stderr == "", detect.stderr
+    (entry,) = json.loads(detect.stdout)
+    assert [d["box"] for d in entry["detections"]] == [[30.0, 20.0, 60.0, 40.0]]
+
+    asked = subprocess.run([*SURGBOX, "deid", str(src), str(tmp_path / "o2.mp4"), "--detector", "acme_boxes",
+                            "--threshold", "0.5", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert asked.returncode == 1 and asked.stderr.count("\n") == 1, asked.stderr
+    assert "has no option 'threshold'" in asked.stderr and not (tmp_path / "o2.mp4").exists()

@@ -233,6 +233,11 @@ def option_error(kind: str, name: str, options: dict[str, Any], exc: BaseExcepti
         key = unknown[1]
         return (f"{kind} plugin {name!r} has no option {key!r} (given {key}={_short(options[key])}); "
                 f"remove it, or see the plugin's documentation for its options")
+    if options and re.search(r"takes no (keyword )?arguments", msg):
+        keys = ", ".join(repr(k) for k in options)
+        given = ", ".join(f"{k}={_short(v, 30)}" for k, v in options.items())
+        return (f"{kind} plugin {name!r} has no option {keys} (given {given}; it takes no options); "
+                f"remove {'it' if len(options) == 1 else 'them'}")
     named = [k for k in options if re.search(rf"(?<![\w]){re.escape(k)}(?![\w])", msg)]
     if len(named) == 1:
         key = named[0]

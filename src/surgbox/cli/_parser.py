@@ -10,8 +10,9 @@ including commands added later:
 * a mistyped subcommand, choice or option suggests the closest valid one;
 * a value that is not valid UTF-8 (what Python makes of undecodable bytes on the command
   line: lone surrogates) is refused before any command sees it;
-* a number option refuses NaN and infinities (``float``) and values beyond 64 bits (``int``);
-  ranges that depend on the option are the command's to check (:func:`number`).
+* an ``int`` option refuses values beyond 64 bits; NaN, infinities and ranges that depend on
+  the option are the command's to check (:func:`number` makes such a ``type``, or the library
+  refuses the value with its own message).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def number(kind: Callable[[str], Any], *, minimum: float | None = None, maximum:
             value = kind(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        _check_number(text, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        _check_int(text, value)
         for bound, ok, sign in ((minimum, lambda v, b: v >= b, ">="), (maximum, lambda v, b: v <= b, "<="),
                                 (above, lambda v, b: v > b, ">"), (below, lambda v, b: v < b, "<")):
             if bound is not None and not ok(value, bound):
@@ -71,9 +74,7 @@ def number(kind: Callable[[str], Any], *, minimum: float | None = None, maximum:
     return parse
 
 
-def _check_number(text: str, value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+def _check_int(text: str, value: Any) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64:
         raise argparse.ArgumentTypeError(f"{text} is too large")
 
@@ -103,7 +104,7 @@ class Parser(argparse.ArgumentParser):
                         f"give names and paths in UTF-8 (rename a file whose name is not)")
         value = super()._get_value(action, arg_string)
         try:
-            _check_number(arg_string, value)
+            _check_int(arg_string, value)
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentError(action, str(exc)) from None
         return value

@@ -7,7 +7,6 @@ import json
 import sys
 
 from ._auth import add_auth_options, login
-from ._parser import number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_verify)
     c = au.add_parser("show", help="print audit records (oldest first)")
     add_auth_options(c)
-    c.add_argument("--limit", type=number(int, minimum=1), metavar="N", help="only the newest N records")
+    c.add_argument("--limit", type=int, metavar="N", help="only the newest N records")
     c.add_argument("--actor", metavar="USER", help="only records of this user")
     c.add_argument("--action", metavar="NAME", help="exact, or a prefix ending in '*' (event.*)")
     c.add_argument("--target", metavar="ID", help="an event id or user name")
