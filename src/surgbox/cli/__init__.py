@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "events",
     "users",
     "audit",
+    "remote",
+    "upload",
     "report",
     "dataset",
     "train",
