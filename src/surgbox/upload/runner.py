@@ -16,7 +16,8 @@ Each file is sent (plain WebDAV, or Nextcloud chunking for files larger than one
 back and compared (SHA-256), then recorded in ``upload_files`` with its time. Transient failures
 are retried at once with exponential backoff and full jitter (``backoff * 2**n``, at most
 ``max_backoff`` s); when they keep failing, or on a lasting failure, the job goes back to
-``queued`` with ``next_try_at`` (backoff by job attempts, at most an hour) and ``last_error``,
+``queued`` with ``next_try_at`` (:meth:`Uploader.job_wait`: 30 s doubling per failed run, at most
+an hour) and ``last_error``,
 the failure is audited (``event.upload`` failed) and :class:`~.errors.UploadError` raised:
 nothing already verified is sent again.
 """
@@ -95,7 +96,8 @@ class Uploader:
     """Runs upload jobs for one logged-in session (``upload`` on each job's event).
 
     ``retries``: extra attempts per file within one run for transient failures; ``backoff`` /
-    ``max_backoff``: seconds of the first / longest wait between them; ``progress(dict)`` is called
+    ``max_backoff``: seconds of the first / longest wait between them; ``job_backoff``: the first
+    wait (s) of a failed job before its next try (:meth:`job_wait`); ``progress(dict)`` is called
     at most every ``progress_every`` s and at every file's end; ``transport`` an ``httpx``
     transport (tests pass none: they use real servers)."""
 
@@ -104,6 +106,7 @@ class Uploader:
     retries: int = 4
     backoff: float = 1.0
     max_backoff: float = 60.0
+    job_backoff: float = 30.0
     progress_every: float = 0.5
     timeout: float = 60.0
     sleep: Callable[[float], None] = time.sleep
@@ -118,6 +121,12 @@ class Uploader:
     def wait(self, attempt: int, cap: float) -> float:
         """Full-jitter exponential backoff: uniform in ``[0, min(cap, backoff * 2**attempt)]``."""
         return self.rng.uniform(0, min(cap, self.backoff * (2 ** attempt)))
+
+    def job_wait(self, attempts: int) -> float:
+        """Seconds until a failed job's next try: ``job_backoff * 2**(attempts - 1)``, at most an hour,
+        with equal jitter (half fixed, half random), so jobs failing together spread out."""
+        d = min(JOB_BACKOFF_CAP, self.job_backoff * (2 ** max(attempts - 1, 0)))
+        return d / 2 + self.rng.uniform(0, d / 2)
 
     def run_due(self) -> list[Job]:
         """Run every job that is due (see :meth:`Queue.due`), one after another; returns them as they
@@ -311,7 +320,7 @@ class Uploader:
         if row is None:
             return
         status = row["status"] if row["status"] in ("paused", "cancelled") else "queued"
-        wait = self.wait(max(row["attempts"] - 1, 0), JOB_BACKOFF_CAP) if status == "queued" else 0
+        wait = self.job_wait(row["attempts"]) if status == "queued" else 0
         now = cat.now()
         with cat.db.transaction() as c:
             c.execute("UPDATE upload_jobs SET status = ?, last_error = ?, next_try_at = ?, updated_at = ? WHERE id = ?",

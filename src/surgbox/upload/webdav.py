@@ -230,11 +230,24 @@ class Dav:
         """Create the folder ``url``; ``False`` when it exists already (405)."""
         return self.request("MKCOL", url, ok=(201, 405), headers=headers).status_code == 201
 
+    def _mkcol_base(self) -> None:
+        """``MKCOL`` the remote's folder, and when its parent is missing (409) the folders above it."""
+        try:
+            self.mkcol(self.remote.files_url)
+            return
+        except UploadError as exc:
+            if exc.status != 409:
+                raise
+        u = urlsplit(self.remote.files_url)
+        parts = [p for p in u.path.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            self.mkcol(f"{u.scheme}://{u.netloc}/" + "/".join(parts[:i]) + "/")
+
     def ensure_folders(self, rel_dir: str, made: set[str]) -> None:
         """``MKCOL`` every folder of ``rel_dir`` below the remote's folder that is not in ``made`` yet."""
         parts = [p for p in rel_dir.split("/") if p]
         if "" not in made:
-            self.mkcol(self.remote.files_url)
+            self._mkcol_base()
             made.add("")
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
