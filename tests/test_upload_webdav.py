@@ -158,6 +158,13 @@ def test_cli_upload_json_progress_and_no_password_in_its_output(servers, session
     r = subprocess.run([sys.executable, "-m", "surgbox", "upload", "show", str(lines[-1]["job"])], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.count("objects/events/") == 1 and "not yet" not in r.stdout
+    shown = json.loads(subprocess.run([sys.executable, "-m", "surgbox", "events", "show", eid, "--json"], env=env,
+                                      capture_output=True, text=True, timeout=60).stdout)
+    assert sorted(u["part"] for u in shown["uploads"]) == ["manifest", "object", "sidecar"]
+    assert {u["remote"] for u in shown["uploads"]} == {"rc"} and all(u["uploaded_at"] for u in shown["uploads"])
+    r = subprocess.run([sys.executable, "-m", "surgbox", "events", "upload", eid, "--quiet"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "verified" in r.stdout, r.stderr  # a second job: the event again
     r = subprocess.run([sys.executable, "-m", "surgbox", "upload", "start", "ev-20260101-00000000"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no event" in r.stderr

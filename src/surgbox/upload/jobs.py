@@ -187,3 +187,14 @@ class Queue:
     def status_of(self, job_id: int) -> str:
         row = self._cat.db.query_one("SELECT status FROM upload_jobs WHERE id = ?", (job_id,))
         return "cancelled" if row is None else row["status"]
+
+
+def uploaded_files(catalog: Any, event_id: str) -> list[dict[str, Any]]:
+    """Every verified remote copy of an event's files (for ``surgbox events show``, whose caller
+    checked ``view``): remote, job, part, path, size, SHA-256 and time, oldest first."""
+    rows = catalog.db.query(
+        "SELECT j.remote, j.id AS job, f.part, f.remote_path, f.size, f.sha256, f.uploaded_at FROM upload_files f"
+        " JOIN upload_jobs j ON j.id = f.job_id WHERE j.event_id = ? AND f.uploaded_at IS NOT NULL"
+        " ORDER BY f.uploaded_at, f.remote_path", (event_id,))
+    return [{"remote": r["remote"], "job": r["job"], "part": r["part"], "path": r["remote_path"], "size": r["size"],
+             "sha256": r["sha256"], "uploaded_at": r["uploaded_at"]} for r in rows]
