@@ -5,6 +5,7 @@ bandwidth limit, and the CLI (progress as JSON lines, no password in its output)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -168,3 +169,28 @@ def test_cli_upload_json_progress_and_no_password_in_its_output(servers, session
     r = subprocess.run([sys.executable, "-m", "surgbox", "upload", "start", "ev-20260101-00000000"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no event" in r.stderr
+
+
+def test_deidentified_sharing_upload_needs_policy_and_export_and_sends_only_deid_plaintext(servers, session,
+                                                                                           surgbox_home, tmp_path):
+    server = servers("wsgidav", tmp_path / "srv", user=USER, password=PASSWORD)
+    eid = make_event(session)
+    deid = os.urandom(300_000)
+    session.events.write_file(eid, "deid", "segment-0000.deid.mp4", deid)
+    add_remote(session, "share", "webdav", f"{server.url}/share")
+    session.users.add("op1", "operator", "op1-password")
+    with pytest.raises(UploadError, match=r"de-identified uploads are off.*\[upload\]"):
+        Queue(session).enqueue(eid, "share", deidentified=True)
+    cfg = surgbox_home.config_path
+    cfg.write_text(cfg.read_text() + "\n[upload]\ndeidentified = true\n")
+    session.catalog.home = session.catalog.home.load()
+    with pytest.raises(AccessDenied, match="may not export"):
+        Queue(session.catalog.login("op1", "op1-password")).enqueue(eid, "share", deidentified=True)
+    job = Queue(session).enqueue(eid, "share", deidentified=True)
+    job = Uploader(session).run(job.id)
+    assert job.status == "done" and [f.part for f in job.files] == ["deidentified", "manifest"]
+    folder = tmp_path / "srv" / "share" / "deidentified" / eid
+    (video,) = [p for p in folder.iterdir() if p.suffix == ".mp4"]
+    assert video.read_bytes() == deid  # decrypted, byte for byte
+    assert (folder / "SHA256SUMS").read_text() == f"{hashlib.sha256(deid).hexdigest()}  {video.name}\n"
+    assert not (tmp_path / "srv" / "share" / "objects").exists()  # nothing else went

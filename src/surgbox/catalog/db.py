@@ -160,7 +160,8 @@ _V2 = (
 
 # Upload (src/surgbox/upload/, docs/upload.md): remotes with their password encrypted like PHI
 # (``password_enc``, context ``remotes.password:<name>``), the persistent job queue and, per job,
-# every remote file with its size, SHA-256 and (Nextcloud) chunked-upload id, for resuming.
+# every remote file with its size, SHA-256 and (Nextcloud) chunked-upload id, for resuming;
+# ``deidentified`` jobs send decrypted de-identified copies for sharing instead of ciphertext.
 _V3 = (
     """CREATE TABLE remotes(
         name TEXT PRIMARY KEY,
@@ -179,6 +180,7 @@ _V3 = (
         event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
         remote TEXT NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'paused', 'done', 'cancelled')),
+        deidentified INTEGER NOT NULL DEFAULT 0 CHECK (deidentified IN (0, 1)),
         created_at TEXT NOT NULL,
         created_by INTEGER REFERENCES users(id),
         updated_at TEXT NOT NULL,
@@ -192,7 +194,7 @@ _V3 = (
     """CREATE TABLE upload_files(
         job_id INTEGER NOT NULL REFERENCES upload_jobs(id) ON DELETE CASCADE,
         remote_path TEXT NOT NULL,
-        part TEXT NOT NULL CHECK (part IN ('object', 'sidecar', 'manifest')),
+        part TEXT NOT NULL CHECK (part IN ('object', 'sidecar', 'manifest', 'deidentified')),
         store_key TEXT,
         size INTEGER NOT NULL CHECK (size >= 0),
         sha256 TEXT NOT NULL CHECK (length(sha256) = 64),

@@ -56,6 +56,9 @@ def add_start_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("event", help="the event id (ev-YYYYMMDD-xxxxxxxx)")
     c.add_argument("--remote", metavar="NAME", help="the remote (default: the only one there is)")
     c.add_argument("--queue-only", action="store_true", help="only queue the job (`surgbox upload run` sends it)")
+    c.add_argument("--deidentified", action="store_true",
+                   help="send the event's de-identified recordings decrypted, for sharing (needs the export "
+                        "permission and [upload] deidentified = true in config.toml)")
     _progress_options(c)
     c.set_defaults(func=_start)
 
@@ -128,7 +131,7 @@ def _start(args: argparse.Namespace) -> int:
                 raise SurgboxError("which remote? pass --remote NAME (" + (
                     f"remotes: {', '.join(names)}" if names else "none yet: `surgbox remote add`") + ")")
             name = names[0]
-        job = Queue(s).enqueue(args.event, name)
+        job = Queue(s).enqueue(args.event, name, deidentified=args.deidentified)
         if args.queue_only:
             print(f"job {job.id}: upload of {job.event_id} to {job.remote} queued")
             return 0

@@ -31,7 +31,8 @@ ACTIVE = ("queued", "running", "paused")
 @attrs.frozen
 class UploadedFile:
     """One remote file of a job: ``part`` is ``object`` (an encrypted store object as stored),
-    ``sidecar`` (its store sidecar) or ``manifest``; ``uploaded_at`` is set once verified."""
+    ``sidecar`` (its store sidecar), ``manifest``, or ``deidentified`` (a decrypted de-identified
+    recording of a sharing upload); ``uploaded_at`` is set once verified."""
 
     remote_path: str
     part: str
@@ -61,6 +62,7 @@ class Job:
     last_error: str | None = None
     finished_at: datetime | None = None
     files: tuple[UploadedFile, ...] = ()
+    deidentified: bool = False
 
     @property
     def bytes_total(self) -> int:
@@ -73,6 +75,7 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         t = lambda d: d.isoformat() if d else None  # noqa: E731
         return {"id": self.id, "event_id": self.event_id, "remote": self.remote, "status": self.status,
+                "deidentified": self.deidentified,
                 "created_at": t(self.created_at), "updated_at": t(self.updated_at), "attempts": self.attempts,
                 "next_try_at": t(self.next_try_at), "last_error": self.last_error, "finished_at": t(self.finished_at),
                 "bytes_total": self.bytes_total, "bytes_done": self.bytes_done,
@@ -99,24 +102,38 @@ class Queue:
             "SELECT * FROM upload_files WHERE job_id = ? ORDER BY part = 'manifest', remote_path", (row["id"],)))
         return Job(row["id"], row["event_id"], row["remote"], row["status"], from_text(row["created_at"]),
                    from_text(row["updated_at"]), row["attempts"], from_text(row["next_try_at"]), row["last_error"],
-                   from_text(row["finished_at"]), files)
+                   from_text(row["finished_at"]), files, bool(row["deidentified"]))
 
-    def enqueue(self, event_id: str, remote: str) -> Job:
+    def enqueue(self, event_id: str, remote: str, *, deidentified: bool = False) -> Job:
         """Queue an upload of ``event_id`` to ``remote`` (``upload`` on the event); returns the job
-        (an unfinished job of the same event and remote, if there is one)."""
-        self.session.authorize("upload", event_id, operation="upload.queue")
+        (an unfinished job of the same event, remote and kind, if there is one).
+
+        ``deidentified``: send the event's de-identified recordings (``deid`` files) decrypted, for
+        sharing, instead of the encrypted objects. Plaintext leaves the box, so this needs the
+        ``export`` permission too and the admin's ``[upload] deidentified = true`` in config.toml."""
+        operation = "upload.queue"
+        self.session.authorize("upload", event_id, operation=operation)
+        if deidentified:
+            self.session.authorize("export", event_id, operation=operation,
+                                   hint="a de-identified plaintext upload leaves the box: it needs the export "
+                                        "permission")
+            if self._cat.home.upload_settings().get("deidentified") is not True:
+                raise UploadError(f"de-identified uploads are off on this box; an admin can allow them with "
+                                  f"`deidentified = true` in the [upload] section of {self._cat.home.config_path}")
         RemoteBook(self.session)._row(remote)
         cat = self._cat
         with cat.db.transaction() as c:
-            row = c.execute("SELECT id FROM upload_jobs WHERE event_id = ? AND remote = ? AND status IN "
-                            "('queued', 'running', 'paused') ORDER BY id LIMIT 1", (event_id, remote)).fetchone()
+            row = c.execute("SELECT id FROM upload_jobs WHERE event_id = ? AND remote = ? AND deidentified = ? AND "
+                            "status IN ('queued', 'running', 'paused') ORDER BY id LIMIT 1",
+                            (event_id, remote, int(deidentified))).fetchone()
             if row is not None:
                 return self.get(row["id"], _checked=True)
             now = to_text(cat.now())
-            cur = c.execute("INSERT INTO upload_jobs(event_id, remote, status, created_at, created_by, updated_at)"
-                            " VALUES (?, ?, 'queued', ?, ?, ?)", (event_id, remote, now, self.session.user.id, now))
+            cur = c.execute("INSERT INTO upload_jobs(event_id, remote, status, deidentified, created_at, created_by,"
+                            " updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                            (event_id, remote, int(deidentified), now, self.session.user.id, now))
             cat.audit.append(c, self.session.user.name, "upload.queue", event_id, "ok",
-                             {"job": cur.lastrowid, "remote": remote})
+                             {"job": cur.lastrowid, "remote": remote, "deidentified": deidentified})
             job_id = cur.lastrowid
         return self.get(job_id, _checked=True)
 

@@ -39,7 +39,8 @@ from typing import Any
 import attrs
 
 from ..catalog.db import to_text
-from ..catalog.keys import scratch_keyring
+from ..catalog.files import EventFiles
+from ..catalog.keys import FileNames, event_keyring, load_data_key, scratch_keyring
 from .errors import UploadError
 from .jobs import Job, Queue
 from .remotes import Remote, RemoteBook
@@ -157,15 +158,25 @@ class Uploader:
                 "resume it first (`surgbox upload resume JOB`)" if job.status == "paused" else "nothing to do"))
         ev = self.session.events.get(job.event_id)
         self.session.authorize("upload", ev, operation="event.upload")
+        if job.deidentified:
+            self.session.authorize("export", ev, operation="event.upload")
+            if self.session.catalog.home.upload_settings().get("deidentified") is not True:
+                raise UploadError(f"upload job {job_id}: de-identified uploads were switched off in config.toml "
+                                  f"([upload] deidentified); cancel the job or ask an admin")
         remote = RemoteBook(self.session).get(job.remote)
         cat = self.session.catalog
         self._set(job_id, status="running", attempts=job.attempts + 1)
         started = time.monotonic()
         sender: Sender | None = None
         try:
-            store = cat.make_store(scratch_keyring())  # ciphertext only: no data key is needed
+            if job.deidentified:
+                key, key_id = load_data_key(cat.db, cat.kek, ev.id)
+                files = EventFiles(cat.make_store(event_keyring(key, ev.id)), FileNames.of(key, ev.id), key_id)
+                store = files.inner
+            else:
+                store = cat.make_store(scratch_keyring())  # ciphertext only: no data key is needed
             try:
-                payloads = self._plan(ev, store)
+                payloads = self._plan_deidentified(ev, files) if job.deidentified else self._plan(ev, store)
                 self._record_plan(job_id, payloads)
                 job = self.queue.get(job_id, _checked=True)
                 progress = Progress(job_id, ev.id, job.bytes_total, job.bytes_done)
@@ -190,6 +201,7 @@ class Uploader:
                       " next_try_at = NULL WHERE id = ?", (now, now, job_id))
             cat.audit.append(c, self.session.user.name, "event.upload", ev.id, "ok",
                              {"job": job_id, "remote": remote.name, "host": remote.host, "kind": remote.kind,
+                              "deidentified": job.deidentified,
                               "files": len(job.files), "bytes": job.bytes_total,
                               "manifest_sha256": next((f.sha256 for f in job.files if f.part == "manifest"), None),
                               "requests": sum(self.last_requests.values()),
@@ -256,9 +268,8 @@ class Uploader:
             stream.close()
             key = rec.store_key
             out.append(Payload(f"objects/{key}", meta.ciphertext_size, meta.sha256,
-                               lambda key=key: store.ciphertext(key)[0]))
-            sidecar = meta.to_json()
-            out.append(_bytes_payload(f"meta/{key}.json", sidecar))
+                               lambda key=key: store.ciphertext(key)[0], "object", key))
+            out.append(_bytes_payload(f"meta/{key}.json", meta.to_json(), "sidecar", key))
             files.append({"file_id": rec.id, "kind": rec.kind, "store_key": key, "key_id": rec.key_id,
                           "plaintext_size": rec.size, "plaintext_sha256": rec.sha256,
                           "object": f"objects/{key}", "object_size": meta.ciphertext_size,
@@ -270,7 +281,24 @@ class Uploader:
                     "store_id": getattr(store, "store_id", None),
                     "catalog_id": self._catalog_id(), "files": files}
         out.append(_bytes_payload(f"manifests/{ev.id}.json",
-                                  (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()))
+                                  (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(), "manifest"))
+        return out
+
+    def _plan_deidentified(self, ev: Any, files: EventFiles) -> list[Payload]:
+        """A sharing upload: the event's de-identified recordings decrypted (checked against the
+        catalog's plaintext SHA-256 by read-back), as ``deidentified/<event id>/file-<id>.mp4``, and
+        a ``SHA256SUMS`` beside them (``sha256sum -c`` format). No names, report or data tracks."""
+        recs = sorted((f for f in ev.files if f.kind == "deid"), key=lambda f: f.id)
+        if not recs:
+            raise UploadError(f"event {ev.id} has no de-identified recording; make one with `surgbox events deid "
+                              f"{ev.id}` first")
+        folder, out, sums = f"deidentified/{ev.id}", [], []
+        for rec in recs:
+            name = f"file-{rec.id}.mp4"
+            out.append(Payload(f"{folder}/{name}", rec.size, rec.sha256,
+                               lambda key=rec.store_key: files.reader(key), "deidentified", rec.store_key))
+            sums.append(f"{rec.sha256}  {name}\n")
+        out.append(_bytes_payload(f"{folder}/SHA256SUMS", "".join(sums).encode(), "manifest"))
         return out
 
     def _catalog_id(self) -> str | None:
@@ -283,8 +311,7 @@ class Uploader:
         cat = self.session.catalog
         with cat.db.transaction() as c:
             for p in payloads:
-                part = "manifest" if p.path.startswith("manifests/") else "sidecar" if p.path.startswith("meta/") else "object"
-                key = None if part == "manifest" else p.path.split("/", 1)[1].removesuffix(".json")
+                part, key = p.part, p.store_key
                 row = c.execute("SELECT size, sha256 FROM upload_files WHERE job_id = ? AND remote_path = ?",
                                 (job_id, p.path)).fetchone()
                 if row is None:
@@ -331,8 +358,8 @@ class Uploader:
                               "transient": exc.transient, "error": str(exc)[:300]})
 
 
-def _bytes_payload(path: str, data: bytes) -> Payload:
-    return Payload(path, len(data), hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data))
+def _bytes_payload(path: str, data: bytes, part: str, store_key: str | None = None) -> Payload:
+    return Payload(path, len(data), hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data), part, store_key)
 
 
 __all__ = ["MANIFEST_FORMAT", "Progress", "Uploader", "runner_lock"]

@@ -39,12 +39,15 @@ MAX_CHUNKS = 10_000
 @attrs.frozen
 class Payload:
     """One file to send: ``path`` relative to the remote's folder, its ``size`` (bytes) and SHA-256,
-    and ``open()`` giving a fresh seekable binary stream of exactly those bytes."""
+    ``open()`` giving a fresh seekable binary stream of exactly those bytes, what it is (``part``,
+    see :class:`~.jobs.UploadedFile`) and the store key it comes from."""
 
     path: str
     size: int
     sha256: str
     open: Callable[[], IO[bytes]] = attrs.field(eq=False, repr=False)
+    part: str = "object"
+    store_key: str | None = None
 
 
 @attrs.define(eq=False)
