@@ -173,3 +173,17 @@ def test_the_stand_in_enforces_the_documented_v2_rules(nc, tmp_path):
         got = c.get(dest["Destination"])
         assert got.content == b"a" * CHUNK + b"b" * 10  # assembled in the order of the names
         assert httpx.get(dest["Destination"]).status_code == 401
+
+
+def test_cancel_aborts_the_unfinished_chunked_upload_on_the_server(nc, session, surgbox_home, tmp_path):
+    eid = make_event(session, sizes=(700_000,))
+    first = nc("1", die_after_puts=2)
+    add_remote(session, "nc", "nextcloud", _remote_url(first), chunk_size=CHUNK)
+    with pytest.raises(UploadError):
+        upload(session, eid, "nc", retries=0)
+    first.wait_dead()
+    assert len(list((tmp_path / "nc-uploads").iterdir())) == 1  # the upload folder with 2 chunks
+    second = nc("2")
+    job = Uploader(session).cancel(Queue(session).list()[0].id)
+    assert job.status == "cancelled" and not any(f.transfer_id for f in job.files)
+    assert second.requests("DELETE", "/remote.php/dav/uploads/") and not list((tmp_path / "nc-uploads").iterdir())

@@ -197,9 +197,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace) -> int:
-    from ..upload import Queue
+    from ..upload import Queue, Uploader
 
     with login(args) as s:
-        job = getattr(Queue(s), args.upload_command)(args.job)
+        if args.upload_command == "cancel":  # also aborts unfinished chunked uploads on the server
+            job = Uploader(s).cancel(args.job)
+        else:
+            job = getattr(Queue(s), args.upload_command)(args.job)
     print(f"job {job.id}: {job.status}")
     return 0

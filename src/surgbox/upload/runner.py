@@ -150,6 +150,21 @@ class Uploader:
         with runner_lock(self.session.catalog.home.path):
             return self._run(job_id)
 
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a job (:meth:`Queue.cancel`) and abort its unfinished Nextcloud chunked uploads on
+        the server (``DELETE`` of each upload folder, best effort: one the server cannot be reached
+        for expires there after 24 h)."""
+        job = self.queue.cancel(job_id)
+        open_transfers = [f for f in job.files if f.transfer_id]
+        if open_transfers:
+            remote = RemoteBook(self.session).get(job.remote)
+            with contextlib.suppress(UploadError), Dav(remote, timeout=min(self.timeout, 15.0),
+                                                       transport=self.transport) as dav:
+                for f in open_transfers:
+                    dav.delete(remote.uploads_url + f.transfer_id + "/")
+                    self._save_transfer(job_id, f.remote_path, None)
+        return self.queue.get(job_id, _checked=True)
+
     # ---- one job --------------------------------------------------------------------------------
     def _run(self, job_id: int) -> Job:
         job = self.queue.get(job_id)
