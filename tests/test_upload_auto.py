@@ -7,34 +7,13 @@ import os
 import subprocess
 import sys
 
-from upload_fixtures import PASSWORD, USER, add_remote, open_catalog, remote_objects, store_objects
+from upload_fixtures import PASSWORD, USER, add_remote, open_catalog, record_config, remote_objects, store_objects
 from upload_servers import free_port, start_script
 
-CONFIG = """
-[encoder]
-plugin = "libx264"
-preset = "ultrafast"
-[layout]
-preset = "paper"
-[sources.endoscope]
-plugin = "testsrc"
-width = 160
-height = 90
-[sources.room]
-plugin = "testsrc"
-width = 160
-height = 90
-[sources.vitals]
-plugin = "testsrc"
-width = 160
-height = 90
-[sources.mic]
-plugin = "tone"
-"""
 
 
 def _record(tmp_path, eid: str) -> subprocess.CompletedProcess:
-    (tmp_path / "rec.toml").write_text(CONFIG)
+    (tmp_path / "rec.toml").write_text(record_config((160, 90)))
     env = {**os.environ, "SURGBOX_USER": "admin", "SURGBOX_PASSWORD": "admin-password"}
     return subprocess.run([sys.executable, "-m", "surgbox", "record", "--config", str(tmp_path / "rec.toml"), "--event",
                            eid, "--duration", "2", "--quiet"], env=env, capture_output=True, text=True, timeout=300)

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from upload_fixtures import PASSWORD, USER, remote_objects, store_objects
+from upload_fixtures import PASSWORD, USER, record_config, remote_objects, store_objects
 from upload_servers import start_rclone, start_script
 
 from surgbox.cli.demo import SimulatedBIS
@@ -41,30 +41,7 @@ def recorded(tmp_path_factory):
     eid = r.stdout.strip().splitlines()[-1]
     with SimulatedBIS(rate=2.0, course_s=60) as sim:
         config = tmp / "rec.toml"
-        config.write_text(f"""
-[encoder]
-plugin = "libx264"
-preset = "ultrafast"
-[layout]
-preset = "paper"
-[sources.endoscope]
-plugin = "testsrc"
-width = 320
-height = 180
-[sources.room]
-plugin = "testsrc"
-width = 320
-height = 180
-[sources.vitals]
-plugin = "testsrc"
-width = 320
-height = 180
-[sources.mic]
-plugin = "tone"
-[sources.bis]
-plugin = "bis"
-url = "{sim.url}"
-""")
+        config.write_text(record_config((320, 180), sim.url))
         proc = subprocess.Popen([sys.executable, "-m", "surgbox", "record", "--config", str(config), "--event", eid,
                                  "--duration", str(SECONDS)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)

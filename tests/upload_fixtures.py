@@ -12,6 +12,19 @@ from surgbox.upload import Queue, Remote, RemoteBook, Uploader
 USER, PASSWORD = "alice", "app-pw-Zq9-7741"
 
 
+def record_config(size: tuple[int, int], bis_url: str | None = None) -> str:
+    """A ``surgbox record`` configuration: the paper layout, x264 ultrafast, three test patterns of
+    ``size`` (w, h), a tone, and with ``bis_url`` a (simulated) BIS monitor."""
+    w, h = size
+    text = '[encoder]\nplugin = "libx264"\npreset = "ultrafast"\n[layout]\npreset = "paper"\n'
+    for name in ("endoscope", "room", "vitals"):
+        text += f'[sources.{name}]\nplugin = "testsrc"\nwidth = {w}\nheight = {h}\n'
+    text += '[sources.mic]\nplugin = "tone"\n'
+    if bis_url:
+        text += f'[sources.bis]\nplugin = "bis"\nurl = "{bis_url}"\n'
+    return text
+
+
 def make_event(session, sizes=(700_000, 5_000)) -> str:
     """A stopped event with one segment and one snapshot of random bytes (sizes in bytes)."""
     ev = session.events.create(patient="Ulrike Testperson", medical_record="MRN-UPL-1", procedure="Upload test")

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ..errors import SurgboxError
-from ._auth import PASSWORD_ENV, USER_ENV, add_auth_options, add_home_option, read_secret, terminal_safe
+from ._auth import PASSWORD_ENV, USER_ENV, add_auth_options, add_home_option, login, read_secret, terminal_safe
+from .upload import print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -123,8 +124,6 @@ def _add(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from ..upload import RemoteBook
-    from ._auth import login
-
     with login(args) as s:
         remotes = RemoteBook(s).list()
     if args.json:
@@ -135,16 +134,12 @@ def _list(args: argparse.Namespace) -> int:
         tls = "NOT VERIFIED" if r.insecure else ("ca-file" if r.ca_file else "system CAs")
         rows.append((r.name, r.kind, terminal_safe(r.user), terminal_safe(r.url), tls,
                      f"{r.bandwidth:g} MB/s" if r.bandwidth else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print_table(rows)
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
     from ..upload import RemoteBook
-    from ._auth import login
-
     with login(args) as s:
         RemoteBook(s).remove(args.name)
     print(f"remote {args.name} removed")
@@ -154,8 +149,6 @@ def _remove(args: argparse.Namespace) -> int:
 def _test(args: argparse.Namespace) -> int:
     from ..upload import RemoteBook
     from ..upload.probe import probe
-    from ._auth import login
-
     with login(args) as s:
         remote = RemoteBook(s).get(args.name)
         if remote.insecure:

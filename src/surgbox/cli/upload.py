@@ -101,6 +101,13 @@ class ProgressPrinter:
         sys.stderr.flush()
 
 
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Print rows (the first one the header) as left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
 def _uploader(s: Any, args: argparse.Namespace) -> Any:
     from ..upload import Uploader
 
@@ -173,9 +180,7 @@ def _list(args: argparse.Namespace) -> int:
         done = f"{_size(j.bytes_done)}/{_size(j.bytes_total)}" if j.files else "-"
         rows.append((str(j.id), j.event_id, j.remote, j.status, done, str(j.attempts),
                      terminal_safe((j.last_error or "")[:80])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_table(rows)
     return 0
 
 
