@@ -5,6 +5,7 @@ read-back verification, an expired upload folder, and the server's errors as one
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -187,3 +188,23 @@ def test_cancel_aborts_the_unfinished_chunked_upload_on_the_server(nc, session, 
     job = Uploader(session).cancel(Queue(session).list()[0].id)
     assert job.status == "cancelled" and not any(f.transfer_id for f in job.files)
     assert second.requests("DELETE", "/remote.php/dav/uploads/") and not list((tmp_path / "nc-uploads").iterdir())
+
+
+def test_pause_stops_a_running_upload_before_its_next_chunk_and_resume_goes_on(nc, session, surgbox_home, tmp_path):
+    server = nc()
+    eid = make_event(session, sizes=(1_300_000,))
+    add_remote(session, "nc", "nextcloud", _remote_url(server), chunk_size=CHUNK, bandwidth=0.4)  # ~3 s
+    job = Queue(session).enqueue(eid, "nc")
+    timer = threading.Timer(1.0, lambda: Queue(session).pause(job.id))
+    timer.start()
+    with pytest.raises(UploadError, match="paused or cancelled"):
+        Uploader(session).run(job.id)
+    timer.join()
+    sent = _chunk_puts(server)
+    size = next(iter((surgbox_home.path / "store" / "objects" / "events" / eid).iterdir())).stat().st_size
+    count = -(-size // CHUNK)
+    assert 1 <= len(sent) < count and Queue(session).get(job.id).status == "paused"
+    Queue(session).resume(job.id)
+    assert Uploader(session).run(job.id).status == "done"
+    assert sorted(_chunk_puts(server)) == list(range(1, count + 1))  # each chunk sent once
+    assert remote_objects(tmp_path / "nc-files" / "surgbox", eid) == store_objects(surgbox_home.path, eid)
