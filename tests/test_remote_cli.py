@@ -100,6 +100,15 @@ def test_bad_input_and_server_failures_are_one_line(surgbox_home, dav, tmp_path)
     one_line_error(cli(*base, "--url", f"{dav.url}/x"), "REMOTE_PW is not set")
     one_line_error(cli(*base, "--url", f"{dav.url}/x", "--ca-file", str(tmp_path / "none.pem"), env=env), "CA file")
     one_line_error(cli(*base, "--url", f"{dav.url}/x", "--bandwidth", "-1", env=env), "bandwidth")
+    loose = tmp_path / "loose-pw"
+    loose.write_text(PASSWORD)
+    loose.chmod(0o644)
+    one_line_error(cli("remote", "add", "x", "--kind", "webdav", "--user", USER, "--url", f"{dav.url}/x",
+                       "--password-file", str(loose)), "other users", "chmod 600")
+    one_line_error(cli("remote", "add", "x", "--kind", "webdav", "--user", USER, "--url", f"{dav.url}/x"),
+                   "--password-env VAR or --password-file FILE")
+    one_line_error(cli("upload", "show", "99999999999999999999"), "not a job number")
+    one_line_error(cli("remote", "test", "NO_SUCH"), "not a remote name")
     one_line_error(cli("remote", "add", "Bad Name!", "--kind", "webdav", "--user", USER, "--password-env", "REMOTE_PW",
                        "--url", f"{dav.url}/x", env=env), "remote name")
     assert cli(*base, "--url", f"{dav.url}/x", env={"REMOTE_PW": "not-the-password"}).returncode == 0

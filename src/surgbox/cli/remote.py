@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--kind", required=True, choices=["nextcloud", "webdav"],
                    help="nextcloud (chunked, resumable uploads) or webdav (any WebDAV server)")
     c.add_argument("--user", required=True, metavar="USER", help="the account on the remote (not the surgbox login)")
-    pw = c.add_mutually_exclusive_group(required=True)
+    pw = c.add_mutually_exclusive_group()  # one of them; missing both is one clear line (_password)
     pw.add_argument("--password-env", metavar="VAR", help="read the remote's password (a Nextcloud app password) "
                                                           "from environment variable VAR")
     pw.add_argument("--password-file", metavar="FILE", help="read the remote's password from the first line of FILE")
@@ -72,7 +73,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _password(args: argparse.Namespace) -> str:
+    if not args.password_env and not args.password_file:
+        raise SurgboxError("no password for the remote: give --password-env VAR or --password-file FILE "
+                           "(never the password itself on the command line)")
     if args.password_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.password_env):
+            raise SurgboxError(f"--password-env {args.password_env!r} is not an environment variable name "
+                               f"(letters, digits and _), e.g. NC_APP_PASSWORD")
         value = os.environ.get(args.password_env)
         if not value:
             raise SurgboxError(f"environment variable {args.password_env} is not set or empty; export the remote's "
@@ -82,11 +89,11 @@ def _password(args: argparse.Namespace) -> str:
     try:
         st = path.stat()
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SurgboxError(f"password file {path}: {getattr(exc, 'strerror', None) or exc}; give a readable "
+    except (OSError, UnicodeError) as exc:
+        raise SurgboxError(f"password file {path!s:.200}: {getattr(exc, 'strerror', None) or exc}; give a readable "
                            f"text file holding the password") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        print(f"surgbox: warning: password file {path} can be read by other users; chmod 600 it", file=sys.stderr)
+        raise SurgboxError(f"password file {path} can be read or written by other users; `chmod 600` it first")
     value = text.splitlines()[0] if text else ""
     if not value:
         raise SurgboxError(f"password file {path} is empty; write the remote's password on its first line")

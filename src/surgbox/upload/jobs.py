@@ -139,8 +139,9 @@ class Queue:
 
     def get(self, job_id: int, *, _checked: bool = False) -> Job:
         """One job with its files (``upload`` on its event)."""
-        if isinstance(job_id, bool) or not isinstance(job_id, int):
-            raise UploadError(f"job id {job_id!r} is not a whole number; `surgbox upload list` shows the jobs")
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id < 2**63:
+            raise UploadError(f"job id {job_id!r} is not a job number (a whole number from 1); `surgbox upload list` "
+                              f"shows the jobs")
         row = self._cat.db.query_one("SELECT * FROM upload_jobs WHERE id = ?", (job_id,))
         if row is None:
             self.session.authorize("upload", operation="upload.show")

@@ -46,7 +46,17 @@ def _check_kind(inst: Any, attr: Any, value: str) -> None:
         raise UploadError(f"remote kind {value!r} is not one of {', '.join(KINDS)}")
 
 
+def _encodable(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        raise UploadError(f"{what} {value!r} holds bytes that are not UTF-8 text; type it again") from None
+
+
 def _check_url(inst: Any, attr: Any, value: str) -> None:
+    if not isinstance(value, str):
+        raise UploadError(f"remote URL {value!r} is not text")
+    _encodable(value, "remote URL")
     try:
         u = urlsplit(value)
         port = u.port
@@ -98,6 +108,16 @@ class Remote:
     def _check_user(self, attr: Any, value: str) -> None:
         if not isinstance(value, str) or not value or len(value) > 256 or any(c in value for c in "\r\n:\0"):
             raise UploadError(f"remote user {value!r} must be 1-256 characters without ':' or line breaks")
+        _encodable(value, "remote user")
+
+    @password.validator
+    def _check_password(self, attr: Any, value: str) -> None:
+        if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\r\n\0"):
+            raise UploadError("the remote's password must be text of at most 4096 characters without line breaks")
+        try:
+            value.encode("utf-8")
+        except UnicodeError:
+            raise UploadError("the remote's password holds bytes that are not UTF-8 text; check its source") from None
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, {self.kind}, {self.url!r}, user={self.user!r}, password=<hidden>)"
@@ -141,8 +161,9 @@ def check_ca_file(path: str | os.PathLike[str] | None) -> str | None:
     p = Path(path).expanduser().absolute()
     try:
         text = p.read_text(errors="replace")
-    except OSError as exc:
-        raise UploadError(f"CA file {p}: {exc.strerror or exc}; give a readable PEM file (--ca-file)") from None
+    except (OSError, UnicodeError) as exc:
+        raise UploadError(f"CA file {p!s:.200}: {getattr(exc, 'strerror', None) or exc}; give a readable PEM file "
+                          f"(--ca-file)") from None
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise UploadError(f"CA file {p} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA's PEM file")
     return str(p)
@@ -185,6 +206,9 @@ class RemoteBook:
         return remote
 
     def _row(self, name: str) -> Any:
+        if not isinstance(name, str) or not NAME.match(name):
+            raise NotFoundError(f"{name!r} is not a remote name (lower-case letters, digits, '-' and '_'); "
+                                f"`surgbox remote list` shows the remotes")
         row = self._cat.db.query_one("SELECT * FROM remotes WHERE name = ?", (name,))
         if row is None:
             known = [r[0] for r in self._cat.db.query("SELECT name FROM remotes ORDER BY name")]
