@@ -92,7 +92,8 @@ class ProgressPrinter:
         total, done = p["bytes_total"] or 1, p["bytes_done"]
         width = 30
         fill = int(width * min(done / total, 1.0))
-        eta = "--:--" if p["eta"] is None else time.strftime("%M:%S", time.gmtime(p["eta"]))
+        eta = "--:--" if p["eta"] is None else time.strftime("%H:%M:%S" if p["eta"] >= 3600 else "%M:%S",
+                                                             time.gmtime(min(p["eta"], 359999)))
         line = (f"\rjob {p['job']} [{'#' * fill}{'.' * (width - fill)}] {100 * done / total:5.1f}% "
                 f"{_size(done)}/{_size(total)} {_size(p['rate'])}/s ETA {eta}")
         sys.stderr.write(line[:200])
