@@ -39,6 +39,8 @@ COMMAND_MODULES = [
     "events",
     "users",
     "audit",
+    "remote",
+    "upload",
     "report",
     "dataset",
     "train",
