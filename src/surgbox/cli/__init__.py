@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "dataset",
     "train",
     "eval",
+    "console",
 ]
 
 

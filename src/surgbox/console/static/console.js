@@ -1,0 +1,149 @@
+/* surgbox console: live status and preview on the record page, player controls. No framework,
+   no inline script (the Content-Security-Policy forbids it). Polls do not count as user actions:
+   an unattended console logs out by itself, and this script then shows the login page. */
+(function () {
+  "use strict";
+  var body = document.body;
+  var sleep = function (ms) { return new Promise(function (r) { setTimeout(r, ms); }); };
+  var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+  var text = function (el, s) { if (el && el.textContent !== s) { el.textContent = s; } };
+
+  function hms(s) {
+    s = Math.max(0, Math.floor(s));
+    return pad(Math.floor(s / 3600)) + ":" + pad(Math.floor(s / 60) % 60) + ":" + pad(s % 60);
+  }
+
+  function gone(r) {
+    if (r.status === 401) { window.location.assign("/login"); return true; }
+    return false;
+  }
+
+  async function previewLoop(img) {
+    var seq = 0;
+    for (;;) {
+      try {
+        var r = await fetch("/api/preview?after=" + seq, { cache: "no-store", credentials: "same-origin" });
+        if (gone(r)) { return; }
+        if (r.status === 200) {
+          var next = parseInt(r.headers.get("x-preview-seq") || "0", 10);
+          var url = URL.createObjectURL(await r.blob());
+          var old = img.src;
+          img.onload = function () { if (old.indexOf("blob:") === 0) { URL.revokeObjectURL(old); } };
+          img.src = url;
+          seq = next;
+          img.dataset.seq = String(next);
+        } else if (r.status === 204) {
+          await sleep(250);
+        } else {
+          await sleep(2000);
+        }
+      } catch (e) {
+        await sleep(1000);
+      }
+    }
+  }
+
+  function showStatus(st, root) {
+    var rec = st.recording;
+    var state = rec ? rec.state : "off";
+    if (root.dataset.state !== state && !(root.dataset.state === "recording" && state === "stopping")) {
+      window.location.reload();
+      return;
+    }
+    if (rec) {
+      text(document.getElementById("elapsed"), hms(rec.elapsed_s || 0));
+      Object.keys(rec.sources || {}).forEach(function (name) {
+        var li = root.querySelector('[data-source="' + CSS.escape(name) + '"]');
+        if (!li) { return; }
+        var s = rec.sources[name];
+        li.className = s.no_signal ? "bad" : "ok";
+        text(li.querySelector("[data-field=fps]"), s.no_signal ? body.dataset.noSignal || "NO SIGNAL" :
+          (s.fps == null ? "–" : s.fps.toFixed(1) + " fps"));
+      });
+      var dl = document.getElementById("readings");
+      if (dl) {
+        var rows = [];
+        Object.keys(rec.readings || {}).forEach(function (src) {
+          var vals = rec.readings[src];
+          Object.keys(vals).forEach(function (k) {
+            var v = vals[k];
+            rows.push([src + " " + k, v == null ? "–" : (Math.round(v * 10) / 10).toString()]);
+          });
+        });
+        if (rows.length) {
+          dl.replaceChildren.apply(dl, rows.flatMap(function (p) {
+            var dt = document.createElement("dt"); dt.textContent = p[0];
+            var dd = document.createElement("dd"); dd.textContent = p[1];
+            return [dt, dd];
+          }));
+        }
+      }
+    }
+    var storage = document.getElementById("storage");
+    if (storage && st.storage && st.storage.free_bytes != null) {
+      var free = storage.querySelector("[data-field=free]");
+      var word = free.textContent.replace(/^[\d.]+ GB /, "");
+      text(free, (st.storage.free_bytes / 1e9).toFixed(1) + " GB " + word);
+    }
+  }
+
+  async function statusLoop(root) {
+    for (;;) {
+      try {
+        var r = await fetch("/api/status", { cache: "no-store", credentials: "same-origin" });
+        if (gone(r)) { return; }
+        if (r.ok) { showStatus(await r.json(), root); }
+      } catch (e) { /* the server restarts: try again */ }
+      await sleep(1000);
+    }
+  }
+
+  function snapshotButton(form) {
+    form.addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var note = document.getElementById("snapshot-note");
+      var btn = form.querySelector("button");
+      btn.disabled = true;
+      try {
+        var r = await fetch(form.action, {
+          method: "POST", credentials: "same-origin", body: new FormData(form),
+          headers: { "Accept": "application/json" }
+        });
+        if (gone(r)) { return; }
+        var data = await r.json();
+        text(note, r.ok ? "✓ " + hms(data.t || 0) : (data.error || r.statusText));
+      } finally {
+        btn.disabled = false;
+      }
+    });
+  }
+
+  function player() {
+    var video = document.getElementById("player");
+    if (!video) { return; }
+    video.addEventListener("contextmenu", function (e) { e.preventDefault(); });
+    document.querySelectorAll("button.seg").forEach(function (b) {
+      b.addEventListener("click", function () {
+        document.querySelectorAll("button.seg").forEach(function (o) { o.classList.remove("on"); });
+        b.classList.add("on");
+        video.src = b.dataset.src;
+        video.play();
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var root = document.getElementById("record");
+    if (root) {
+      if (root.dataset.state !== "off") { statusLoop(root); }
+      var img = document.getElementById("preview");
+      if (img) { previewLoop(img); }
+      var snap = document.getElementById("snapshot-form");
+      if (snap) { snapshotButton(snap); }
+    }
+    player();
+    document.querySelectorAll("[data-back]").forEach(function (a) {
+      a.addEventListener("click", function (e) { if (history.length > 1) { e.preventDefault(); history.back(); } });
+    });
+  });
+}());
