@@ -41,7 +41,7 @@ class LiveRecorder:
     config: Any
     plugins: Any = None
     preview_fps: float = 5.0
-    preview_width: int = 640
+    preview_width: int = 960
     on_stopped: Callable[[str, str | None], None] | None = None
     state: str = attrs.field(default="idle", init=False)
     event: dict[str, Any] | None = attrs.field(default=None, init=False)

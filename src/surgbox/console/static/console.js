@@ -43,6 +43,34 @@
     }
   }
 
+  // The monitor values worth a glance, in this order; others are left to the recording's data track.
+  var PREFERRED = ["BIS", "SQI", "EMG", "EMGLOW", "SR", "SEF", "HR", "SpO2", "NIBP", "EtCO2", "Temp"];
+  var MAX_TILES = 6;
+
+  function showReadings(box, readings) {
+    if (!box) { return; }
+    var sources = Object.keys(readings);
+    var tiles = [];
+    sources.forEach(function (src) {
+      var vals = readings[src];
+      var keys = PREFERRED.filter(function (k) { return k in vals; });
+      if (!keys.length) { keys = Object.keys(vals); }
+      keys.forEach(function (k) {
+        var v = vals[k];
+        tiles.push([(sources.length > 1 ? src + " " : "") + k, v == null ? "–" : String(Math.round(v))]);
+      });
+    });
+    if (!tiles.length) { return; }
+    box.replaceChildren.apply(box, tiles.slice(0, MAX_TILES).map(function (p) {
+      var div = document.createElement("div");
+      div.className = "tile";
+      var label = document.createElement("span"); label.textContent = p[0];
+      var value = document.createElement("b"); value.textContent = p[1];
+      div.append(label, value);
+      return div;
+    }));
+  }
+
   function showStatus(st, root) {
     var rec = st.recording;
     var state = rec ? rec.state : "off";
@@ -58,26 +86,9 @@
         var s = rec.sources[name];
         li.className = s.no_signal ? "bad" : "ok";
         text(li.querySelector("[data-field=fps]"), s.no_signal ? body.dataset.noSignal || "NO SIGNAL" :
-          (s.fps == null ? "–" : s.fps.toFixed(1) + " fps"));
+          (s.media !== "video" ? "✓" : (s.fps == null ? "–" : s.fps.toFixed(1) + " fps")));
       });
-      var dl = document.getElementById("readings");
-      if (dl) {
-        var rows = [];
-        Object.keys(rec.readings || {}).forEach(function (src) {
-          var vals = rec.readings[src];
-          Object.keys(vals).forEach(function (k) {
-            var v = vals[k];
-            rows.push([src + " " + k, v == null ? "–" : (Math.round(v * 10) / 10).toString()]);
-          });
-        });
-        if (rows.length) {
-          dl.replaceChildren.apply(dl, rows.flatMap(function (p) {
-            var dt = document.createElement("dt"); dt.textContent = p[0];
-            var dd = document.createElement("dd"); dd.textContent = p[1];
-            return [dt, dd];
-          }));
-        }
-      }
+      showReadings(document.getElementById("readings"), rec.readings || {});
     }
     var storage = document.getElementById("storage");
     if (storage && st.storage && st.storage.free_bytes != null) {
