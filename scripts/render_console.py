@@ -147,8 +147,12 @@ def render(browser, url: str, out: Path) -> list[Path]:
     time.sleep(1.5)
     shot(page2, "record-1280x800")
     ctx2.close()
-    page.click("#stop")
-    page.wait_for_url("**/events/ev-*", timeout=60_000)
+    page.click("#stop", no_wait_after=True)
+    page.wait_for_function("() => location.pathname.startsWith('/events/ev-') || document.querySelector('#last-event')",
+                           timeout=180_000)
+    if page.locator("#last-event").count():  # the server took longer than its wait to store the files
+        page.click("#last-event")
+    page.wait_for_selector("#event-id")
     eid = page.text_content("#event-id").strip()
     ctx.close()
 
