@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from console_support import PASSWORD, make_home  # noqa: E402
+from console_support import PASSWORD, make_home, stop_and_open_event  # noqa: E402
 
 RECORD_TOML = """
 fps = 15
@@ -147,12 +147,7 @@ def render(browser, url: str, out: Path) -> list[Path]:
     time.sleep(1.5)
     shot(page2, "record-1280x800")
     ctx2.close()
-    page.click("#stop", no_wait_after=True)
-    page.wait_for_function("() => location.pathname.startsWith('/events/ev-') || document.querySelector('#last-event')",
-                           timeout=180_000)
-    if page.locator("#last-event").count():  # the server took longer than its wait to store the files
-        page.click("#last-event")
-    page.wait_for_selector("#event-id")
+    stop_and_open_event(page)
     eid = page.text_content("#event-id").strip()
     ctx.close()
 

@@ -88,3 +88,15 @@ def start_server(home: Any, tmp: Path, **options: Any) -> Any:
     cfg = tmp / "record.toml"
     cfg.write_text(RECORD_TOML)
     return ConsoleServer.for_home(home.path, config=cfg, port=0, **options).start()
+
+
+def stop_and_open_event(page: Any) -> None:
+    """In a Playwright ``page`` showing a recording: press Stop and land on the recorded event's
+    page (straight away, or through the record page's link when storing the files took longer
+    than the stop request waits)."""
+    page.click("#stop", no_wait_after=True)
+    page.wait_for_function("() => location.pathname.startsWith('/events/ev-') || document.querySelector('#last-event')",
+                           timeout=180_000)
+    if page.locator("#last-event").count():
+        page.click("#last-event")
+    page.wait_for_selector("#event-id")

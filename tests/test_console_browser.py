@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("starlette")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 
-from console_support import PASSWORD, ROLES_USERS, make_home, start_server  # noqa: E402
+from console_support import PASSWORD, ROLES_USERS, make_home, start_server, stop_and_open_event  # noqa: E402
 
 CHROMIUM = os.environ.get("SURGBOX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not os.access(CHROMIUM, os.X_OK):
@@ -78,12 +78,7 @@ def recorded(browser, env):
     page.wait_for_function("() => document.querySelector('#elapsed').textContent >= '00:00:05'", timeout=60_000)
     page.locator("#sources li.ok").first.wait_for()
     elapsed = page.text_content("#elapsed")
-    page.click("#stop", no_wait_after=True)
-    page.wait_for_function("() => location.pathname.startsWith('/events/ev-') || document.querySelector('#last-event')",
-                           timeout=180_000)
-    if page.locator("#last-event").count():  # the server took longer than its wait to store the files
-        page.click("#last-event")
-    page.wait_for_selector("#event-id")
+    stop_and_open_event(page)
     eid = page.text_content("#event-id").strip()
     ctx.close()
     return {"id": eid, "urls": urls, "shots": (shot1, shot2), "seqs": first_seq, "elapsed": elapsed}

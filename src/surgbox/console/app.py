@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..catalog import Catalog
+from ..config import RecordConfig
 from ..crypto.keys import KeyRing, MasterKey
 from ..errors import ConfigError, SurgboxError
 from . import views_auth, views_events, views_record, views_system
@@ -126,8 +128,6 @@ class ConsoleServer:
                  idle_s: float = DEFAULT_IDLE_S, kiosk: bool = False, **options: Any) -> ConsoleServer:
         """A server over the catalog and store of ``home`` (default ``$SURGBOX_HOME``) recording
         with the :class:`~surgbox.config.RecordConfig` file ``config`` (``None``: no recording)."""
-        from ..config import RecordConfig
-
         secure = bool(options.get("certfile"))
         catalog = Catalog.at(home, plugins=plugins)
         live, config_error = None, "no recording configuration: start the console with --config record.toml"
@@ -165,8 +165,6 @@ class ConsoleServer:
         return f"{'https' if self.certfile else 'http'}://{host}:{self.port}"
 
     def _open(self) -> Any:
-        import uvicorn
-
         st = self.state
         sock = self._bind()
         try:
