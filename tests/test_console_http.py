@@ -242,3 +242,45 @@ def test_login_page_token_is_tied_to_its_cookie(env):
     b.get("/login")
     r = b.http.post("/login", data={"csrf": token_a, "name": "admin", "password": PASSWORD})
     assert r.status_code == 403
+
+
+def test_a_disabled_account_loses_its_open_session(env):
+    c = client(env, "surgeon")
+    assert c.get("/events").status_code == 200
+    with Catalog.at(env["home"].path) as cat:
+        cat.login("admin", PASSWORD).users.disable("sam")
+    try:
+        assert c.get("/events").status_code == 403
+        assert c.post("/record/start", {"patient": "X", "medical_record": "1", "procedure": "P"}).status_code == 403
+        assert Client(env["url"]).login("sam").status_code == 401
+    finally:
+        with Catalog.at(env["home"].path) as cat:
+            cat.login("admin", PASSWORD).users.enable("sam")
+
+
+def test_a_failed_mirror_disk_is_shown_loudly(tmp_path):
+    import shutil
+
+    from surgbox.console import ConsoleServer
+
+    home = make_home(tmp_path / "home")
+    cfg = home.config_path.read_text().replace('plugin = "local"', 'plugin = "mirror"').replace('root = "store"', 'roots = ["disk-a", "disk-b"]')
+    home.config_path.write_text(cfg)
+    for d in ("disk-a", "disk-b"):
+        (home.path / d).mkdir()
+    with Catalog(home) as cat:
+        cat.create_store()
+    server = ConsoleServer.for_home(home.path, port=0).start()
+    try:
+        c = Client(server.url)
+        assert c.login("olga").status_code == 303
+        assert 'id="store-alarm"' not in c.get("/record").text
+        assert "All disks healthy" in c.get("/system").text
+        shutil.rmtree(home.path / "disk-b")  # the disk is gone
+        server.state.store_status_ttl_s = 0.0  # the status is cached for 10 s; look again now
+        system = c.get("/system").text
+        assert 'class="alert loud"' in system and "DISK FAILURE" in system and "disk-b" in system
+        assert 'id="store-alarm"' in c.get("/record").text
+        assert c.get("/api/status").json()["storage"]["degraded"] is True
+    finally:
+        server.stop()

@@ -72,6 +72,7 @@ class ConsoleState:
     secure: bool = False
     kiosk: bool = False
     store: Any = None
+    store_status_ttl_s: float = STORE_STATUS_TTL_S
     templates: Any = attrs.field(default=None, init=False)
     _store_status: tuple[float, Any] = attrs.field(default=(0.0, None), init=False, alias="_store_status")
 
@@ -81,9 +82,9 @@ class ConsoleState:
 
     def store_status(self) -> Mapping[str, Any]:
         """The store's health (``healthy``, ``degraded``, per root ``state`` and ``free_bytes``),
-        cached for :data:`STORE_STATUS_TTL_S` seconds; ``{"error": ...}`` when it cannot be read."""
+        cached for ``store_status_ttl_s`` seconds; ``{"error": ...}`` when it cannot be read."""
         at, value = self._store_status
-        if value is not None and time.monotonic() - at < STORE_STATUS_TTL_S:
+        if value is not None and time.monotonic() - at < self.store_status_ttl_s:
             return value
         try:
             value = dict(self.store.status()) if self.store is not None else {"error": "no store opened"}
@@ -145,8 +146,13 @@ def render(request: Request, template: str, ws: WebSession | None, status_code: 
 
     ctx = {"t": t, "lang": lang, "ws": ws, "user": ws.user if ws else None, "csrf": ws.csrf if ws else None,
            "can": can, "kiosk": st.kiosk, "recording": st.live is not None and st.live.state != "idle",
-           "page": template.split(".", 1)[0], **context}
+           "page": template.split(".", 1)[0], "store_alarm": ws is not None and _alarm(st.store_status()), **context}
     return st.templates.TemplateResponse(request, template, ctx, status_code=status_code)
+
+
+def _alarm(storage: Mapping[str, Any]) -> bool:
+    """Whether the store needs attention now (a failed disk, or no store at all)."""
+    return bool(storage.get("degraded") or storage.get("error") or storage.get("healthy") is False)
 
 
 def cookie(resp: Response, request: Request, name: str, value: str, *, max_age: int | None = None) -> None:
