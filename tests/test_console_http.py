@@ -22,7 +22,8 @@ from surgbox.catalog import Catalog  # noqa: E402
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console")
     home = make_home(tmp / "home")
-    server = start_server(home, tmp)
+    (tmp / "usb").mkdir()
+    server = start_server(home, tmp, export_dirs=[tmp / "usb"])
     yield {"home": home, "server": server, "url": server.url, "tmp": tmp}
     server.stop()
 
@@ -107,6 +108,7 @@ DENIED = {
     "/record/snapshot": ("viewer", {}),
     "/events": ("auditor", {"text": "x"}),
     "/events/{event_id}/delete": ("viewer", {}),
+    "/events/{event_id}/export": ("operator", {"target": "0"}),
 }
 # Routes any visitor may post to: their protection is a password or the CSRF token alone.
 UNPRIVILEGED = {"/login", "/logout", "/lang"}
@@ -284,3 +286,21 @@ def test_a_failed_mirror_disk_is_shown_loudly(tmp_path):
         assert c.get("/api/status").json()["storage"]["degraded"] is True
     finally:
         server.stop()
+
+
+def test_export_copies_the_event_verified_to_an_export_folder(env, recorded):
+    import hashlib
+
+    assert 'id="export-0"' not in client(env, "viewer").get(f"/events/{recorded}").text
+    c = client(env, "admin")
+    assert 'id="export-0"' in c.get(f"/events/{recorded}").text
+    for bad in ("1", "-1", "x", ""):
+        assert c.post(f"/events/{recorded}/export", {"target": bad}).status_code == 400, bad
+    r = c.post(f"/events/{recorded}/export", {"target": "0"})
+    assert r.status_code == 200 and 'id="exported"' in r.text
+    out = env["tmp"] / "usb" / recorded
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    assert any(line.endswith("segment-0001.mp4") for line in sums)
+    for line in sums:
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest

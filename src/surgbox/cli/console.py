@@ -1,4 +1,4 @@
-"""``surgbox console [--host 127.0.0.1] [--port 8080] [--config record.toml] [--kiosk [--launch]]``: the touch-screen web console.
+"""``surgbox console [--host 127.0.0.1] [--port 8080] [--config record.toml] [--export-dir DIR] [--kiosk [--launch]]``: the web console.
 
 Serves the console (docs/console.md) on the catalog and store of ``SURGBOX_HOME``, recording
 with ``--config``. Loopback only unless TLS is given (``--tls-cert``/``--tls-key``). ``--kiosk``
@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=8080, metavar="N", help="TCP port (default 8080; 0 picks a free one)")
     p.add_argument("--config", metavar="FILE.toml", help="recording configuration (sources, layout, encoder); "
                    "without it the console only finds and plays events")
+    p.add_argument("--export-dir", action="append", default=[], metavar="DIR",
+                   help="a folder (e.g. a USB stick's mount point) users with the export permission may copy events "
+                        "into, as DIR/EVENT-ID; repeat for several")
     p.add_argument("--idle-minutes", type=_minutes, default=15.0, metavar="M",
                    help="log a browser out after M minutes without a touch (default 15)")
     p.add_argument("--tls-cert", metavar="FILE.pem", help="serve HTTPS with this certificate (cookies get Secure)")
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"the console needs its extra: pip install 'surgbox[console]' ({exc.name} is missing)") from None
 
     server = ConsoleServer.for_home(args.home, config=args.config, idle_s=args.idle_minutes * 60, kiosk=args.kiosk,
+                                    export_dirs=args.export_dir,
                                     host=args.host, port=args.port, certfile=args.tls_cert, keyfile=args.tls_key,
                                     access_log=args.access_log)
     done = threading.Event()

@@ -58,6 +58,7 @@ ROUTES = [
     Route("/events/{event_id}/media/{name}", views_events.media, methods=["GET"]),
     Route("/events/{event_id}/image/{name}", views_events.image, methods=["GET"]),
     Route("/events/{event_id}/report.pdf", views_events.report, methods=["GET"]),
+    Route("/events/{event_id}/export", views_events.export, methods=["POST"]),
     Route("/events/{event_id}/delete", views_events.confirm_delete, methods=["GET"]),
     Route("/events/{event_id}/delete", views_events.delete, methods=["POST"]),
     Route("/system", views_system.system_page, methods=["GET"]),
@@ -72,6 +73,7 @@ STATE_CHANGING = {
     "/record/stop": "record on the running event",
     "/record/snapshot": "record on the running event",
     "/events": "view (a search: POST keeps names out of URLs)",
+    "/events/{event_id}/export": "export on the event",
     "/events/{event_id}/delete": "delete on the event",
 }
 
@@ -125,16 +127,23 @@ class ConsoleServer:
 
     @classmethod
     def for_home(cls, home: Any = None, *, config: str | Path | None = None, plugins: Any = None,
-                 idle_s: float = DEFAULT_IDLE_S, kiosk: bool = False, **options: Any) -> ConsoleServer:
+                 idle_s: float = DEFAULT_IDLE_S, kiosk: bool = False, export_dirs: Any = (),
+                 **options: Any) -> ConsoleServer:
         """A server over the catalog and store of ``home`` (default ``$SURGBOX_HOME``) recording
-        with the :class:`~surgbox.config.RecordConfig` file ``config`` (``None``: no recording)."""
+        with the :class:`~surgbox.config.RecordConfig` file ``config`` (``None``: no recording);
+        ``export_dirs``: the folders users with ``export`` may copy events into (USB sticks)."""
+        dirs = tuple(str(Path(d).expanduser().absolute()) for d in export_dirs)
+        for d in dirs:
+            if not Path(d).is_dir():
+                raise ConfigError(f"export folder {d} does not exist; mount the disk or create the folder first")
         secure = bool(options.get("certfile"))
         catalog = Catalog.at(home, plugins=plugins)
         live, config_error = None, "no recording configuration: start the console with --config record.toml"
         if config is not None:
             live, config_error = LiveRecorder(RecordConfig.load(config), plugins=plugins), None
         sessions = SessionStore(idle_s=idle_s)
-        st = ConsoleState(catalog, sessions, live=live, config_error=config_error, secure=secure, kiosk=kiosk)
+        st = ConsoleState(catalog, sessions, live=live, config_error=config_error, secure=secure, kiosk=kiosk,
+                          export_dirs=dirs)
         return cls(st, **options)
 
     def _bind(self) -> socket.socket:

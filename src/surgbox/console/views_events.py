@@ -4,13 +4,15 @@ Searching is a POST (patient and physician names stay out of URLs, browser histo
 logs); the catalog matches patient and physician names through its keyed hashes. Playback
 streams decrypted bytes with range requests (:mod:`.playback`), ``Content-Disposition: inline``,
 never cached (``no-store``); the page's player offers no download. The PDF report is handed
-out as a download only to users with ``export`` (it is plaintext PHI leaving the box; audited
+out as a download only to users with ``export``, who may also copy the event to one of the
+console's export folders (``--export-dir``, e.g. a USB stick's mount point) (it is plaintext PHI leaving the box; audited
 as ``report.download``). Deleting asks for confirmation on a page of its own, then the catalog
 checks ``delete`` (the button shows only to those who have it; a forged POST is refused 403).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -49,7 +51,7 @@ def event_page(request: Request) -> Response:
     ws = require(request)
     ev = ws.catalog_session.events.get(request.path_params["event_id"])
     snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
-    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots)
+    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=None)
 
 
 def media(request: Request) -> Response:
@@ -95,6 +97,25 @@ def report(request: Request) -> Response:
     session.record_action("report.download", eid, detail={"bytes": len(pdf)})
     return Response(pdf, media_type="application/pdf",
                     headers={"content-disposition": f'attachment; filename="report-{eid}.pdf"'})
+
+
+async def export(request: Request) -> Response:
+    """Copy the event's files (plaintext, every SHA-256 verified, with ``event.json`` and
+    ``SHA256SUMS``) into ``DIR/EVENT-ID`` of one of the console's export folders (``export``)."""
+    ws = require(request)
+    form = await checked_form(request, ws.csrf)
+    eid = request.path_params["event_id"]
+    st = state(request)
+    ws.catalog_session.authorize("export", eid, operation="event.export")
+    choice = str(form.get("target") or "")
+    if not choice.isdigit() or int(choice) >= len(st.export_dirs):
+        raise SurgboxError("choose one of the export folders shown on the event page (the console was started "
+                           "with none, or another set: --export-dir DIR)")
+    target = st.export_dirs[int(choice)]
+    result = await run_in_threadpool(ws.catalog_session.events.export, eid, Path(target) / eid)
+    ev = ws.catalog_session.events.get(eid)
+    snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
+    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=result)
 
 
 def confirm_delete(request: Request) -> Response:

@@ -71,6 +71,7 @@ class ConsoleState:
     prefs: LanguagePrefs | None = None
     secure: bool = False
     kiosk: bool = False
+    export_dirs: tuple[str, ...] = ()
     store: Any = None
     store_status_ttl_s: float = STORE_STATUS_TTL_S
     templates: Any = attrs.field(default=None, init=False)
@@ -145,7 +146,7 @@ def render(request: Request, template: str, ws: WebSession | None, status_code: 
         return ws is not None and ws.can(action, event)
 
     ctx = {"t": t, "lang": lang, "ws": ws, "user": ws.user if ws else None, "csrf": ws.csrf if ws else None,
-           "can": can, "kiosk": st.kiosk, "recording": st.live is not None and st.live.state != "idle",
+           "can": can, "kiosk": st.kiosk, "export_dirs": st.export_dirs, "recording": st.live is not None and st.live.state != "idle",
            "page": template.split(".", 1)[0], "store_alarm": ws is not None and _alarm(st.store_status()), **context}
     return st.templates.TemplateResponse(request, template, ctx, status_code=status_code)
 
