@@ -23,7 +23,7 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console")
     home = make_home(tmp / "home")
     (tmp / "usb").mkdir()
-    server = start_server(home, tmp, export_dirs=[tmp / "usb"])
+    server = start_server(home, tmp, export_dirs=[tmp / "usb"], deid_options={"detector": "centerface"})
     yield {"home": home, "server": server, "url": server.url, "tmp": tmp}
     server.stop()
 
@@ -109,6 +109,7 @@ DENIED = {
     "/events": ("auditor", {"text": "x"}),
     "/events/{event_id}/delete": ("viewer", {}),
     "/events/{event_id}/export": ("operator", {"target": "0"}),
+    "/events/{event_id}/deidentify": ("viewer", {}),
 }
 # Routes any visitor may post to: their protection is a password or the CSRF token alone.
 UNPRIVILEGED = {"/login", "/logout", "/lang"}
@@ -304,3 +305,25 @@ def test_export_copies_the_event_verified_to_an_export_folder(env, recorded):
     for line in sums:
         digest, name = line.split("  ", 1)
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+
+
+def test_deidentify_in_the_background_with_progress(env, recorded):
+    c = client(env, "operator")
+    assert 'id="deidentify"' not in client(env, "viewer").get(f"/events/{recorded}").text
+    assert 'id="deidentify"' in c.get(f"/events/{recorded}").text
+    assert c.post(f"/events/{recorded}/deidentify").status_code == 303
+    seen = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = c.get(f"/api/deid/{recorded}").json()
+        seen.append(job["frames"])
+        if job["state"] != "running":
+            break
+        time.sleep(0.5)
+    assert job["state"] == "done", job
+    assert job["files"] == ["segment-0001.deid.mp4"] and job["frames"] >= 15 and job["frames"] == job["total"]
+    page = c.get(f"/events/{recorded}").text
+    assert "/media/segment-0001.deid.mp4" in page
+    r = c.get(f"/events/{recorded}/media/segment-0001.deid.mp4", headers={"range": "bytes=0-15"})
+    assert r.status_code == 206 and r.content[4:8] == b"ftyp"
+    assert client(env, "auditor").get(f"/api/deid/{recorded}").status_code == 403

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import SurgboxError
 from .playback import parse_range
@@ -51,7 +51,8 @@ def event_page(request: Request) -> Response:
     ws = require(request)
     ev = ws.catalog_session.events.get(request.path_params["event_id"])
     snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
-    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=None)
+    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=None,
+                  job=state(request).jobs.get(ev.id))
 
 
 def media(request: Request) -> Response:
@@ -115,7 +116,26 @@ async def export(request: Request) -> Response:
     result = await run_in_threadpool(ws.catalog_session.events.export, eid, Path(target) / eid)
     ev = ws.catalog_session.events.get(eid)
     snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
-    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=result)
+    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=result,
+                  job=st.jobs.get(ev.id))
+
+
+async def deidentify(request: Request) -> Response:
+    """Start de-identifying the event's segments in the background (``deidentify`` and ``view``)."""
+    ws = require(request)
+    await checked_form(request, ws.csrf)
+    eid = request.path_params["event_id"]
+    await run_in_threadpool(state(request).jobs.start, ws.catalog_session, eid)
+    return redirect(f"/events/{eid}")
+
+
+def deid_status(request: Request) -> Response:
+    """The event's newest de-identification job (``view``), polled by the event page."""
+    ws = require(request, touch=False)
+    eid = request.path_params["event_id"]
+    ws.catalog_session.authorize("view", eid, operation="event.view")
+    job = state(request).jobs.get(eid)
+    return JSONResponse(job.to_dict() if job is not None else {"event_id": eid, "state": None})
 
 
 def confirm_delete(request: Request) -> Response:

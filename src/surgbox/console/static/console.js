@@ -143,7 +143,25 @@
     });
   }
 
+  async function deidLoop(box) {
+    var bar = document.getElementById("deid-progress");
+    for (;;) {
+      await sleep(1000);
+      try {
+        var r = await fetch("/api/deid/" + encodeURIComponent(box.dataset.event), { cache: "no-store", credentials: "same-origin" });
+        if (gone(r)) { return; }
+        if (!r.ok) { continue; }
+        var job = await r.json();
+        if (job.total) { bar.max = job.total; }
+        bar.value = job.frames || 0;
+        if (job.state !== "running") { window.location.reload(); return; }
+      } catch (e) { /* try again */ }
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var deid = document.getElementById("deid");
+    if (deid) { deidLoop(deid); }
     var root = document.getElementById("record");
     if (root) {
       if (root.dataset.state !== "off") { statusLoop(root); }
