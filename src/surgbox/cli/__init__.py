@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     "dataset",
     "train",
     "eval",
+    "console",
 ]
 
 
