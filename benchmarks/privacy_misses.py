@@ -82,6 +82,16 @@ def matches(det, gt) -> bool:
     return centre_in(det, gt) or centre_in(gt, det)
 
 
+def textured_tiles(bs: np.ndarray, near: np.ndarray):
+    """``(x, y)`` of the 32x32 tiles ``deid_score`` counts for collateral: textured (band-passed
+    source std >= 4) and away from every face (``near`` False throughout)."""
+    h, w = bs.shape
+    for ty in range(0, h - 31, 32):
+        for tx in range(0, w - 31, 32):
+            if not near[ty:ty + 32, tx:tx + 32].any() and bs[ty:ty + 32, tx:tx + 32].std() >= 4:
+                yield tx, ty
+
+
 def alpha_map(shape, boxes, view) -> np.ndarray:
     """The union (max) of the masks of ``boxes`` (frame pixels) over the scan region ``view``
     ``(x, y, w, h)``, as the hide stage draws them (region coordinates, edge push at its edges)."""
@@ -184,25 +194,21 @@ def analyse(scene, out_path: Path, audit_path: Path, stride: int = 2, png_dir: P
             a, c, b, d = a - x0, c - x0, b - y0, d - y0
             ew, eh = c - a, d - b
             near[max(0, b - eh):d + eh, max(0, a - ew):c + ew] = True
-        for ty in range(0, h - 31, 32):
-            for tx in range(0, w - 31, 32):
-                t = bs[ty:ty + 32, tx:tx + 32]
-                if near[ty:ty + 32, tx:tx + 32].any() or t.std() < 4:
-                    continue
-                coll_total += 1
-                if ncc(t, bo[ty:ty + 32, tx:tx + 32]) >= 0.3:
-                    continue
-                coll_tiles += 1
-                tile = (tx + x0, ty + y0, tx + x0 + 32, ty + y0 + 32)
-                culprits = [r for r in regs if touches(shape.outer_box(r["box"]), tile)]
-                if not culprits:
-                    coll["no region (encoder?)"] += 1
-                for r in culprits[:1]:
-                    coll[r["kind"]] += 1
-                    t_info = fp_tracks.setdefault(r["track"], {"tiles": 0, "kinds": collections.Counter(), "score": 0.0})
-                    t_info["tiles"] += 1
-                    t_info["kinds"][r["kind"]] += 1
-                    t_info["score"] = max(t_info["score"], r["score"])
+        for tx, ty in textured_tiles(bs, near):
+            coll_total += 1
+            if ncc(bs[ty:ty + 32, tx:tx + 32], bo[ty:ty + 32, tx:tx + 32]) >= 0.3:
+                continue
+            coll_tiles += 1
+            tile = (tx + x0, ty + y0, tx + x0 + 32, ty + y0 + 32)
+            culprits = [r for r in regs if touches(shape.outer_box(r["box"]), tile)]
+            if not culprits:
+                coll["no region (encoder?)"] += 1
+            for r in culprits[:1]:
+                coll[r["kind"]] += 1
+                t_info = fp_tracks.setdefault(r["track"], {"tiles": 0, "kinds": collections.Counter(), "score": 0.0})
+                t_info["tiles"] += 1
+                t_info["kinds"][r["kind"]] += 1
+                t_info["score"] = max(t_info["score"], r["score"])
         if png_dir is not None and rendered < pngs and any(not v[1] for v in verdicts) and i % (stride * 10) == 0:
             png_dir.mkdir(parents=True, exist_ok=True)
             pic = Image.new("RGB", (2 * w, h))

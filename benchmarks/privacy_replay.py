@@ -32,6 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_privacy  # noqa: E402  (also puts ../shared/eval on sys.path)
+from privacy_misses import textured_tiles  # noqa: E402
 
 REGION = (1280, 0, 640, 360)
 
@@ -208,13 +209,9 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
             ew, eh = c - a, d - b
             near[max(0, b - eh):d + eh, max(0, a - ew):c + ew] = True
         bad += miss
-        for ty in range(0, vh - 31, 32):
-            for tx in range(0, vw - 31, 32):
-                s = bs[ty:ty + 32, tx:tx + 32]
-                if near[ty:ty + 32, tx:tx + 32].any() or s.std() < 4:
-                    continue
-                coll_tot += 1
-                coll += ncc(s, bo[ty:ty + 32, tx:tx + 32]) < 0.3
+        for tx, ty in textured_tiles(bs, near):
+            coll_tot += 1
+            coll += ncc(bs[ty:ty + 32, tx:tx + 32], bo[ty:ty + 32, tx:tx + 32]) < 0.3
 
     for i, fr in enumerate(decode_frames(scene_path)):
         if i >= n:

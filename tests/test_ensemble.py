@@ -177,23 +177,28 @@ def test_a_frame_no_member_runs_on_has_no_detections(spies):
     assert [len(d) for d in out] == [1, 0] and built[0].seen == [4]
 
 
-def test_pipeline_passes_frame_numbers(spies, tmp_path):
-    """deidentify() calls detect_frames with source frame numbers: a member on every 3rd frame
-    runs on a third of them, and its boxes are carried over the frames in between."""
+def flat_video(path, n=30):
+    """A 160x120 H.264 file of ``n`` flat frames, frame ``i`` of grey level ``60 + i``."""
     import av
 
-    from surgbox.deid import deidentify, read_audit
-
-    plugins, built = spies
-    src = tmp_path / "in.mp4"
-    with av.open(str(src), "w") as c:
+    with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
-        for i in range(30):
+        for i in range(n):
             f = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 60 + i, np.uint8), format="rgb24")
             f.pts = i
             c.mux(s.encode(f))
         c.mux(s.encode())
+    return path
+
+
+def test_pipeline_passes_frame_numbers(spies, tmp_path):
+    """deidentify() calls detect_frames with source frame numbers: a member on every 3rd frame
+    runs on a third of them, and its boxes are carried over the frames in between."""
+    from surgbox.deid import deidentify, read_audit
+
+    plugins, built = spies
+    src = flat_video(tmp_path / "in.mp4")
     det = EnsembleDetector(members=[{"name": "spy", "every": 3, "box": [40, 30, 80, 70]}], plugins=plugins)
     deidentify(src, tmp_path / "out.mp4", region="full", detector=det, threshold=None, detector_threads=None,
                audit=tmp_path / "a.jsonl", plugins=plugins, detect_scale=1.0)
@@ -210,20 +215,10 @@ def test_pipeline_hides_only_confirmed_tracks(spies, tmp_path):
     temporal stage show a track only once it is confirmed. A member that scores 0.2 against
     confirm 0.5 on two frames (a flicker) hides nothing; one confident frame (0.6) among the
     low ones confirms the track, which is then hidden on every frame, also the low-scored ones."""
-    import av
-
     from surgbox.deid import deidentify, read_audit
 
     plugins, _ = spies
-    src = tmp_path / "in.mp4"
-    with av.open(str(src), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
-        for i in range(30):
-            f = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 60 + i, np.uint8), format="rgb24")
-            f.pts = i
-            c.mux(s.encode(f))
-        c.mux(s.encode())
+    src = flat_video(tmp_path / "in.mp4")
 
     def run(members, name):
         det = EnsembleDetector(members=members, plugins=plugins)
