@@ -172,3 +172,14 @@ def test_hysteresis_links_confident_detections_first():
     out = push_scored(TemporalFilter(carry=0, max_gap=2, confirm_score=0.5, confirm_hits=5), seq, 8)
     [r] = out[6]
     assert r.track == 0 and r.score == pytest.approx(0.8)
+
+
+def test_hysteresis_confirms_a_face_in_a_still_picture():
+    """A one-frame input (a snapshot) cannot reach confirm_hits: a weak face detected in every
+    frame of the input is hidden anyway; in a long input a single weak blip is not."""
+    tf = TemporalFilter(carry=2, max_gap=4, confirm_score=0.5, confirm_hits=6)
+    out = tf.push(0, Detections([[10, 10, 50, 50]], [0.2])) + tf.flush()
+    assert [[r.kind for r in regs] for _, regs in out] == [["detected"]]
+    long = push_scored(TemporalFilter(carry=2, max_gap=4, confirm_score=0.5, confirm_hits=6),
+                       {20: [([10, 10, 50, 50], 0.2)]}, 60)
+    assert not any(long.values())

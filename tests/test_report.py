@@ -288,7 +288,9 @@ def faces_found():
         im = im.convert("RGB")
         if box is not None:
             im = im.crop(box)
-        return len(det.detect([np.asarray(im)])[0].boxes)
+        d = det.detect([np.asarray(im)])[0]
+        # the default ensemble reports weak candidates too (hysteresis): a face is a confident one
+        return int((np.asarray(d.scores) >= (getattr(det, "confirm_score", None) or 0.0)).sum())
 
     yield found
     det.close()

@@ -130,6 +130,7 @@ class TemporalFilter:
     _ids: Iterator[int] = attrs.field(factory=itertools.count, alias="track_ids", kw_only=True, repr=False)
     _next_in: int | None = attrs.field(default=None, init=False, alias="_next_in")
     _next_out: int | None = attrs.field(default=None, init=False, alias="_next_out")
+    _first_in: int = attrs.field(default=0, init=False, alias="_first_in")
     _shot_start: float = attrs.field(default=float("-inf"), init=False, alias="_shot_start")
 
     @property
@@ -191,7 +192,7 @@ class TemporalFilter:
         or interpolated across it, since the faces before it are not where they were.
         """
         if self._next_in is None:
-            self._next_in = self._next_out = index
+            self._next_in = self._next_out = self._first_in = index
         if index != self._next_in:
             raise ValueError(f"temporal stage: frame {index} pushed, expected {self._next_in} (frames must be consecutive)")
         self._next_in = index + 1
@@ -207,7 +208,14 @@ class TemporalFilter:
         return out
 
     def flush(self) -> list[tuple[int, list[Region]]]:
-        """Finalize every remaining frame (end of input)."""
+        """Finalize every remaining frame (end of input). An input shorter than ``confirm_hits``
+        frames (a still picture, a short clip) cannot confirm a track by hits: a tentative
+        track detected in as many frames as the input has is confirmed here (fail closed)."""
+        if self._next_in is not None:
+            length = self._next_in - self._first_in
+            for t in self._tracks.values():
+                if not t.confirmed and t.hits >= min(self.confirm_hits, length):
+                    t.confirmed = True
         out = []
         while self._next_out is not None and self._next_out < self._next_in:
             out.append(self._finalize(self._next_out))
