@@ -25,6 +25,8 @@ if command -v dpkg-query >/dev/null 2>&1; then
   command -v cc >/dev/null 2>&1 || gst_missing+=(gcc)
 fi
 need_apt+=("${gst_missing[@]}")
+# a real WebDAV server for the upload tests (`rclone serve webdav`)
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages: ${need_apt[*]}"

@@ -41,6 +41,8 @@ COMMAND_MODULES = [
     "events",
     "users",
     "audit",
+    "remote",
+    "upload",
     "report",
     "dataset",
     "train",
