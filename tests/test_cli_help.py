@@ -74,6 +74,7 @@ def _one_line(capsys, argv) -> tuple[int, str]:
     (["plugins", "--jsn"], "did you mean --json?"),
     (["events", "list", "--limt", "3"], "did you mean --limit?"),
     (["deid", "in.mp4", "--anonymiser", "blur"], "did you mean --anonymizer?"),
+    (["plugins", "--verbsoe"], "did you mean --verbose before `plugins`?"),  # an option of the command above
 ])
 def test_a_typo_gets_the_closest_name_in_one_line(argv, wanted, capsys):
     rc, line = _one_line(capsys, argv)

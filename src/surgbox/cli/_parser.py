@@ -67,14 +67,15 @@ def _check_int(text: str, value: Any) -> None:
         raise argparse.ArgumentTypeError(f"{text} is too large")
 
 
-def leaf_parser(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> argparse.ArgumentParser:
-    """The deepest subcommand parser that ``namespace`` selected under ``parser``."""
+def selected_parsers(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> list[argparse.ArgumentParser]:
+    """``parser`` and the subcommand parsers ``namespace`` selected under it, the deepest last."""
+    chain = [parser]
     while True:
-        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        sub = next((a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)), None)
         name = getattr(namespace, sub.dest, None) if sub is not None else None
         if sub is None or name not in (sub.choices or {}):
-            return parser
-        parser = sub.choices[name]
+            return chain
+        chain.append(sub.choices[name])
 
 
 class Parser(argparse.ArgumentParser):
@@ -102,12 +103,18 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
         ns, extras = self.parse_known_args(args, namespace)
-        if extras:
-            leaf = leaf_parser(self, ns)
-            known = [o for a in leaf._actions for o in a.option_strings]
+        if extras:  # suggest the command's own option, else one of a command above it (given before the name)
+            chain = selected_parsers(self, ns)
+            leaf = chain[-1]
             words = []
             for extra in extras:
-                guess = closest(extra.split("=", 1)[0], known) if extra.startswith("-") else None
-                words.append(f"{extra} (did you mean {guess}?)" if guess else extra)
+                word, hint = extra.split("=", 1)[0], ""
+                for level, p in reversed(list(enumerate(chain))):
+                    guess = closest(word, [o for a in p._actions for o in a.option_strings]) if extra.startswith("-") else None
+                    if guess:
+                        where = "" if p is leaf else f" before `{chain[level + 1].prog.rsplit(' ', 1)[-1]}`"
+                        hint = f" (did you mean {guess}{where}?)"
+                        break
+                words.append(extra + hint)
             leaf.error(f"unrecognized arguments: {' '.join(words)}")
         return ns
