@@ -47,6 +47,7 @@ COMMAND_MODULES = [
     "dataset",
     "train",
     "eval",
+    "console",
 ]
 
 
