@@ -25,6 +25,8 @@ if command -v dpkg-query >/dev/null 2>&1; then
   command -v cc >/dev/null 2>&1 || gst_missing+=(gcc)
 fi
 need_apt+=("${gst_missing[@]}")
+# a real WebDAV server for the upload tests (`rclone serve webdav`)
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 # The console's browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 need_browser=()
 [ -x /usr/bin/chromium ] || need_browser+=(chromium)
