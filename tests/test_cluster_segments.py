@@ -68,7 +68,7 @@ def test_split_join_matches_a_single_pass(single, tmp_path):
     assert len(p.segments) == 3
     results = []
     for seg in p.segments:
-        data = S.split(src, seg)
+        data = S.split(src, seg, p)
         results.append(run_segment(data, seg, opts))
     out = tmp_path / "joined.mp4"
     n = S.join(p, [(s, (lambda r=r: io.BytesIO(r.data))) for s, r in zip(p.segments, results)], str(out),
@@ -98,7 +98,7 @@ def test_join_refuses_a_segment_with_the_wrong_frame_count(single, tmp_path):
     src = single[0]
     opts = _opts()
     p = S.plan(src, seconds=4.0, context=S.context_frames(opts))  # 40 + 20 frames
-    r0 = run_segment(S.split(src, p.segments[0]), p.segments[0], opts)
+    r0 = run_segment(S.split(src, p.segments[0], p), p.segments[0], opts)
     parts = [(p.segments[0], lambda: io.BytesIO(r0.data)), (p.segments[1], lambda: io.BytesIO(r0.data))]
     with pytest.raises(DeidError, match="segment 1 holds"):
         S.join(p, parts, str(tmp_path / "x.mp4"), fragmented=False, audio_src=src)

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "crypt",
     "store",
     "deid",
+    "deid_batch",
     "init",
     "events",
     "users",

@@ -50,9 +50,9 @@ class Segment:
 @attrs.frozen(eq=False)
 class Plan:
     """What :func:`plan` learned: every frame's ``pts`` in presentation order (``time_base``
-    units), the decode-order index of each keyframe's packet by frame number (``keyframes``),
-    the ``segments``, the nominal ``fps``, the first picture's display ``rotation`` and the
-    container ``metadata``."""
+    units), the frame numbers of the keyframes that start closed groups (``keyframes``), the
+    ``segments``, the nominal ``fps``, the first picture's display ``rotation``, the container
+    ``metadata``, the picture size and the duration of the last frame (``last_duration``)."""
 
     pts: tuple[int, ...]
     time_base: Fraction
@@ -63,6 +63,8 @@ class Plan:
     metadata: dict[str, str]
     has_audio: bool
     last_duration: int
+    width: int = 0
+    height: int = 0
 
     @property
     def frames(self) -> int:
@@ -70,9 +72,14 @@ class Plan:
 
     @property
     def duration_s(self) -> float:
-        if not self.pts:
+        return self.seconds(0, self.frames)
+
+    def seconds(self, start: int, stop: int) -> float:
+        """Seconds of video of frames ``[start, stop)``."""
+        if stop <= start:
             return 0.0
-        return float((self.pts[-1] - self.pts[0] + self.last_duration) * self.time_base)
+        end = self.pts[stop] if stop < self.frames else self.pts[-1] + self.last_duration
+        return float((end - self.pts[start]) * self.time_base)
 
 
 def context_frames(options: Any) -> int:
@@ -115,6 +122,7 @@ def plan(src: Source, *, seconds: float, context: int) -> Plan:
         fps = vs.average_rate or vs.guessed_rate or Fraction(30)
         metadata = {str(k): str(v) for k, v in c.metadata.items()}
         has_audio = bool(c.streams.audio)
+        width, height = vs.codec_context.width, vs.codec_context.height
         packets: list[tuple[int, bool, int]] = []  # (pts, keyframe, duration) in decode order
         for p in c.demux(vs):
             if p.size == 0:
@@ -145,7 +153,7 @@ def plan(src: Source, *, seconds: float, context: int) -> Plan:
     segs = _cut(pts_sorted, tb, keys, seconds, context)
     last_dur = packets[max(range(len(packets)), key=lambda i: packets[i][0])][2] or max(1, round(1 / (fps * tb)))
     return Plan(tuple(pts_sorted), tb, Fraction(fps), tuple(keys), tuple(segs), rotation, metadata, has_audio,
-                int(last_dur)) if n else None  # type: ignore[return-value]
+                int(last_dur), width, height)
 
 
 def _cut(pts: list[int], tb: Fraction, keys: list[int], seconds: float, context: int) -> list[Segment]:
@@ -178,27 +186,30 @@ def _first_rotation(src: Source) -> float:
     return 0.0
 
 
-def split(src: Source, seg: Segment) -> bytes:
+def split(src: Source, seg: Segment, plan_: Plan) -> bytes:
     """Segment ``seg`` of ``src`` (video packets of frames ``[seg.first, seg.end)``, stream
-    copy) as the bytes of an MP4 that keeps the input's time base and timestamps."""
+    copy, from a seek to its first keyframe) as the bytes of an MP4 that keeps the input's
+    time base and timestamps."""
     import av
 
+    lo = plan_.pts[seg.first]
+    hi = plan_.pts[seg.end] if seg.end < plan_.frames else None
     buf = io.BytesIO()
+    copied = 0
     with _open(src) as c:
         vs = c.streams.video[0]
-        copied = 0
+        if seg.first > 0:
+            c.seek(lo, backward=True, any_frame=False, stream=vs)
         with av.open(buf, "w", format="mp4") as out:
+            for k, v in plan_.metadata.items():
+                out.metadata[k] = v
             os_ = out.add_stream_from_template(vs)
             os_.time_base = vs.time_base
-            index = -1
             for p in c.demux(vs):
-                if p.size == 0:
+                if p.size == 0 or p.pts is None or p.pts < lo:
                     continue
-                index += 1  # decode order = presentation order from keyframe to keyframe (closed groups)
-                if index < seg.first:
-                    continue
-                if index >= seg.end:
-                    break
+                if hi is not None and p.pts >= hi:
+                    break  # the next segment's keyframe (groups are closed: nothing of this one follows it)
                 p.stream = os_
                 out.mux(p)
                 copied += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import resource
 import shutil
@@ -25,6 +26,14 @@ import attrs
 from .segments import Segment
 
 TEMP_PREFIX = "surgbox-deid-task-"
+
+
+class _SegmentStart(logging.Filter):
+    """A segment's first frame is not at time 0 by design (the join restamps every frame with
+    the recording's times): the encoder's warning about it says nothing here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "the MP4 track will start at 0" not in record.getMessage()
 
 
 @attrs.frozen(eq=False)
@@ -45,8 +54,32 @@ class SegmentResult:
 
 
 def temp_root(work_dir: str | None) -> str | None:
-    """Where task and batch temporary directories go (``None``: the system default)."""
-    return work_dir
+    """Where a task's temporary directory goes: ``work_dir`` (the batch's own folder, removed by
+    the batch, so even a task killed with its worker leaves nothing) when it exists on this
+    machine, else the system default. Folders of tasks whose process is gone are removed first."""
+    root = work_dir if work_dir and os.path.isdir(work_dir) else None
+    base = root or tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return root
+    for name in names:
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return root
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_segment(data: bytes, seg: Segment, options: Any, work_dir: str | None = None,
@@ -58,7 +91,10 @@ def run_segment(data: bytes, seg: Segment, options: Any, work_dir: str | None = 
     from ..deid.audit import read_audit
 
     t0 = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=temp_root(work_dir))
+    tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=temp_root(work_dir))
+    quiet = _SegmentStart()
+    enc_log = logging.getLogger("surgbox_ext.encoders.pyav")
+    enc_log.addFilter(quiet)
     try:
         audit_path = os.path.join(tmp, "audit.jsonl")
         out = io.BytesIO()
@@ -73,6 +109,7 @@ def run_segment(data: bytes, seg: Segment, options: Any, work_dir: str | None = 
         return SegmentResult(seg.index, out.getvalue(), frames, header, report, time.perf_counter() - t0, peak,
                              os.getpid())
     finally:
+        enc_log.removeFilter(quiet)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
