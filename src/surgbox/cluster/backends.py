@@ -136,7 +136,9 @@ class LocalPool:
 class RayCluster:
     """Ray: a local instance (``address=None``) on ``num_cpus`` cores, or a cluster at
     ``address`` (``ray://HOST:PORT`` or ``auto``). Each task asks for ``cpus_per_task`` CPUs
-    and ``gpus_per_task`` GPUs; Ray retries a task whose worker died ``max_retries`` times."""
+    and ``gpus_per_task`` GPUs. A task whose worker or node died is submitted again, up to
+    ``max_retries`` times, by this driver (not by Ray's own ``max_retries``), so the attempts
+    are known and reported like the local pool's."""
 
     address: str | None
     num_cpus: int | None
@@ -173,7 +175,7 @@ class RayCluster:
                                   f"(ray://HOST:10001) and that the cluster is up") from None
             self._started = True
         self._remote = ray.remote(_run).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-                                                max_retries=self.max_retries, retry_exceptions=False)
+                                                max_retries=0, retry_exceptions=False)
 
     def close(self) -> None:
         if self._started and self._ray is not None:
@@ -191,10 +193,13 @@ class RayCluster:
         ray = self._ray
         jobs = iter(jobs)
         running: dict[Any, Job] = {}
+        retry: list[Job] = []
         exhausted = False
+        lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
+                ray.exceptions.ObjectLostError)
         while True:
-            while not exhausted and len(running) < in_flight:
-                job = next(jobs, None)
+            while len(running) < in_flight and (retry or not exhausted):
+                job = retry.pop(0) if retry else next(jobs, None)
                 if job is None:
                     exhausted = True
                     break
@@ -206,14 +211,16 @@ class RayCluster:
             for ref in done:
                 job = running.pop(ref)
                 try:
-                    yield job, ray.get(ref)
+                    result: Any = ray.get(ref)
+                except lost as exc:
+                    if self.attempts[job.key] <= self.max_retries:
+                        retry.append(job)
+                        continue
+                    result = WorkerLost(f"segment {job.segment.index}: its worker died {self.attempts[job.key]} "
+                                        f"times ({type(exc).__name__}); see the Ray logs")
                 except ray.exceptions.RayTaskError as exc:
-                    cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-                    yield job, cause
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                        ray.exceptions.OutOfMemoryError) as exc:
-                    yield job, WorkerLost(f"segment {job.segment.index}: its worker died after "
-                                          f"{self.max_retries + 1} attempts ({type(exc).__name__}); see the Ray logs")
+                    result = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+                yield job, result
 
 
 def make_backend(spec: str, *, workers: int | None, max_retries: int, gpus_per_task: float = 0.0,
