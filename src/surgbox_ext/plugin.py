@@ -36,6 +36,17 @@ def register_sources(register: Register) -> None:
              description="trigger source: serial foot switch (byte, line or CTS/DSR) plus programmatic press()")
     register("footswitch_evdev", lazy(src + "footswitch:EvdevFootSwitch"), priority=P, check=lazy(src + "checks:evdev"),
              description="trigger source: USB foot pedal seen as a key device (evdev)")
+    gst = "surgbox_ext.gst."
+    register("gst_testsrc", lazy(gst + "source:GstTestSource"), priority=P, check=lazy(gst + "checks:source_testsrc"),
+             description="GStreamer videotestsrc as a live camera (profile cpu)")
+    register("gst_v4l2", lazy(gst + "source:GstV4L2Source"), priority=P, check=lazy(gst + "checks:source_v4l2"),
+             description="capture card or USB camera through GStreamer v4l2src (raw or MJPEG; profile cpu/jetson/nvidia)")
+    register("gst_argus", lazy(gst + "source:GstArgusSource"), priority=P, check=lazy(gst + "checks:source_argus"),
+             description="Jetson CSI camera through nvarguscamerasrc + nvvidconv (profile jetson)")
+    register("gst_uri", lazy(gst + "source:GstUriSource"), priority=P, check=lazy(gst + "checks:source_uri"),
+             description="file/RTSP/HTTP video through GStreamer uridecodebin, played as live, reconnect with backoff")
+    register("gst_pipeline", lazy(gst + "source:GstPipelineSource"), priority=P, check=lazy(gst + "checks:source_pipeline"),
+             description="your own gst-launch capture description, converted to I420 into an appsink")
 
 
 @hookimpl
@@ -50,6 +61,13 @@ def register_encoders(register: Register) -> None:
              description="H.264 (libx264) + AAC in crash-safe fragmented MP4")
     register("h264_nvenc", lazy("surgbox_ext.encoders:NvencEncoder"), priority=P, check=lazy("surgbox_ext.encoders:nvenc_check"),
              description="H.264 on NVIDIA NVENC + AAC in crash-safe fragmented MP4")
+    gst = "surgbox_ext.gst."
+    register("gst_x264", lazy(gst + "encoder:GstX264Encoder"), priority=P, check=lazy(gst + "checks:encoder_cpu"),
+             description="GStreamer profile cpu: x264enc H.264 + AAC in crash-safe fragmented MP4")
+    register("gst_nvv4l2h264", lazy(gst + "encoder:GstJetsonEncoder"), priority=P, check=lazy(gst + "checks:encoder_jetson"),
+             description="GStreamer profile jetson: nvv4l2h264enc (Jetson hardware H.264) + AAC in crash-safe fragmented MP4")
+    register("gst_nvh264", lazy(gst + "encoder:GstNvidiaEncoder"), priority=P, check=lazy(gst + "checks:encoder_nvidia"),
+             description="GStreamer profile nvidia: nvh264enc (NVENC via nvcodec) + AAC in crash-safe fragmented MP4")
 
 
 @hookimpl
