@@ -17,7 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -52,6 +52,34 @@ def _run(job: Job) -> Any:
     return run_segment(job.data, job.segment, DeidOptions(**job.options), job.work_dir, job.fail_marker)
 
 
+@attrs.define(eq=False)
+class _Feed:
+    """Jobs to submit, with the ones to run again first; counts each job's attempts."""
+
+    jobs: Iterator[Job]
+    attempts: dict[Any, int]
+    max_retries: int
+    retry: list[Job] = attrs.field(factory=list)
+    exhausted: bool = False
+
+    def fill(self, running: dict[Any, Job], in_flight: int, submit: Callable[[Job], Any]) -> None:
+        """Submit jobs until ``in_flight`` run (``running``: handle -> job)."""
+        while len(running) < in_flight and (self.retry or not self.exhausted):
+            job = self.retry.pop(0) if self.retry else next(self.jobs, None)
+            if job is None:
+                self.exhausted = True
+                return
+            self.attempts[job.key] = self.attempts.get(job.key, 0) + 1
+            running[submit(job)] = job
+
+    def lost(self, job: Job, why: str) -> WorkerLost | None:
+        """A job whose worker died: queued again (``None``) or, out of retries, the error."""
+        if self.attempts[job.key] <= self.max_retries:
+            self.retry.append(job)
+            return None
+        return WorkerLost(f"segment {job.segment.index}: its worker died {self.attempts[job.key]} times ({why})")
+
+
 def cpu_count() -> int:
     """Cores this process may use."""
     try:
@@ -82,18 +110,10 @@ class LocalPool:
         return {"cluster": "local", "workers": self.workers}
 
     def run(self, jobs: Iterable[Job], in_flight: int) -> Iterator[tuple[Job, Any]]:
-        jobs = iter(jobs)
+        feed = _Feed(iter(jobs), self.attempts, self.max_retries)
         running: dict[cf.Future, Job] = {}
-        retry: list[Job] = []
-        exhausted = False
         while True:
-            while len(running) < in_flight and (retry or not exhausted):
-                job = retry.pop(0) if retry else next(jobs, None)
-                if job is None:
-                    exhausted = True
-                    break
-                self.attempts[job.key] = self.attempts.get(job.key, 0) + 1
-                running[self._submit(job)] = job
+            feed.fill(running, in_flight, self._submit)
             if not running:
                 return
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -105,13 +125,13 @@ class LocalPool:
                     yield job, fut.result()
                 elif isinstance(exc, cf.process.BrokenProcessPool):
                     broken = True
-                    yield from self._lost(job, retry)
+                    yield from self._lost(feed, job)
                 else:
                     yield job, exc
             if broken:  # every other task of the dead pool is lost too: restart it and resubmit them
                 for fut, job in list(running.items()):
                     running.pop(fut)
-                    yield from self._lost(job, retry)
+                    yield from self._lost(feed, job)
                 self.close()
                 self.start()
 
@@ -124,12 +144,11 @@ class LocalPool:
             self.start()
             return self._pool.submit(_run, job)
 
-    def _lost(self, job: Job, retry: list[Job]) -> Iterator[tuple[Job, Any]]:
-        if self.attempts.get(job.key, 0) > self.max_retries:
-            yield job, WorkerLost(f"segment {job.segment.index}: its worker process died "
-                                  f"{self.attempts[job.key]} times (killed or out of memory); see the system log")
-        else:
-            retry.append(job)
+    @staticmethod
+    def _lost(feed: _Feed, job: Job) -> Iterator[tuple[Job, Any]]:
+        err = feed.lost(job, "killed or out of memory; see the system log")
+        if err is not None:
+            yield job, err
 
 
 @attrs.define(eq=False)
@@ -191,20 +210,12 @@ class RayCluster:
 
     def run(self, jobs: Iterable[Job], in_flight: int) -> Iterator[tuple[Job, Any]]:
         ray = self._ray
-        jobs = iter(jobs)
+        feed = _Feed(iter(jobs), self.attempts, self.max_retries)
         running: dict[Any, Job] = {}
-        retry: list[Job] = []
-        exhausted = False
         lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
                 ray.exceptions.ObjectLostError)
         while True:
-            while len(running) < in_flight and (retry or not exhausted):
-                job = retry.pop(0) if retry else next(jobs, None)
-                if job is None:
-                    exhausted = True
-                    break
-                self.attempts[job.key] = self.attempts.get(job.key, 0) + 1
-                running[self._remote.remote(job)] = job
+            feed.fill(running, in_flight, self._remote.remote)
             if not running:
                 return
             done, _ = ray.wait(list(running), num_returns=1)
@@ -213,11 +224,9 @@ class RayCluster:
                 try:
                     result: Any = ray.get(ref)
                 except lost as exc:
-                    if self.attempts[job.key] <= self.max_retries:
-                        retry.append(job)
+                    result = feed.lost(job, f"{type(exc).__name__}; see the Ray logs")
+                    if result is None:
                         continue
-                    result = WorkerLost(f"segment {job.segment.index}: its worker died {self.attempts[job.key]} "
-                                        f"times ({type(exc).__name__}); see the Ray logs")
                 except ray.exceptions.RayTaskError as exc:
                     result = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
                 yield job, result
