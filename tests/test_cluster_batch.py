@@ -232,3 +232,27 @@ def test_without_ray_the_ray_modes_say_what_to_install(tmp_path):
                            capture_output=True, text=True, cwd=tmp_path, env=env)
         assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
         assert "needs Ray, which is not installed" in r.stderr and "surgbox[cluster]" in r.stderr
+
+
+def test_cli_events_query_stores_the_copy_and_status_lists_the_tasks(surgbox_home, tmp_path, private_tmp):
+    from surgbox.catalog import Catalog
+
+    data = face_video(tmp_path / "v.mp4", frames=20, fps=10, gop=10, visible=((2, 15),)).read_bytes()
+    with Catalog(surgbox_home) as cat:
+        eid = _event_with(cat.login("admin", "admin-password"), data)
+    env = {"SURGBOX_USER": "admin", "SURGBOX_PASSWORD": "admin-password"}
+    r = surgbox("deid-batch", "--events", f"id={eid}", "--cluster", "local", "--workers", "1",
+                "--segment-seconds", "0", *FAST, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "1 done, 0 skipped, 0 failed" in r.stdout and f"{eid}/segment-0001.mp4: done -> {eid}/segment-0001.deid.mp4" in r.stderr
+    r = surgbox("deid-batch", "--events", "all", "--cluster", "local", *FAST, env=env)  # not stopped: nothing taken
+    assert r.returncode == 0 and "0 done, 0 skipped, 0 failed" in r.stdout, r.stderr
+    r = surgbox("deid-batch", "--status", "--json", env=env)
+    [batch] = json.loads(r.stdout)
+    assert batch["tasks"] == 1 and batch["done"] == 1
+    r = surgbox("deid-batch", "--status", "--batch-id", batch["batch"], env=env)
+    assert r.returncode == 0 and f"{eid} file" in r.stdout and "segment 0: done (attempts 1)" in r.stdout
+    with Catalog(surgbox_home) as cat:
+        s = cat.login("admin", "admin-password")
+        assert sorted(f.kind for f in s.events.get(eid).files) == ["data", "deid", "segment"]
+    assert plaintext_files(private_tmp, surgbox_home.path) == []

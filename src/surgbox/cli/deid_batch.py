@@ -76,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", metavar="FILE.jsonl",
                    help="PATHS: write each joined audit sidecar here ({name} = the input's name; events store "
                         "theirs in the event)")
+    p.add_argument("--status", action="store_true",
+                   help="show the catalog's batches (tasks by state; with --batch-id: each task) instead of running one")
     p.add_argument("--json", action="store_true", help="print each progress event as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress lines (the summary and errors are still printed)")
     add_auth_options(p)
@@ -184,10 +186,36 @@ def _printer(args: argparse.Namespace) -> Any:
     return show
 
 
+def _status(args: argparse.Namespace) -> int:
+    from ..cluster.state import TaskState, all_batches
+
+    if args.events or args.paths:
+        raise ConfigError("--status shows the catalog's batches; give no --events or PATHS with it")
+    with login(args) as session:
+        session.authorize("deidentify", operation="deid_batch.status")
+        db = session.catalog.db
+        rows = ([r.to_dict() for r in TaskState(db, args.batch_id).rows()] if args.batch_id else all_batches(db))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("(no batches)" if not args.batch_id else f"(no tasks in batch {terminal_safe(args.batch_id)})")
+    for r in rows:
+        if args.batch_id:
+            print(f"{r['event_id']} file {r['source_file_id']} segment {r['segment']}: {r['state']} "
+                  f"(attempts {r['attempts']}{', ' + terminal_safe(r['error']) if r['error'] else ''})")
+        else:
+            print(f"{r['batch']}  {r['updated_at']}  {r['tasks']} tasks: {r['done']} done, {r['failed']} failed, "
+                  f"{r['pending'] + r['running']} unfinished")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cluster.backends import make_backend
     from ..cluster.batch import Batch
 
+    if args.status:
+        return _status(args)
     if bool(args.events) == bool(args.paths):
         raise ConfigError("give either --events QUERY or PATHS (with --out-dir), not both or neither")
     if args.events and args.out_dir:
