@@ -256,3 +256,32 @@ def test_cli_events_query_stores_the_copy_and_status_lists_the_tasks(surgbox_hom
         s = cat.login("admin", "admin-password")
         assert sorted(f.kind for f in s.events.get(eid).files) == ["data", "deid", "segment"]
     assert plaintext_files(private_tmp, surgbox_home.path) == []
+
+
+def test_sigterm_stops_the_batch_at_once_and_leaves_nothing(tmp_path, private_tmp):
+    import signal
+    import time
+
+    # one worker, two long tasks: when the first is done the second has just begun
+    src = face_video(tmp_path / "case.mp4", frames=80, fps=10, gop=10, visible=((5, 30),))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "deid-batch", str(src), "--out-dir", str(out),
+                             "--cluster", "local", "--workers", "1", "--segment-seconds", "4", *FAST],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(private_tmp)})
+    t_start = time.monotonic()
+    try:
+        for line in proc.stderr:
+            if line.startswith("overall: 1/"):
+                break
+        t_first = time.monotonic() - t_start
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert rc == 128 + signal.SIGTERM and "stopped by SIGTERM" in rest
+    # the task in flight is not waited for (it would take about as long as the first one did)
+    assert time.monotonic() - t0 < max(3.0, t_first / 4), (time.monotonic() - t0, t_first)
+    assert list(out.iterdir()) == [] and list(private_tmp.iterdir()) == []

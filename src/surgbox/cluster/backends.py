@@ -106,6 +106,14 @@ class LocalPool:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def abort(self) -> None:
+        """Stop now (the batch was interrupted): the workers are terminated, their tasks lost."""
+        if self._pool is not None:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
     def describe(self) -> dict[str, Any]:
         return {"cluster": "local", "workers": self.workers}
 
@@ -170,6 +178,7 @@ class RayCluster:
     _ray: Any = attrs.field(default=None, alias="_ray")
     _remote: Any = attrs.field(default=None, alias="_remote")
     _started: bool = attrs.field(default=False, alias="_started")
+    _running: dict[Any, Job] = attrs.field(factory=dict, alias="_running")
 
     def start(self) -> None:
         try:
@@ -201,6 +210,17 @@ class RayCluster:
             self._ray.shutdown()
             self._started = False
 
+    def abort(self) -> None:
+        """Stop now (the batch was interrupted): running tasks are cancelled (their workers killed)."""
+        if self._ray is not None and self._ray.is_initialized():
+            for ref in list(self._running):
+                try:
+                    self._ray.cancel(ref, force=True)
+                except Exception:  # already finished, or the cluster is gone
+                    pass
+        self._running.clear()
+        self.close()
+
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"cluster": self.address or "ray"}
         if self._ray is not None and self._ray.is_initialized():
@@ -211,7 +231,7 @@ class RayCluster:
     def run(self, jobs: Iterable[Job], in_flight: int) -> Iterator[tuple[Job, Any]]:
         ray = self._ray
         feed = _Feed(iter(jobs), self.attempts, self.max_retries)
-        running: dict[Any, Job] = {}
+        running = self._running
         lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
                 ray.exceptions.ObjectLostError)
         while True:

@@ -235,6 +235,7 @@ class Batch:
         spool = Spool.create(self.work_dir)
         self._task_dir = os.path.join(spool.path, "tasks")
         os.mkdir(self._task_dir, 0o700)
+        finished = False
         try:
             in_flight = self.in_flight or max(2, 2 * int(backend.describe().get("cpus") or getattr(backend, "workers", 2)))
             for job, res in backend.run(self._jobs(recs), in_flight):
@@ -263,8 +264,12 @@ class Batch:
                     else:
                         results[rec.input.label] = {"state": "done"}
                         self._tracker.recording(rec.input.label, "done", **detail)
+            finished = True
         finally:
-            backend.close()
+            if finished:
+                backend.close()
+            else:  # interrupted: do not wait for the tasks in flight
+                backend.abort()
             spool.close()
             for rec in recs:
                 if rec.output is not None:
