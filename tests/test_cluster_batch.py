@@ -285,3 +285,15 @@ def test_sigterm_stops_the_batch_at_once_and_leaves_nothing(tmp_path, private_tm
     # the task in flight is not waited for (it would take about as long as the first one did)
     assert time.monotonic() - t0 < max(3.0, t_first / 4), (time.monotonic() - t0, t_first)
     assert list(out.iterdir()) == [] and list(private_tmp.iterdir()) == []
+
+
+def test_auto_picks_ray_only_when_an_address_is_configured(monkeypatch):
+    from surgbox.cluster.backends import LocalPool, RayCluster, make_backend
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert isinstance(make_backend("auto", workers=2, max_retries=1), LocalPool)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    b = make_backend("auto", workers=2, max_retries=1)
+    assert isinstance(b, RayCluster) and b.address == "ray://head:10001" and b.max_retries == 1
+    b = make_backend("ray", workers=2, max_retries=1, gpus_per_task=0.5)
+    assert b.address is None and b.num_cpus == 2 and b.gpus_per_task == 0.5

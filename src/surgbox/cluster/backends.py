@@ -259,7 +259,12 @@ def make_backend(spec: str, *, workers: int | None, max_retries: int, gpus_per_t
     cores of this machine)."""
     n = workers or cpu_count()
     if spec == "auto":
-        spec = os.environ.get(ray_address_env) or "local"
+        address = os.environ.get(ray_address_env)
+        if not address:
+            spec = "local"
+        else:
+            _need_ray(f"auto (${ray_address_env}={address})")
+            return RayCluster(address, None, max_retries, gpus_per_task=gpus_per_task, name=address)
     if spec == "local":
         if gpus_per_task:
             raise ConfigError("--gpus-per-task needs Ray (--cluster ray or ray://HOST:PORT); the local pool does not "
