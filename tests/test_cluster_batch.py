@@ -174,18 +174,19 @@ def test_events_are_stored_encrypted_with_state_audit_and_a_failure_leaves_nothi
     assert plaintext_files(work, private_tmp, surgbox_home.path) == []
 
 
-def test_a_v2_catalog_is_upgraded_in_place(tmp_path, monkeypatch):
+@pytest.mark.parametrize("old", [2, 3])
+def test_an_older_catalog_is_upgraded_in_place(tmp_path, monkeypatch, old):
     from surgbox.catalog import db as dbmod
 
     path = tmp_path / "c.db"
-    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:2])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:old])
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", old)
     db = dbmod.Database(path).open(create=True)
-    assert db.schema_version() == 2 and not db.query("SELECT name FROM sqlite_master WHERE name = 'deid_tasks'")
+    assert db.schema_version() == old and not db.query("SELECT name FROM sqlite_master WHERE name = 'deid_tasks'")
     db.close()
     monkeypatch.undo()
     db = dbmod.Database(path).open()
-    assert db.schema_version() == dbmod.SCHEMA_VERSION >= 3
+    assert db.schema_version() == dbmod.SCHEMA_VERSION == 4
     assert db.query("SELECT name FROM sqlite_master WHERE name = 'deid_tasks'")
     from surgbox.cluster.state import TaskState
 

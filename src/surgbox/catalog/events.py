@@ -402,8 +402,7 @@ class EventManager:
         files of the event, straight from the encrypted store into the encrypted store: no
         plaintext on disk (``deidentify`` and ``view``; see :mod:`.deid`). ``options`` go to
         :func:`surgbox.deid.deidentify` (``region``, ``detector``, ``threshold`` ...); ``replace``
-        replaces earlier copies (both audited); ``runner`` replaces :func:`surgbox.deid.deidentify`
-        (see :func:`.deid.run`). Returns the new file records."""
+        replaces earlier copies (both audited); ``runner``: see :func:`.deid.run`. Returns the new file records."""
         ev = self._authorized("deidentify", event_id, "event.deidentify")
         self.session.authorize("view", ev, operation="event.deidentify")
         recs = _deid.sources(ev, names)

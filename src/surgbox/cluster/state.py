@@ -1,4 +1,4 @@
-"""Per-task state of a batch in the catalog (table ``deid_tasks``, schema migration 3).
+"""Per-task state of a batch in the catalog (table ``deid_tasks``, schema migration 4).
 
 One row per (batch, source recording, segment): ``pending`` -> ``running`` -> ``done`` or
 ``failed``, with the attempts, the error (one line, no PHI: the messages name files by their
