@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "crypt",
     "store",
     "deid",
+    "deid_batch",
     "init",
     "events",
     "users",
