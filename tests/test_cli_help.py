@@ -74,6 +74,7 @@ def _one_line(capsys, argv) -> tuple[int, str]:
     (["plugins", "--jsn"], "did you mean --json?"),
     (["events", "list", "--limt", "3"], "did you mean --limit?"),
     (["deid", "in.mp4", "--anonymiser", "blur"], "did you mean --anonymizer?"),
+    (["plugins", "--verbsoe"], "did you mean --verbose before `plugins`?"),  # an option of the command above
 ])
 def test_a_typo_gets_the_closest_name_in_one_line(argv, wanted, capsys):
     rc, line = _one_line(capsys, argv)
@@ -101,8 +102,9 @@ def test_the_real_entry_point_prints_one_line_for_a_typo_and_for_bytes_that_are_
     run = [sys.executable, "-m", "surgbox"]
     typo = subprocess.run(run + ["evnts"], capture_output=True, text=True, timeout=120)
     assert typo.returncode == 2 and typo.stderr.count("\n") == 1 and "did you mean 'events'?" in typo.stderr
-    raw = subprocess.run([*map(str.encode, run), b"events", b"search", b"--place", b"OR \xff3"], capture_output=True,
-                         timeout=120, env={"SURGBOX_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"})
-    err = raw.stderr.decode("utf-8", "replace")
-    assert raw.returncode == 2 and err.count("\n") == 1, err
-    assert "argument --place" in err and "not valid UTF-8" in err and "Traceback" not in err
+    env = {"SURGBOX_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    for argv, rc, want in (([b"plugins", b"--kind", b"detect\xff"], 2, "invalid choice: 'detect\\udcff'"),
+                           ([b"bis", b"parse", str(tmp_path).encode() + b"/caf\xe9.txt"], 1, "does not exist")):
+        out = subprocess.run([*map(str.encode, run), *argv], capture_output=True, timeout=120, env=env)
+        err = out.stderr.decode("utf-8", "replace")
+        assert out.returncode == rc and err.count("\n") == 1 and want in err and "Traceback" not in err, err

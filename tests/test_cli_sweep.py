@@ -55,7 +55,7 @@ ACCEPTED: dict[tuple[str, ...], dict[str, set[str]]] = {
     # `store init` makes its roots: a new folder, or an existing empty one, is what it is for
     ("store", "init"): {"--root": {"missing", "missing-folder", "folder"}},
     # `crypt keygen KEY` writes a new key file: a path that does not exist yet is the normal case
-    ("crypt", "keygen"): {"key": {"missing"}},
+    ("crypt", "keygen"): {"key": {"missing", "non-utf8"}},  # (a Linux file name need not be UTF-8)
     # `detect --out-dir DIR` makes DIR (as `mkdir -p`), once the images and the model are good
     ("detect",): {"--out-dir": {"missing", "missing-folder", "folder"}},
 }
@@ -123,16 +123,21 @@ def places(tmp_path) -> dict[str, str]:
 BINARY = bytes(range(256)) * 64 + b"\x00\xff" * 1000
 
 
+def _remove(item: Path) -> None:
+    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+
+
 def _restore(places: dict[str, str]) -> list[str]:
     """Put the hostile paths back as they were; returns what a run created or changed there."""
     changed = []
-    missing = Path(places["missing"])
-    if os.path.lexists(missing):
-        changed.append(str(missing))
-        shutil.rmtree(missing) if missing.is_dir() and not missing.is_symlink() else missing.unlink()
+    hostile = Path(places["folder"]).parent
+    for item in hostile.iterdir():  # e.g. the missing path, or a file named by bytes that are not UTF-8
+        if item.name not in ("folder", "empty", "binary"):
+            changed.append(str(item))
+            _remove(item)
     for item in Path(places["folder"]).iterdir():
         changed.append(str(item))
-        shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        _remove(item)
     for name, data in (("empty-file", b""), ("binary-file", BINARY)):
         f = Path(places[name])
         if f.is_symlink() or not f.is_file() or f.read_bytes() != data:
@@ -147,6 +152,8 @@ def _restore(places: dict[str, str]) -> list[str]:
 def _values(action: argparse.Action, places: dict[str, str]) -> dict[str, str]:
     kind = _kind(action)
     values = dict(ENCODINGS)
+    if kind == "path":  # a name of bytes that are not UTF-8, in the hostile folder (not in the working directory)
+        values = {label: str(Path(places["folder"]).parent / text) for label, text in ENCODINGS.items()}
     if kind == "choice":
         values["not-a-choice"] = "no-such-choice"
     elif kind == "number":

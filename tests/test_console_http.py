@@ -327,3 +327,17 @@ def test_deidentify_in_the_background_with_progress(env, recorded):
     r = c.get(f"/events/{recorded}/media/segment-0001.deid.mp4", headers={"range": "bytes=0-15"})
     assert r.status_code == 206 and r.content[4:8] == b"ftyp"
     assert client(env, "auditor").get(f"/api/deid/{recorded}").status_code == 403
+
+
+def test_idle_sessions_end_without_a_request():
+    from surgbox.console.sessions import SessionStore
+
+    now = [0.0]
+    ended = []
+    store = SessionStore(idle_s=60, clock=lambda: now[0], on_end=ended.append)
+    a = store.create(object())
+    now[0] = 30
+    assert store.get(a.token, touch=False) is a
+    now[0] = 61
+    store.create(object())  # a login sweeps: the first browser never came back
+    assert ended == [a] and len(store) == 1 and store.get(a.token, touch=True) is None

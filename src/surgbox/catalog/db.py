@@ -204,10 +204,31 @@ _V3 = (
     ) WITHOUT ROWID""",
 )
 
+# surgbox deid-batch: the state of each task (one segment of one recording) of a batch, so a
+# rerun resumes and `surgbox deid-batch --status` can tell what happened (no PHI: ids only).
+_V4_DEID_TASKS = (
+    """CREATE TABLE deid_tasks(
+        id INTEGER PRIMARY KEY,
+        batch_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        source_file_id INTEGER NOT NULL,
+        segment INTEGER NOT NULL CHECK (segment >= 0),
+        frames INTEGER NOT NULL CHECK (frames >= 0),
+        state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        seconds REAL,
+        result_file_id INTEGER,
+        updated_at TEXT NOT NULL,
+        UNIQUE (batch_id, source_file_id, segment))""",
+    "CREATE INDEX deid_tasks_source ON deid_tasks(source_file_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, files, users, audit", _V1),
     Migration(2, "encrypted file names, report errors", _V2),
     Migration(3, "upload remotes, jobs and uploaded files", _V3),
+    Migration(4, "deid-batch task state", _V4_DEID_TASKS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

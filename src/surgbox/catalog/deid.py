@@ -53,10 +53,15 @@ def copies_of(ev: Event, source: FileRecord) -> list[FileRecord]:
 
 def run(ev: Event, files: EventFiles, recs: Sequence[FileRecord], *, replace: bool,
         register: Callable[[FileRecord, str, str, int, str, DeidResult, list[FileRecord]], FileRecord],
-        progress: Callable[[Any], None] | None = None, plugins: Any = None, **options: Any) -> Iterator[FileRecord]:
+        progress: Callable[[Any], None] | None = None, plugins: Any = None,
+        runner: Callable[..., DeidResult] | None = None, **options: Any) -> Iterator[FileRecord]:
     """De-identify each of ``recs`` into a new object of the event; ``register(source, name, store
     key, size, sha256, result, replaced)`` records it in the catalog. Yields the new file records.
-    An earlier copy refuses the run unless ``replace`` (then it is replaced once the new one is in)."""
+    An earlier copy refuses the run unless ``replace`` (then it is replaced once the new one is in).
+    ``runner``: called as :func:`~surgbox.deid.deidentify` is (``runner(src, dst, progress=...,
+    plugins=..., **options)``), e.g. the segment join of ``surgbox deid-batch``; default
+    :func:`~surgbox.deid.deidentify`."""
+    runner = runner or deidentify
     taken = {f.name for f in ev.files}
     for rec in recs:
         old = copies_of(ev, rec)
@@ -66,7 +71,7 @@ def run(ev: Event, files: EventFiles, recs: Sequence[FileRecord], *, replace: bo
         name = deid_name(rec.name, taken)
         key = files.names.object_key(name)
         with files.reader(rec.store_key) as src, files.writer(name, "deid") as dst:
-            result = deidentify(src, dst, progress=progress, plugins=plugins, **options)
+            result = runner(src, dst, progress=progress, plugins=plugins, **options)
         size, sha256 = files.digest(key)
         taken.add(name)
         yield register(rec, name, key, size, sha256, result, old)

@@ -397,12 +397,12 @@ class EventManager:
 
     # ---- de-identification -------------------------------------------------------------------
     def deidentify(self, event_id: str, names: Sequence[str] | None = None, *, replace: bool = False,
-                   progress: Any = None, **options: Any) -> list[FileRecord]:
+                   progress: Any = None, runner: Any = None, **options: Any) -> list[FileRecord]:
         """De-identify the event's recordings (``names``, default every segment) into new ``deid``
         files of the event, straight from the encrypted store into the encrypted store: no
         plaintext on disk (``deidentify`` and ``view``; see :mod:`.deid`). ``options`` go to
         :func:`surgbox.deid.deidentify` (``region``, ``detector``, ``threshold`` ...); ``replace``
-        replaces earlier copies (both audited). Returns the new file records."""
+        replaces earlier copies (both audited); ``runner``: see :func:`.deid.run`. Returns the new file records."""
         ev = self._authorized("deidentify", event_id, "event.deidentify")
         self.session.authorize("view", ev, operation="event.deidentify")
         recs = _deid.sources(ev, names)
@@ -420,7 +420,7 @@ class EventManager:
 
         with self._files(ev.id) as files:
             return list(_deid.run(ev, files, recs, replace=replace, register=register, progress=progress,
-                                  plugins=self._cat.plugins, **options))
+                                  plugins=self._cat.plugins, runner=runner, **options))
 
     # ---- delete / retention ----------------------------------------------------------------
     def delete(self, event_id: str) -> DeleteResult:

@@ -5,8 +5,10 @@ adds its parser and sets ``func(args) -> int``. Heavy imports happen inside ``fu
 
 Every failure is one line on stderr and a non-zero exit status (docs/architecture.md):
 usage errors ``surgbox CMD: error: ...`` (2, from :class:`~surgbox.cli._parser.Parser`),
-:class:`~surgbox.errors.SurgboxError` and operating-system errors (a missing, unreadable or
-full file) ``surgbox: error: ...`` (1), Ctrl-C ``surgbox: interrupted`` (130). Anything else
+:class:`~surgbox.errors.SurgboxError`, operating-system errors (a missing, unreadable or full
+file) and text that is not UTF-8 where text is needed (bytes on the command line that Python
+turned into lone surrogates) ``surgbox: error: ...`` (1), Ctrl-C ``surgbox: interrupted``
+(130). Anything else
 is a bug: ``surgbox: internal error: ...`` (70), with the traceback only under ``-vv``.
 """
 
@@ -35,6 +37,7 @@ COMMAND_MODULES = [
     "crypt",
     "store",
     "deid",
+    "deid_batch",
     "init",
     "events",
     "users",
@@ -86,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:  # the machine's answer about a file: name it and say what to do
         _fail(f"error: {os_error(exc)}")
+        return 1
+    except UnicodeError as exc:  # text from the command line or a file that is no UTF-8, where text is needed
+        shown = exc.object[exc.start:exc.end] if isinstance(exc, UnicodeEncodeError) else b""
+        _fail(f"error: text that is not valid UTF-8 ({ascii(shown) if shown else exc.reason}) cannot be used here: "
+              f"give names, paths and text in UTF-8 (rename a file whose name is not)")
         return 1
     except KeyboardInterrupt:
         _fail("interrupted")

@@ -8,8 +8,6 @@ including commands added later:
   (``surgbox events: error: argument ACTION: invalid choice: 'lst'; did you mean 'list'? ...``),
   exit status 2;
 * a mistyped subcommand, choice or option suggests the closest valid one;
-* a value that is not valid UTF-8 (what Python makes of undecodable bytes on the command
-  line: lone surrogates) is refused before any command sees it;
 * an ``int`` option refuses values beyond 64 bits; NaN, infinities and ranges that depend on
   the option are the command's to check (:func:`number` makes such a ``type``, or the library
   refuses the value with its own message).
@@ -25,16 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 INT64 = 2**63 - 1
-
-
-def not_utf8(text: str) -> bool:
-    """True when ``text`` cannot be written as UTF-8 (it holds lone surrogates, e.g. from
-    undecodable bytes on a Linux command line)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def plain(text: str) -> str:
@@ -79,14 +67,15 @@ def _check_int(text: str, value: Any) -> None:
         raise argparse.ArgumentTypeError(f"{text} is too large")
 
 
-def leaf_parser(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> argparse.ArgumentParser:
-    """The deepest subcommand parser that ``namespace`` selected under ``parser``."""
+def selected_parsers(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> list[argparse.ArgumentParser]:
+    """``parser`` and the subcommand parsers ``namespace`` selected under it, the deepest last."""
+    chain = [parser]
     while True:
-        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        sub = next((a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)), None)
         name = getattr(namespace, sub.dest, None) if sub is not None else None
         if sub is None or name not in (sub.choices or {}):
-            return parser
-        parser = sub.choices[name]
+            return chain
+        chain.append(sub.choices[name])
 
 
 class Parser(argparse.ArgumentParser):
@@ -97,11 +86,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
     def _get_value(self, action: argparse.Action, arg_string: Any) -> Any:
-        # (a subcommand's own parser checks the strings after its name, naming its argument)
-        if isinstance(arg_string, str) and not isinstance(action, argparse._SubParsersAction) and not_utf8(arg_string):
-            raise argparse.ArgumentError(
-                action, f"{arg_string.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8 text; "
-                        f"give names and paths in UTF-8 (rename a file whose name is not)")
         value = super()._get_value(action, arg_string)
         try:
             _check_int(arg_string, value)
@@ -115,16 +99,22 @@ class Parser(argparse.ArgumentParser):
             guess = closest(value, action.choices) if isinstance(value, str) else None
             hint = f"; did you mean {guess!r}?" if guess else ""
             choices = ", ".join(map(str, action.choices))
-            raise argparse.ArgumentError(action, f"invalid choice: {shown!r}{hint} (choose from {choices})")
+            raise argparse.ArgumentError(action, f"invalid choice: '{shown}'{hint} (choose from {choices})")
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
         ns, extras = self.parse_known_args(args, namespace)
-        if extras:
-            leaf = leaf_parser(self, ns)
-            known = [o for a in leaf._actions for o in a.option_strings]
+        if extras:  # suggest the command's own option, else one of a command above it (given before the name)
+            chain = selected_parsers(self, ns)
+            leaf = chain[-1]
             words = []
             for extra in extras:
-                guess = closest(extra.split("=", 1)[0], known) if extra.startswith("-") else None
-                words.append(f"{extra} (did you mean {guess}?)" if guess else extra)
+                word, hint = extra.split("=", 1)[0], ""
+                for level, p in reversed(list(enumerate(chain))):
+                    guess = closest(word, [o for a in p._actions for o in a.option_strings]) if extra.startswith("-") else None
+                    if guess:
+                        where = "" if p is leaf else f" before `{chain[level + 1].prog.rsplit(' ', 1)[-1]}`"
+                        hint = f" (did you mean {guess}{where}?)"
+                        break
+                words.append(extra + hint)
             leaf.error(f"unrecognized arguments: {' '.join(words)}")
         return ns

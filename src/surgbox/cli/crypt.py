@@ -207,6 +207,10 @@ def run_keygen(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"--scrypt-n {args.scrypt_n}: {exc}") from None
     else:
+        for given, option in ((args.passphrase_env, "--passphrase-env"), (args.scrypt_n != 1 << 17, "--scrypt-n")):
+            if given:
+                raise ConfigError(f"{option} goes with --passphrase (a random key needs no passphrase); add "
+                                  f"--passphrase or leave {option} out")
         key = MasterKey.generate()
         key.save(args.key, binary=args.binary)
     print(f"created {args.key} (mode 0600), key id {key.key_id}")

@@ -216,7 +216,9 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run(args: argparse.Namespace) -> int:
+def deid_options(args: argparse.Namespace) -> Any:
+    """The :class:`~surgbox.deid.DeidOptions` that the parsed options of ``deid`` describe
+    (also used by ``deid-batch``, which shares them)."""
     det_opts = _options(args.detector_option, "detector")
     if args.threshold is not None:
         det_opts["threshold"] = args.threshold
@@ -224,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         det_opts.setdefault("threads", None)  # the library's own setting
     from ..deid import DeidOptions
 
-    options = DeidOptions(
+    return DeidOptions(
         region=args.region, detector=args.detector, detector_options=det_opts,
         detector_threads=args.detector_threads or None, encoder=args.encoder,
         encoder_options=_options(args.encoder_option, "encoder"), batch=args.batch, detect_scale=args.detect_scale,
@@ -232,6 +234,10 @@ def run(args: argparse.Namespace) -> int:
         feather=args.feather, cut_threshold=args.cut_threshold or None, anonymizer=args.anonymizer,
         on_detector_error=args.on_detector_error, extra_streams=args.extra_streams, strict=args.strict,
         overwrite=args.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = deid_options(args)
     jobs = _jobs(args)
     summaries: list[dict[str, Any]] = []
     failed = 0

@@ -73,6 +73,9 @@ class SessionStore:
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
 
     def create(self, catalog_session: Any, lang: str | None = None) -> WebSession:
+        """A new session (a fresh token) for a logged-in catalog session; ends idle ones first, so
+        browsers that never came back do not pile up."""
+        self.sweep()
         ws = WebSession(new_token(), catalog_session, last_active=self.clock(), lang=lang)
         with self._lock:
             self._sessions[ws.token] = ws

@@ -28,7 +28,7 @@ _LAZY = {
     "Crop": "crop", "crop_rgb": "crop",
     "DeidOptions": "options",
     "Progress": "result",
-    "deidentify": "pipeline",
+    "deidentify": "pipeline", "FrameWindow": "run",
     "RegionSpec": "regions", "layout_from_metadata": "regions", "layout_from_sidecar": "regions",
     "parse_region_spec": "regions", "resolve_regions": "regions",
     "Region": "temporal", "TemporalFilter": "temporal",

@@ -194,6 +194,7 @@ class DecodeStage:
     stop: threading.Event
     times: StageTimes
     stats: RunStats
+    first_index: int = 0  # number of the first decoded picture (a segment of a longer recording)
 
     def run(self, q: queue.Queue) -> None:
         import av
@@ -201,7 +202,7 @@ class DecodeStage:
         inp, stats = self.inp, self.stats
         vs, as_ = inp.video, inp.audio
         audio: list = []
-        index = 0
+        index = self.first_index
         tb = vs.time_base
         streams = [vs] + ([as_] if as_ is not None else [])
         cut_at = inp.scan.truncated.offset if inp.scan is not None and inp.scan.truncated is not None else None
@@ -236,7 +237,7 @@ class DecodeStage:
                     item = Item(index, frame, audio)
                     audio = []
                     index += 1
-                    stats.decoded = index
+                    stats.decoded += 1
                     self.times.add("decode", time.perf_counter() - t0)
                     if not put(q, item, self.stop, self.times, WAIT):
                         return

@@ -42,6 +42,7 @@ class EncodeStage:
     stop: threading.Event
     times: StageTimes
     stats: RunStats
+    keep: tuple[int, int] | None = None  # write only frames numbered [start, stop) (and no audio)
     _early_audio: list[Any] | None = attrs.field(factory=list, alias="_early_audio")  # None once open
     _t_first: float | None = attrs.field(default=None, alias="_t_first")
 
@@ -58,7 +59,7 @@ class EncodeStage:
                 return stats.written
             if isinstance(item, Failure):
                 raise item.exc
-            if item.audio:
+            if item.audio and self.keep is None:
                 if self._early_audio is not None:
                     self._early_audio.extend(item.audio)
                 else:
@@ -68,6 +69,8 @@ class EncodeStage:
                 stats.audio_packets += len(item.audio)
             if item.frame is None:
                 continue
+            if self.keep is not None and not self.keep[0] <= item.index < self.keep[1]:
+                continue  # context of a segment: decoded and scanned, written by its neighbour
             frame = item.frame
             if self._early_audio is not None:
                 self._open(float(getattr(frame, "rotation", 0) or 0))

@@ -23,7 +23,7 @@ from . import defaults
 from .anonymize import Anonymizer
 from .options import DeidOptions
 from .result import Progress
-from .run import DeidRun
+from .run import DeidRun, FrameWindow
 
 __all__ = ["DeidOptions", "Progress", "deidentify"]
 
@@ -61,6 +61,7 @@ def deidentify(
     progress: Callable[[Progress], None] | None = None,
     plugins: Any = None,
     options: DeidOptions | None = None,
+    window: FrameWindow | None = None,
 ) -> DeidResult:
     """De-identify the video ``src`` into ``dst``; returns a :class:`~surgbox.types.DeidResult`.
 
@@ -75,6 +76,8 @@ def deidentify(
     about four times a second from the calling thread. ``plugins``: the
     :class:`~surgbox.plugins.Plugins` manager (default: the process-wide one); its
     ``deid_finished`` hook is called with the result (a hook that raises is logged and ignored).
+    ``window``: a :class:`~surgbox.deid.run.FrameWindow` when ``src`` is a segment of a longer
+    recording (``surgbox deid-batch``): only its frames are written, numbered as in the whole.
 
     Raises :class:`~surgbox.errors.DeidError` for unreadable, corrupt or truncated input (an
     input that merely ends early is a warning unless ``strict``),
@@ -91,5 +94,5 @@ def deidentify(
             detector_threads=detector_threads, on_detector_error=on_detector_error, extra_streams=extra_streams,
             strict=strict, overwrite=overwrite)
     run = DeidRun(src, dst, options, audit_path=audit, report_path=report, chart_path=chart, progress=progress,
-                  plugins=plugins)
+                  plugins=plugins, window=window)
     return run.execute()

@@ -46,6 +46,24 @@ from .timing import StageTimes
 log = logging.getLogger(__name__)
 
 
+@attrs.frozen
+class FrameWindow:
+    """A segment of a longer recording (``surgbox deid-batch``): its first decoded picture is
+    frame ``first`` of the whole recording, and only frames ``[start, stop)`` are written (and
+    audited, under their recording-wide numbers); the frames around them are decoded and
+    scanned as context, so detection cadence, tracks and carried boxes match a single pass.
+    The input's audio is not written (the caller copies it once for the whole recording)."""
+
+    first: int = attrs.field(validator=attrs.validators.ge(0))
+    start: int = attrs.field()
+    stop: int = attrs.field()
+
+    @start.validator
+    def _check(self, attribute: attrs.Attribute, value: int) -> None:
+        if not self.first <= value < self.stop:
+            raise ValueError(f"frame window needs first <= start < stop, got {self.first}, {value}, {self.stop}")
+
+
 @attrs.define(eq=False)
 class DeidRun:
     """State of one :func:`~surgbox.deid.deidentify` call: what it reads and writes, the
@@ -59,6 +77,7 @@ class DeidRun:
     chart_path: str | os.PathLike | None = None
     progress: Callable[[Progress], None] | None = None
     plugins: Any = None
+    window: FrameWindow | None = None
     times: StageTimes = attrs.field(factory=StageTimes)
     stats: RunStats = attrs.field(factory=RunStats)
     stop: threading.Event = attrs.field(factory=threading.Event)
@@ -99,14 +118,16 @@ class DeidRun:
                 q_found: queue.Queue = queue.Queue(maxsize=max(4, batch))
                 q_hidden: queue.Queue = queue.Queue(maxsize=max(4, batch))
                 # decoding starts now and fills the queue while the detector loads
-                workers.start("decode", DecodeStage(inp, self.stop, self.times, self.stats).run, q_frames)
+                first = self.window.first if self.window is not None else 0
+                workers.start("decode", DecodeStage(inp, self.stop, self.times, self.stats, first).run, q_frames)
                 det = self._make(plugins, "detector", opts.detector, opts.detector_factory_options())
                 det.open()
                 # 4:2:0 needs even sizes: odd inputs are padded by one repeated row/column (decode.to_yuv420p).
                 # Opened by the encode stage at the first picture, whose display rotation goes in the header.
                 open_output = functools.partial(_open_output, enc, out.target, width=width + (width & 1),
                                                 height=height + (height & 1), fps=inp.fps, time_base=inp.time_base,
-                                                audio_template=inp.audio, metadata=inp.metadata)
+                                                audio_template=inp.audio if self.window is None else None,
+                                                metadata=inp.metadata)
                 settings = self._settings(rects, origin)
                 if self.audit_path is not None:
                     audit = AuditWriter(Path(self.audit_path))
@@ -120,8 +141,11 @@ class DeidRun:
                           q_frames, q_found)
             workers.start("anonymize", HideStage(opts.make_anonymizer(), rects, self.stop, self.times, self.stats).run,
                           q_found, q_hidden)
-            written = EncodeStage(enc, open_output, audit, inp.time_base, inp.fps, inp.total, t_start, self.progress,
-                                  self.stop, self.times, self.stats).run(q_hidden)
+            win = self.window
+            keep = None if win is None else (win.start, win.stop)
+            total = inp.total if win is None else win.stop - win.start
+            written = EncodeStage(enc, open_output, audit, inp.time_base, inp.fps, total, t_start, self.progress,
+                                  self.stop, self.times, self.stats, keep).run(q_hidden)
             if workers.join():
                 raise KeyboardInterrupt
             with self.times.stage("write"):
