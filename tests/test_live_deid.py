@@ -220,3 +220,11 @@ def test_bad_deid_tables_are_one_line_errors(table, message):
 def test_deidentify_must_be_a_bool():
     with pytest.raises(ConfigError, match="deidentify must be true or false"):
         RecordConfig.from_mapping({"sources": {"room": {"plugin": "testsrc", "deidentify": "yes"}}})
+
+
+def test_status_line_says_when_the_slot_is_hidden():
+    from surgbox.cli.record import status_line
+
+    line = status_line({"sources": {"room": {"media": "video", "fps_in": 30.0, "source": {"deid": {"hidden": "late"}}}}})
+    assert "room 30.0 in" in line and "SLOT HIDDEN (late)" in line
+    assert "faces hidden" in status_line({"sources": {"room": {"media": "video", "source": {"deid": {"hidden": None}}}}})

@@ -29,10 +29,11 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     plugin = "testsrc"           # other keys are the plugin's options
     optional = false             # true: a source that fails to start shows NO SIGNAL
     deidentify = false           # true: faces hidden live, the raw frames never recorded
+    # voice = "disguise"         # an audio source: keep | disguise | mute voices live
     fps = 30
 
     [deid]                       # live de-identification (surgbox deid's option names)
-    every = 3                    # + latency_s, slot, edge_carry (docs/deid.md "Live")
+    every = 3                    # + latency_s, slot, edge_carry, semitones (docs/deid.md "Live")
 
 Paths: every path in the file -- ``[output] path`` and the path options of sources (a ``file``
 source's ``path``, a serial ``port`` or ``url`` that is not a URL, a device path) -- is relative
@@ -56,7 +57,9 @@ from ._toml import load_toml
 from .errors import ConfigError
 from .plugins import get_plugins
 from .recording import Recorder
+from .deid.voice import VOICE_MODES, VoiceSettings
 from .recording.live_deid import LiveDeidSettings, LiveDeidSource
+from .recording.live_voice import LiveVoiceSource
 from .types import Layout, parse_rate
 
 TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid"}
@@ -79,6 +82,7 @@ class SourceSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict)
     optional: bool = False
     deidentify: bool = False  # hide its faces live (docs/deid.md "Live de-identification")
+    voice: str = "keep"  # an audio source: keep, disguise or mute voices live
 
 
 def _table(m: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -160,7 +164,10 @@ class RecordConfig:
             deidentify = t.pop("deidentify", False)
             if not isinstance(deidentify, bool):
                 raise ConfigError(f"sources.{name}.deidentify must be true or false (hide its faces live), got {deidentify!r}")
-            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify))
+            voice = t.pop("voice", "keep")
+            if voice not in VOICE_MODES:
+                raise ConfigError(f"sources.{name}.voice must be one of {', '.join(VOICE_MODES)}, got {voice!r}")
+            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice))
         layout = cls._layout(_table(m, "layout", ""))
         out = _table(m, "output", "")
         unknown = sorted(set(out) - {"path"})
@@ -234,6 +241,8 @@ class RecordConfig:
             src = self.resolve_paths(src)
             if spec.deidentify:
                 src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins)
+            if spec.voice != "keep":
+                src = LiveVoiceSource(inner=src, settings=VoiceSettings(spec.voice, self.deid.semitones))
             out.append(src)
         return out
 

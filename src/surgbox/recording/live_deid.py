@@ -52,6 +52,7 @@ from ..deid.detect import detector_info, detector_label
 from ..deid.hide import hide_regions
 from ..deid.options import DeidOptions
 from ..deid.temporal import TemporalFilter
+from ..deid.voice import DEFAULT_SEMITONES, check_semitones
 from ..errors import ConfigError, SourceError, SurgboxError
 from ..interfaces import Source
 from ..types import Detections, Reading, Rect, VideoFrame
@@ -72,7 +73,7 @@ STATUS_EVERY_S = 1.0  # a deid reading at least this often while the state does 
 # encoder, queue sizes, are about files); plus the live-only names below.
 DEID_NAMES = ("detector", "detector_options", "threshold", "detector_threads", "detect_scale", "every", "carry", "max_gap",
               "expand", "feather", "anonymizer", "anonymizer_options")
-LIVE_NAMES = ("latency_s", "slot", "edge_carry")
+LIVE_NAMES = ("latency_s", "slot", "edge_carry", "semitones")
 
 
 def _latency(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -88,12 +89,14 @@ class LiveDeidSettings:
     ...; live defaults ``every`` :data:`LIVE_EVERY`, ``max_gap`` :data:`LIVE_MAX_GAP`),
     ``latency_s`` (a detection later than this after its frame's capture fails closed),
     ``slot`` (how a slot failing closed is hidden: ``blur`` or ``fill``) and ``edge_carry``
-    (frames a face leaving through the picture's edge stays hidden)."""
+    (frames a face leaving through the picture's edge stays hidden); ``semitones``: the shift
+    of audio sources with ``voice = "disguise"`` (:mod:`surgbox.recording.live_voice`)."""
 
     deid: DeidOptions = attrs.field(factory=lambda: DeidOptions(every=LIVE_EVERY, max_gap=LIVE_MAX_GAP))
     latency_s: float = attrs.field(default=LATENCY_S, validator=_latency)
     slot: str = attrs.field(default="blur")
     edge_carry: int = attrs.field(default=LIVE_EDGE_CARRY)
+    semitones: float = attrs.field(default=DEFAULT_SEMITONES, converter=check_semitones)  # voice = "disguise" sources
 
     @slot.validator
     def _check_slot(self, attribute: attrs.Attribute, value: Any) -> None:
