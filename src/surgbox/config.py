@@ -30,6 +30,7 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     optional = false             # true: a source that fails to start shows NO SIGNAL
     deidentify = false           # true: faces hidden live, the raw frames never recorded
     # voice = "disguise"         # an audio source: keep | disguise | mute voices live
+    # out_of_body = true         # the endoscope: hidden whole while it films the room
     fps = 30
 
     [deid]                       # live de-identification (surgbox deid's option names)
@@ -59,6 +60,7 @@ from .plugins import get_plugins
 from .recording import Recorder
 from .deid.voice import VOICE_MODES, VoiceSettings
 from .recording.live_deid import LiveDeidSettings, LiveDeidSource
+from .recording.live_outofbody import LiveOutOfBodySource
 from .recording.live_voice import LiveVoiceSource
 from .types import Layout, parse_rate
 
@@ -83,6 +85,7 @@ class SourceSpec:
     optional: bool = False
     deidentify: bool = False  # hide its faces live (docs/deid.md "Live de-identification")
     voice: str = "keep"  # an audio source: keep, disguise or mute voices live
+    out_of_body: bool = False  # an endoscope source: hidden whole while it films the room
 
 
 def _table(m: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -167,7 +170,11 @@ class RecordConfig:
             voice = t.pop("voice", "keep")
             if voice not in VOICE_MODES:
                 raise ConfigError(f"sources.{name}.voice must be one of {', '.join(VOICE_MODES)}, got {voice!r}")
-            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice))
+            oob = t.pop("out_of_body", False)
+            if not isinstance(oob, bool):
+                raise ConfigError(f"sources.{name}.out_of_body must be true or false (hide the endoscope view while it "
+                                  f"films the room), got {oob!r}")
+            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice, oob))
         layout = cls._layout(_table(m, "layout", ""))
         out = _table(m, "output", "")
         unknown = sorted(set(out) - {"path"})
@@ -241,6 +248,8 @@ class RecordConfig:
             src = self.resolve_paths(src)
             if spec.deidentify:
                 src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins)
+            if spec.out_of_body:
+                src = LiveOutOfBodySource(inner=src, anonymizer=self.deid.deid.make_anonymizer())
             if spec.voice != "keep":
                 src = LiveVoiceSource(inner=src, settings=VoiceSettings(spec.voice, self.deid.semitones))
             out.append(src)

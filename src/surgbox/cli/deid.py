@@ -80,6 +80,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"soft mask edge, fraction of its radius (default {D.FEATHER})")
     p.add_argument("--anonymizer", default=D.ANONYMIZER, choices=["blur", "pixelate", "fill"],
                    help=f"how faces are hidden (default {D.ANONYMIZER})")
+    p.add_argument("--out-of-body", action="store_true",
+                   help="with --region auto: also hide the layout's endoscope slot whole in frames where the laparoscope "
+                        "films the room (a colour classifier, docs/deid.md \"Out of the body\"; counted in the report and audit)")
     p.add_argument("--voice", choices=["keep", "disguise", "mute"], default="keep",
                    help="the audio: keep it (default), disguise voices (pitch and formants shifted by --semitones, "
                         "duration and A/V sync unchanged; the audio is re-encoded as AAC) or mute it (silence, same length)")
@@ -236,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size, carry=args.carry, max_gap=args.max_gap, every=args.every, expand=args.expand,
         feather=args.feather, cut_threshold=args.cut_threshold or None, anonymizer=args.anonymizer,
         on_detector_error=args.on_detector_error, extra_streams=args.extra_streams, strict=args.strict,
+        out_of_body=args.out_of_body,
         overwrite=args.overwrite)
     if args.voice == "disguise":
         from ..deid.voice import check_semitones
