@@ -76,7 +76,8 @@ def record(tmp: Path, video: Path, deidentify: bool) -> dict:
     })
     clock = Clock()
     comp = TimedCompositor(clock)
-    rec = cfg.build_recorder(output=tmp / f"rec-{deidentify}.mp4", duration=SECONDS, clock=clock, compositor=comp, overwrite=True)
+    rec = cfg.build_recorder(output=tmp / f"rec-{deidentify}.mp4", duration=SECONDS, clock=clock, overwrite=True)
+    rec.compositor = comp  # the default compositor, timed
     rec.start()  # sources (and the detector) open here: not counted
     time.sleep(0.5)
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
