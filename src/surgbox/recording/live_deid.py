@@ -35,19 +35,15 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import queue
 import threading
-import time
 from collections.abc import Mapping
-from fractions import Fraction
 from typing import Any, ClassVar
 
 import attrs
 
-from ..capture import ThreadedSource
 from ..clock import NS_PER_S
 from ..deid.anonymize import Anonymizer, make_anonymizer
-from ..deid.crop import Crop, crop_rgb
+from ..deid.crop import crop_rgb
 from ..deid.detect import detector_info, detector_label
 from ..deid.hide import hide_regions
 from ..deid.options import DeidOptions
@@ -56,6 +52,8 @@ from ..deid.voice import DEFAULT_SEMITONES, check_semitones
 from ..errors import ConfigError, SourceError, SurgboxError
 from ..interfaces import Source
 from ..types import Detections, Reading, Rect, VideoFrame
+from .live_worker import DetectorWorker
+from .wrapped import WrappedSource
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +63,7 @@ LIVE_MAX_GAP = 5  # frames bridged between two detections (>= 2 * every - 1, see
 LIVE_EDGE_CARRY = 10  # frames a face leaving through the picture's edge stays hidden
 LATENCY_S = 0.25  # a detection later than this after its frame's capture: fail closed
 SLOT_HIDE = ("blur", "fill")
-FALLBACK_FPS = 30
-WORKER_QUEUE = 4  # detector jobs waiting at most (older ones would be late anyway)
+
 STATUS_EVERY_S = 1.0  # a deid reading at least this often while the state does not change
 
 # ``surgbox deid`` option names a [deid] table may use for live hiding (the others, region,
@@ -143,91 +140,6 @@ class LiveDeidSettings:
 
 
 @attrs.define(eq=False)
-class _Job:
-    index: int
-    crop: Crop
-    deadline_ns: int
-
-
-@attrs.define(eq=False)
-class DetectorWorker:
-    """Runs a detector on one thread: :meth:`submit` a crop (never blocks; False when the
-    queue is full), :meth:`take` the answers (``index -> Detections`` in frame pixels, or the
-    exception). A job whose deadline passed before it started is skipped (its frame has failed
-    closed already), so a stalled detector catches up at once when it comes back."""
-
-    detector: Any
-    now_ns: Any  # () -> int, the master clock
-    capacity: int = WORKER_QUEUE
-    busy_s: float = 0.0  # seconds spent in the detector
-    calls: int = 0
-    skipped: int = 0
-    _jobs: queue.Queue = attrs.field(init=False, alias="_jobs")
-    _done: collections.deque = attrs.field(factory=collections.deque, init=False, alias="_done")
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, alias="_stop")
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, alias="_thread")
-
-    def __attrs_post_init__(self) -> None:
-        self._jobs = queue.Queue(maxsize=self.capacity)
-
-    def start(self, name: str) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"surgbox-live-deid-{name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, index: int, crop: Crop, deadline_ns: int) -> bool:
-        try:
-            self._jobs.put_nowait(_Job(index, crop, deadline_ns))
-            return True
-        except queue.Full:
-            return False
-
-    def take(self) -> list[tuple[int, Detections | BaseException | None]]:
-        """The answers so far (``None``: skipped, too late to start)."""
-        out = []
-        while self._done:
-            out.append(self._done.popleft())
-        return out
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the thread; False if the detector is still busy after ``timeout`` (it is a
-        daemon thread: it cannot keep the process alive)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                job = self._jobs.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if self.now_ns() > job.deadline_ns:
-                self.skipped += 1
-                self._done.append((job.index, None))
-                continue
-            t0 = time.perf_counter()
-            try:
-                self._done.append((job.index, self._detect(job)))
-            except Exception as exc:  # fail closed for this frame; the worker goes on
-                self._done.append((job.index, exc))
-            finally:
-                self.busy_s += time.perf_counter() - t0
-                self.calls += 1
-
-    def _detect(self, job: _Job) -> Detections:
-        det = self.detector
-        detect_frames = getattr(det, "detect_frames", None)
-        images = [job.crop.image]
-        results = list(detect_frames(images, [job.index]) if callable(detect_frames) else det.detect(images))
-        if len(results) != 1 or not isinstance(results[0], Detections):
-            raise SurgboxError(f"detector {detector_label(det)!r} returned {len(results)} results / "
-                               f"{type(results[0]).__name__ if results else 'nothing'} for one image, not one Detections")
-        return job.crop.to_frame(results[0])
-
-
-@attrs.define(eq=False)
 class _Pending:
     index: int
     frame: VideoFrame  # yuv420p, private to this wrapper
@@ -237,7 +149,7 @@ class _Pending:
 
 
 @attrs.define(eq=False)
-class LiveDeidSource(ThreadedSource):
+class LiveDeidSource(WrappedSource):
     """The frames of ``inner`` with their faces hidden (see the module docstring).
 
     ``settings``: :class:`LiveDeidSettings`; ``plugins``: the plugin manager the detector is
@@ -247,14 +159,12 @@ class LiveDeidSource(ThreadedSource):
     ``deid`` :class:`~surgbox.types.Reading` s (the recorder writes them to the data track).
     """
 
-    media: ClassVar[str] = "video"
+    what: ClassVar[str] = "faces hidden live"
     emits_readings: ClassVar[bool] = True  # the recorder keeps a data track for its deid readings
 
-    inner: Source = attrs.field(kw_only=True)
     settings: LiveDeidSettings = attrs.field(factory=LiveDeidSettings, kw_only=True)
     plugins: Any = attrs.field(default=None, kw_only=True)
     detector: Any = attrs.field(default=None, kw_only=True)
-    name: str = attrs.field(default="", kw_only=True)
     _worker: DetectorWorker | None = attrs.field(default=None, init=False, alias="_worker")
     _owns_detector: bool = attrs.field(default=False, init=False, alias="_owns_detector")
     _pending: collections.deque = attrs.field(factory=collections.deque, init=False, alias="_pending")
@@ -276,33 +186,11 @@ class LiveDeidSource(ThreadedSource):
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
 
     def __attrs_post_init__(self) -> None:
-        if getattr(self.inner, "media", None) != "video":
-            raise ConfigError(f"source {getattr(self.inner, 'name', '?')!r}: live de-identification needs a video source, "
-                              f"not {getattr(self.inner, 'media', '?')}")
-        if not self.name:
-            self.name = self.inner.name
         if self.queue_size == 64:  # ThreadedSource's default: hold what the recorder's latency needs
             self.queue_size = max(64, 4 * self.delay_frames)
         super().__attrs_post_init__()
 
     # -- what the recorder asks -------------------------------------------------------------------
-    @property
-    def fps(self) -> Any:
-        return getattr(self.inner, "fps", None)
-
-    @property
-    def width(self) -> Any:
-        return getattr(self.inner, "width", None)
-
-    @property
-    def height(self) -> Any:
-        return getattr(self.inner, "height", None)
-
-    def _fps(self) -> float:
-        f = self.fps
-        ok = isinstance(f, (int, float, Fraction)) and not isinstance(f, bool) and f > 0
-        return float(f) if ok else float(FALLBACK_FPS)
-
     @property
     def lookahead(self) -> int:
         """Frames the temporal stage holds before a frame is final."""
@@ -316,11 +204,7 @@ class LiveDeidSource(ThreadedSource):
     def delay_s(self) -> float:
         """How long after its capture a frame leaves at the latest while detection keeps up:
         the temporal stage's lookahead plus ``latency_s`` plus one frame of slack."""
-        return (self.delay_frames + 1) / self._fps() + self.settings.latency_s
-
-    def describe(self) -> str:
-        inner = getattr(self.inner, "describe", None)
-        return (str(inner()) if callable(inner) else f"source {self.name!r}") + " with faces hidden live"
+        return (self.delay_frames + 1) / self.fps_or_default() + self.settings.latency_s
 
     def sidecar_info(self) -> dict[str, Any]:
         """The sidecar's ``deid`` entry for this source: hidden live, with which settings."""
@@ -361,17 +245,15 @@ class LiveDeidSource(ThreadedSource):
         self._worker = DetectorWorker(det, self.clock.now_ns)
         self._worker.start(self.name)
 
-    def _capture(self) -> Any:
-        item = self.inner.get(0.01)
+    def _item(self, item: Any) -> None:
         if isinstance(item, VideoFrame):
             self._ingest(item)
-        elif item is None and self.inner.error is not None:
-            raise SourceError(f"{self.describe()}: {self.inner.error}")
-        ended = item is None and bool(getattr(self.inner, "ended", False))
-        self._advance(ended=ended)
-        if ended:  # waiting for the last detections: the wrapped source's get() no longer waits
-            self.wait(0.005)
-        return None
+
+    def _tick(self) -> None:
+        self._advance()
+
+    def _flush_end(self) -> bool:
+        return self._advance(ended=True)
 
     def _close(self) -> None:
         try:
@@ -412,14 +294,13 @@ class LiveDeidSource(ThreadedSource):
                 entry.status = "busy"
         self._pending.append(entry)
 
-    def _advance(self, ended: bool = False) -> None:
+    def _advance(self, ended: bool = False) -> bool:
         """Collect the detector's answers, push every frame whose detection is settled to the
-        temporal stage, and emit the frames it finalizes."""
+        temporal stage, and emit the frames it finalizes. With ``ended`` (``inner`` has ended):
+        True once every frame is out."""
         assert self.clock is not None
         if self._worker is None or self._tf is None:
-            if ended:
-                raise StopIteration
-            return
+            return ended
         for index, res in self._worker.take():
             self._early[index] = res
         now = self.clock.now_ns()
@@ -453,8 +334,7 @@ class LiveDeidSource(ThreadedSource):
             finals.extend(self._tf.flush())
         for j, regions in finals:
             self._emit(j, regions)
-        if ended:
-            raise StopIteration
+        return ended
 
     def _unsafe(self, j: int) -> str | None:
         """Why frame ``j`` cannot be shown with only its faces hidden (``None``: it can)."""

@@ -15,34 +15,27 @@ In a recording configuration: ``out_of_body = true`` in the endoscope source's t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from fractions import Fraction
 from typing import Any, ClassVar
 
 import attrs
 
-from ..capture import ThreadedSource
 from ..deid.anonymize import Anonymizer, frame_planes, make_anonymizer
 from ..deid.hide import hide_regions
 from ..deid.outofbody import OutOfBodyClassifier, OutOfBodyGate
-from ..errors import ConfigError, SourceError
-from ..interfaces import Source
 from ..types import Reading, Rect, VideoFrame
-
-FALLBACK_FPS = 30
+from .wrapped import WrappedSource
 
 
 @attrs.define(eq=False)
-class LiveOutOfBodySource(ThreadedSource):
+class LiveOutOfBodySource(WrappedSource):
     """The frames of the video source ``inner``, hidden whole while out of the body (module docstring)."""
 
-    media: ClassVar[str] = "video"
+    what: ClassVar[str] = "hidden when out of the body"
     emits_readings: ClassVar[bool] = True
 
-    inner: Source = attrs.field(kw_only=True)
     classifier: OutOfBodyClassifier = attrs.field(factory=OutOfBodyClassifier, kw_only=True)
     carry: int = attrs.field(default=5, kw_only=True)
     anonymizer: Anonymizer = attrs.field(factory=lambda: make_anonymizer("blur"), kw_only=True)
-    name: str = attrs.field(default="", kw_only=True)
     _gate: OutOfBodyGate | None = attrs.field(default=None, init=False, alias="_gate")
     _hidden: bool | None = attrs.field(default=None, init=False, alias="_hidden")
     _intervals: list[dict[str, Any]] = attrs.field(factory=list, init=False, alias="_intervals")
@@ -51,48 +44,24 @@ class LiveOutOfBodySource(ThreadedSource):
     _feats: dict[int, dict[str, float]] = attrs.field(factory=dict, init=False, alias="_feats")
 
     def __attrs_post_init__(self) -> None:
-        if getattr(self.inner, "media", None) != "video":
-            raise ConfigError(f"source {getattr(self.inner, 'name', '?')!r}: out-of-body hiding needs a video source")
-        if not self.name:
-            self.name = self.inner.name
         self._gate = OutOfBodyGate(self.carry)
         super().__attrs_post_init__()
 
     @property
-    def fps(self) -> Any:
-        return getattr(self.inner, "fps", None)
-
-    @property
-    def width(self) -> Any:
-        return getattr(self.inner, "width", None)
-
-    @property
-    def height(self) -> Any:
-        return getattr(self.inner, "height", None)
-
-    @property
     def delay_s(self) -> float:
-        """How long after its capture a frame leaves at the latest: ``carry`` + 2 frames."""
-        f = self.fps
-        ok = isinstance(f, (int, float, Fraction)) and not isinstance(f, bool) and f > 0
-        return (self.carry + 2) / (float(f) if ok else FALLBACK_FPS) + 0.1
-
-    def describe(self) -> str:
-        inner = getattr(self.inner, "describe", None)
-        return (str(inner()) if callable(inner) else f"source {self.name!r}") + " hidden when out of the body"
+        """How long after its capture a frame leaves at the latest: ``carry`` + 2 frames, + 0.1 s."""
+        return (self.carry + 2) / self.fps_or_default() + 0.1
 
     def sidecar_info(self) -> dict[str, Any]:
         return {"out_of_body": {"live": True, "carry": self.carry, **self.classifier.settings()}}
 
-    def _open(self) -> None:
-        assert self.clock is not None
-        self.inner.start(self.clock)
+    def _flush_end(self) -> bool:
+        assert self._gate is not None
+        for f, hide in self._gate.flush():
+            self._emit(f, hide)
+        return True
 
-    def _close(self) -> None:
-        self.inner.stop()
-
-    def _capture(self) -> Any:
-        item = self.inner.get(0.02)
+    def _item(self, item: Any) -> None:
         assert self._gate is not None
         if isinstance(item, VideoFrame):
             img = item.image
@@ -104,13 +73,6 @@ class LiveOutOfBodySource(ThreadedSource):
             self._feats[id(frame)] = feats
             for f, hide in self._gate.push(flag, frame):
                 self._emit(f, hide)
-        elif item is None and self.inner.error is not None:
-            raise SourceError(f"{self.describe()}: {self.inner.error}")
-        elif item is None and getattr(self.inner, "ended", False):
-            for f, hide in self._gate.flush():
-                self._emit(f, hide)
-            raise StopIteration
-        return None
 
     def _emit(self, frame: VideoFrame, hide: bool) -> None:
         feats = self._feats.pop(id(frame), {})

@@ -21,75 +21,45 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-from ..capture import ThreadedSource
 from ..clock import NS_PER_S
 from ..deid.voice import VoiceDisguiser, VoiceSettings
-from ..errors import ConfigError, SourceError
-from ..interfaces import Source
 from ..types import AudioChunk
+from .wrapped import WrappedSource
 
 GAP_S = 0.05  # input capture times off by more than this from continuity start a new run
 
 
 @attrs.define(eq=False)
-class LiveVoiceSource(ThreadedSource):
+class LiveVoiceSource(WrappedSource):
     """The chunks of the audio source ``inner`` with voices disguised per ``settings``
     (:class:`~surgbox.deid.voice.VoiceSettings`); name, rate and channels are ``inner``'s."""
 
-    media: ClassVar[str] = "audio"
+    needs: ClassVar[str] = "audio"
+    what: ClassVar[str] = "voice disguise"
 
-    inner: Source = attrs.field(kw_only=True)
     settings: VoiceSettings = attrs.field(factory=VoiceSettings, kw_only=True)
-    name: str = attrs.field(default="", kw_only=True)
     _disg: VoiceDisguiser | None = attrs.field(default=None, init=False, alias="_disg")
     _anchor_ns: int = attrs.field(default=0, init=False, alias="_anchor_ns")
     _runs: int = attrs.field(default=0, init=False, alias="_runs")
     _samples: int = attrs.field(default=0, init=False, alias="_samples")
 
-    def __attrs_post_init__(self) -> None:
-        if getattr(self.inner, "media", None) != "audio":
-            raise ConfigError(f"source {getattr(self.inner, 'name', '?')!r}: voice disguise needs an audio source, "
-                              f"not {getattr(self.inner, 'media', '?')}")
-        if not self.name:
-            self.name = self.inner.name
-        super().__attrs_post_init__()
-
-    @property
-    def sample_rate(self) -> Any:
-        return getattr(self.inner, "sample_rate", None)
-
-    @property
-    def channels(self) -> Any:
-        return getattr(self.inner, "channels", None)
-
-    def describe(self) -> str:
-        inner = getattr(self.inner, "describe", None)
-        return (str(inner()) if callable(inner) else f"source {self.name!r}") + f" with voices {self.settings.mode}d"
-
     def sidecar_info(self) -> dict[str, Any]:
         """The sidecar's ``voice`` entry for this source."""
         return {"voice": {"live": True, **self.settings.to_dict()}}
 
-    def _open(self) -> None:
-        assert self.clock is not None
-        self.inner.start(self.clock)
-
     def _close(self) -> None:
-        self._end_run()
-        self.inner.stop()
-
-    def _capture(self) -> Any:
-        item = self.inner.get(0.02)
-        if isinstance(item, AudioChunk):
-            self._chunk(item)
-        elif item is None and self.inner.error is not None:
-            raise SourceError(f"{self.describe()}: {self.inner.error}")
-        elif item is None and getattr(self.inner, "ended", False):
+        try:
             self._end_run()
-            raise StopIteration
-        return None
+        finally:
+            super()._close()
 
-    def _chunk(self, c: AudioChunk) -> None:
+    def _flush_end(self) -> bool:
+        self._end_run()
+        return True
+
+    def _item(self, c: Any) -> None:
+        if not isinstance(c, AudioChunk):
+            return
         d = self._disg
         if d is not None:
             expected = self._anchor_ns + d.samples_in * NS_PER_S // d.rate
