@@ -38,7 +38,7 @@ def test_plugins_json_lists_objects_with_required_fields():
     assert rows, "no plugins listed"
     for r in rows:
         assert {"kind", "name", "package", "available", "reason"} <= set(r)
-        assert r["kind"] in KINDS
+        assert r["kind"] in KINDS or r["broken"]  # a plugin that could not be loaded has no kind
         assert isinstance(r["available"], bool)
         assert (r["reason"] is None) == r["available"]
 

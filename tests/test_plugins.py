@@ -157,9 +157,28 @@ def test_lazy_imports_only_when_called():
 
 
 def test_non_callable_factory_is_rejected(hermetic_plugins):
+    """The plugin that registers it is listed as broken (with the reason); the others still load."""
     hermetic_plugins.add(make_plugin(register_sources=lambda register: register("bad", 42)), "v")
-    with pytest.raises(TypeError, match="non-callable factory"):
-        hermetic_plugins.entries()
+    hermetic_plugins.add(make_plugin(register_sources=lambda register: register("good", Thing)), "w")
+    assert [e.name for e in hermetic_plugins.entries()] == ["good"]
+    ((where, error),) = hermetic_plugins.broken
+    assert where == "v:v" and "register_sources() failed" in error and "non-callable factory" in error
+    rows = hermetic_plugins.table()
+    assert [(r["name"], r["broken"], r["available"]) for r in rows] == [("good", False, True), ("v", True, False)]
+    with pytest.raises(PluginNotFoundError):
+        hermetic_plugins.create("source", "bad")
+
+
+def test_a_registration_hook_that_raises_drops_only_its_own_registrations(hermetic_plugins):
+    def hook(register):
+        register("half", Thing)
+        raise RuntimeError("licence server unreachable")
+
+    hermetic_plugins.add(make_plugin(register_detectors=hook), "acme")
+    assert hermetic_plugins.entries() == []
+    assert hermetic_plugins.broken == [("acme:acme", "register_detectors() failed: RuntimeError: licence server unreachable")]
+    hermetic_plugins.add(make_plugin(register_detectors=lambda register: register("x", Thing)), "other")
+    assert [e.name for e in hermetic_plugins.entries()] == ["x"] and len(hermetic_plugins.broken) == 1  # not listed twice
 
 
 def test_broken_entry_point_is_listed_not_fatal(tmp_path, monkeypatch):

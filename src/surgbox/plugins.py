@@ -98,7 +98,8 @@ class Plugins:
                 try:
                     plugin = ep.load()
                 except Exception as exc:  # a broken vendor package must not break the others
-                    self.broken.append((f"{dist.metadata['Name']}:{ep.name}", f"{type(exc).__name__}: {exc}"))
+                    self.broken.append((f"{dist.metadata['Name']}:{ep.name}",
+                                        f"cannot be loaded ({ep.value}): {type(exc).__name__}: {exc}"))
                     continue
                 self.pm.register(plugin, name=ep.name)
                 self.packages[ep.name] = dist.metadata["Name"]
@@ -123,15 +124,23 @@ class Plugins:
             for kind, hook_name in REGISTRATION_HOOKS.items():
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     package = self.packages.get(impl.plugin_name, impl.plugin_name)
+                    made: list[PluginEntry] = []
 
                     def register(name: str, factory: Callable[..., Any], *, description: str = "",
                                  check: Callable[[], str | None] | None = None, priority: int = 0,
-                                 _kind: str = kind, _package: str = package) -> None:
+                                 _kind: str = kind, _package: str = package, _made: list = made) -> None:
                         if not callable(factory):
                             raise TypeError(f"plugin {_package!r} registered {_kind} {name!r} with a non-callable factory {factory!r}")
-                        entries[_kind].append(PluginEntry(_kind, str(name), factory, _package, description, check, priority))
+                        _made.append(PluginEntry(_kind, str(name), factory, _package, description, check, priority))
 
-                    impl.function(register=register)
+                    try:
+                        impl.function(register=register)
+                    except Exception as exc:  # one broken vendor hook must not hide every other plugin
+                        broken = (f"{package}:{impl.plugin_name}", f"{hook_name}() failed: {type(exc).__name__}: {exc}")
+                        if broken not in self.broken:
+                            self.broken.append(broken)
+                        continue
+                    entries[kind].extend(made)
             self._entries = entries
             return entries
 
@@ -189,9 +198,26 @@ class Plugins:
         except (TypeError, ValueError) as exc:
             raise ConfigError(option_error(kind, name, options, exc)) from exc
 
-    def table(self) -> list[dict[str, Any]]:
-        """JSON-ready rows for ``surgbox plugins --json``."""
-        return [e.to_dict() for e in self.entries()]
+    def selected(self, entry: PluginEntry) -> bool:
+        """True when selecting ``entry.name`` by its bare name gets ``entry`` (it is the only one,
+        or it wins on priority); False when another registration of the name wins, or when two
+        tie (then neither is picked without ``PACKAGE:NAME``)."""
+        try:
+            return self.entry(entry.kind, entry.name) is entry
+        except PluginConflictError:
+            return False
+
+    def table(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """JSON-ready rows for ``surgbox plugins --json``: every registration (:meth:`PluginEntry.to_dict`
+        plus ``selected``, see :meth:`selected`, and ``broken: false``), then one row per plugin
+        that could not be loaded or whose registration hook failed (``kind: null``, ``name`` the
+        entry point, ``available: false``, ``reason`` the error, ``broken: true``)."""
+        rows = [{**e.to_dict(), "selected": self.selected(e), "broken": False} for e in self.entries(kind)]
+        for where, error in self.broken:
+            package, _, name = where.rpartition(":")
+            rows.append({"kind": None, "name": name, "package": package, "available": False, "reason": error,
+                         "description": "", "priority": None, "selected": False, "broken": True})
+        return rows
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -207,6 +233,11 @@ def option_error(kind: str, name: str, options: dict[str, Any], exc: BaseExcepti
         key = unknown[1]
         return (f"{kind} plugin {name!r} has no option {key!r} (given {key}={_short(options[key])}); "
                 f"remove it, or see the plugin's documentation for its options")
+    if options and re.search(r"takes no (keyword )?arguments", msg):
+        keys = ", ".join(repr(k) for k in options)
+        given = ", ".join(f"{k}={_short(v, 30)}" for k, v in options.items())
+        return (f"{kind} plugin {name!r} has no option {keys} (given {given}; it takes no options); "
+                f"remove {'it' if len(options) == 1 else 'them'}")
     named = [k for k in options if re.search(rf"(?<![\w]){re.escape(k)}(?![\w])", msg)]
     if len(named) == 1:
         key = named[0]

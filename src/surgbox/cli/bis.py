@@ -45,6 +45,12 @@ def run_parse(args: argparse.Namespace) -> int:
         raise SurgboxError(f"bis parse: {args.file} does not exist; give the path of a capture file") from None
     except IsADirectoryError:
         raise SurgboxError(f"bis parse: {args.file} is a folder; give the path of a capture file") from None
+    except OSError as exc:
+        raise SurgboxError(f"bis parse: cannot read {args.file}: {exc.strerror or exc}") from None
+    s = parser.stats
+    if not records:
+        raise SurgboxError(f"bis parse: no BIS records in {args.file} ({s.skipped_bytes} bytes skipped); give a raw "
+                           f"BIS Vista serial capture or a HISTORY export")
     out = sys.stdout
     if args.json:
         for r in records:
@@ -58,7 +64,6 @@ def run_parse(args: argparse.Namespace) -> int:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             out.write("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + "\n")
-    s = parser.stats
     print(
         f"{args.file}: {s.records} records ({parser.header.kind}), {s.invalid_values} invalid values; skipped "
         f"{s.skipped_bytes} bytes, {s.partial_records} partial and {s.corrupt_records} corrupt records, "

@@ -29,6 +29,7 @@ from typing import Any
 
 from .._fs import AtomicFile
 from ..errors import ConfigError, SurgboxError
+from ._parser import number
 
 SEGMENT_HELP = "ciphertext segment size in bytes, 57 to 2147483647 (default 1048576; must match the encrypting side)"
 
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--passphrase", action="store_true",
                    help="derive the key from a passphrase (scrypt); the file stores only salt and parameters")
     k.add_argument("--passphrase-env", metavar="VAR", help="read the passphrase from environment variable VAR")
-    k.add_argument("--scrypt-n", type=int, default=1 << 17, help="scrypt cost n (power of two, default 131072)")
+    k.add_argument("--scrypt-n", type=number(int, minimum=2), default=1 << 17, help="scrypt cost n (power of two, default 131072)")
     k.set_defaults(func=guarded(run_keygen))
 
     i = csub.add_parser("keyid", help="print the id of a key (as stored in object metadata)")

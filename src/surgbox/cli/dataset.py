@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DatasetError
+from ._parser import number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,27 +36,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         c.add_argument("--format", default="auto", choices=["auto", "cvat", "coco", "dlib"], help="annotation format (default: detect)")
 
     c = ds.add_parser("boxes", help="print the boxes of an annotation file", description="Print the boxes of an annotation file.")
-    c.add_argument("annotations", metavar="ANNOTATIONS")
+    c.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file: CVAT 1.1 XML, COCO JSON or dlib XML")
     labels(c)
     c.add_argument("--json", action="store_true", help="JSON Lines: one object per annotated frame or image")
     c.set_defaults(func=_boxes)
 
     c = ds.add_parser("import", help="make a dataset folder for annotated photos (referenced in place)",
                       description="Make a dataset folder from image annotations; the images stay where they are.")
-    c.add_argument("annotations", nargs="+", metavar="ANNOTATIONS")
+    c.add_argument("annotations", nargs="+", metavar="ANNOTATIONS", help="annotation files: CVAT 1.1 XML, COCO JSON or dlib XML")
     c.add_argument("--images", action="append", type=Path, metavar="DIR",
                    help="folder of the images (once, or once per annotation file; default: beside each file)")
-    c.add_argument("--out", required=True, type=Path, metavar="DATASET")
+    c.add_argument("--out", required=True, type=Path, metavar="DATASET", help="dataset folder to create")
     c.add_argument("--relabel", metavar="NAME", help="give every kept box this label (e.g. face_mask for an all-masked set)")
     labels(c)
     c.set_defaults(func=_import)
 
     c = ds.add_parser("extract", help="decode annotated video frames into a dataset folder",
                       description="Decode the frames a CVAT video export annotates into DATASET/images/, with the manifest.")
-    c.add_argument("annotations", metavar="ANNOTATIONS")
+    c.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file: CVAT 1.1 XML, COCO JSON or dlib XML")
     c.add_argument("--video", required=True, metavar="SRC",
                    help="the video: a file, store:KEY (with --root/--key-file) or event:ID/NAME (with --home/--user)")
-    c.add_argument("--out", required=True, type=Path, metavar="DATASET")
+    c.add_argument("--out", required=True, type=Path, metavar="DATASET", help="dataset folder to create")
     c.add_argument("--name", metavar="VIDEO", help="video name in the dataset (default: the export's <source>, else the file stem)")
     c.add_argument("--every", type=int, default=1, metavar="N", help="keep every Nth annotated frame (default 1: all)")
     c.add_argument("--image-format", default="png", choices=["png", "jpg"], help="frame files (default png, lossless)")
@@ -73,11 +74,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     c = ds.add_parser("split", help="split a dataset into train/val/test by video (writes split.json)",
                       description="Split by video, stratified on per-video keys and face scale, seeded.")
-    c.add_argument("dataset", type=Path, metavar="DATASET")
+    c.add_argument("dataset", type=Path, metavar="DATASET", help="dataset folder (surgbox dataset import/extract)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--preset", choices=["paper", "70-15-15", "80-10-10"], help="paper = 31/12/14 (default)")
     g.add_argument("--ratios", metavar="T,V,S", help="train,val,test proportions, e.g. 60,20,20")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=number(int, minimum=0), default=0, help="random seed of the split (default 0)")
     c.add_argument("--keys", type=Path, metavar="FILE", help="per-video keys: CSV with a 'video' column, or JSON {video: {key: value}}")
     c.add_argument("--stratify", metavar="K1,K2", help="which keys to balance (default: all in --keys)")
     c.add_argument("--no-face-scale", action="store_true", help="do not add the computed face-scale bucket")
@@ -85,8 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_split)
 
     c = ds.add_parser("show", help="summarize a dataset folder", description="Summarize a dataset folder.")
-    c.add_argument("dataset", type=Path, metavar="DATASET")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("dataset", type=Path, metavar="DATASET", help="dataset folder (surgbox dataset import/extract)")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=_show)
 
 

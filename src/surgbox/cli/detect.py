@@ -58,6 +58,21 @@ def _read(path: str):
         raise ConfigError(f"image {path!r} cannot be read ({exc}); give a JPEG/PNG/TIFF/BMP file") from None
 
 
+def _check_image(path: str) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is an image file Pillow can read (header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if Path(path).is_dir():
+        raise ConfigError(f"image {path!r} is a folder; give image files (JPEG, PNG, ...)")
+    try:
+        with Image.open(path):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"image {path!r} does not exist; check the path") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
+        raise ConfigError(f"image {path!r} cannot be read ({exc}); give a JPEG/PNG/TIFF/BMP file") from None
+
+
 def _out_names(paths: list[str]) -> list[str]:
     """``<stem>.png`` per input, made unique with ``-2``, ``-3``... when stems repeat."""
     seen: dict[str, int] = {}
@@ -109,10 +124,12 @@ def run(args: argparse.Namespace) -> int:
     given = {"threshold": args.threshold, "nms_iou": args.nms_iou, "weights": args.weights, "max_size": args.max_size,
              "device": args.device}
     options.update({k: v for k, v in given.items() if v is not None})
-    if args.out_dir:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+    for path in args.images:  # a wrong path or a file that is no image fails now, before the model loads
+        _check_image(path)
     names = _out_names(args.images)
     detector = get_plugins().create("detector", args.detector, **options)
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     with detector:
         step = max(1, args.batch_size)

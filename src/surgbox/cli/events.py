@@ -26,23 +26,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         return c
 
     c = cmd("create", "create an event; prints its id on the last line", _create)
-    c.add_argument("--patient", required=True, metavar="NAME")
-    c.add_argument("--medical-record", required=True, metavar="MRN")
-    c.add_argument("--procedure", required=True, metavar="TEXT")
+    c.add_argument("--patient", required=True, metavar="NAME", help="patient name (stored encrypted)")
+    c.add_argument("--medical-record", required=True, metavar="MRN", help="medical record number (stored encrypted)")
+    c.add_argument("--procedure", required=True, metavar="TEXT", help="the procedure, e.g. 'Laparoscopic cholecystectomy'")
     c.add_argument("--physician", action="append", default=[], metavar="NAME", help="repeat for each physician")
     c.add_argument("--place", default="", metavar="TEXT", help="operating room, e.g. 'OR 3'")
-    c.add_argument("--notes", default="", metavar="TEXT")
+    c.add_argument("--notes", default="", metavar="TEXT", help="free text for the report (stored encrypted)")
     c.add_argument("--start", action="store_true", help="also start it (status recording)")
 
     c = cmd("start", "mark an event as recording", _start)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c = cmd("stop", "mark an event as stopped and store its PDF report", _stop)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c.add_argument("--no-report", action="store_true", help="do not make the report now")
 
     c = cmd("recover", "after a crash of `record --event`: recover the event's unfinished writes with its key "
             "and add the recording's files to it", _recover)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c.add_argument("--stop", action="store_true", help="then stop the event (makes its PDF report)")
 
     c = cmd("list", "the newest events you may see", _search)
@@ -50,27 +50,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = cmd("search", "events matching every filter given", _search)
     c.add_argument("--from", dest="date_from", metavar="DATE", help="started on or after (YYYY-MM-DD, local)")
     c.add_argument("--to", dest="date_to", metavar="DATE", help="started on or before (YYYY-MM-DD, local)")
-    c.add_argument("--place", metavar="TEXT")
+    c.add_argument("--place", metavar="TEXT", help="operating room, exact (e.g. 'OR 3')")
     c.add_argument("--procedure", metavar="TEXT", help="substring, case/accent-insensitive")
     c.add_argument("--physician", metavar="NAME", help="whole name or all of its words")
     c.add_argument("--patient", metavar="NAME", help="whole name or all of its words")
     c.add_argument("--medical-record", metavar="MRN", help="exact")
     c.add_argument("--text", metavar="WORDS", help="every word must occur in some field")
-    c.add_argument("--status", choices=["created", "recording", "stopped"])
+    c.add_argument("--status", choices=["created", "recording", "stopped"], help="only events in this state")
     _output_options(c)
 
     c = cmd("show", "one event with its files", _show)
-    c.add_argument("id")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
+    c.add_argument("--json", action="store_true", help="print the event as JSON")
 
     c = cmd("attach", "encrypt a local file into the store as a file of the event", _attach)
-    c.add_argument("id")
-    c.add_argument("path", metavar="FILE")
-    c.add_argument("--kind", required=True, choices=["segment", "snapshot", "data", "report", "deid"])
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
+    c.add_argument("path", metavar="FILE", help="the local file to encrypt into the event")
+    c.add_argument("--kind", required=True, choices=["segment", "snapshot", "data", "report", "deid"],
+                   help="what the file is: a recording segment, a snapshot, data (BIS, sidecar), a report or a de-identified copy")
     c.add_argument("--name", metavar="NAME", help="name in the event (default: the file's name)")
 
     c = cmd("export", "decrypt (or re-encrypt for another key) an event's files into a folder, verifying checksums", _export)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c.add_argument("--to", required=True, metavar="DIR", help="destination folder (outside SURGBOX_HOME)")
     c.add_argument("--key-file", metavar="KEY", help="re-encrypt every file for this 32-byte key file instead of decrypting")
     c.add_argument("--file", action="append", dest="names", metavar="NAME", help="only this file (repeatable)")
@@ -78,13 +79,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="permissions of the exported files (default 600: owner only; e.g. 640)")
 
     c = cmd("play", "stream decrypted recordings into a player (no plaintext file)", _play)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c.add_argument("--file", action="append", dest="names", metavar="NAME", help="play this file (default: the segments)")
     c.add_argument("--player", metavar="CMD", help="player command reading the media from stdin (default: the first "
                    "installed player of config.toml [play] players; without the export permission only those)")
 
     c = cmd("deid", "de-identify an event's recording into a new encrypted file of the event (no plaintext on disk)", _deid)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c.add_argument("--file", action="append", dest="names", metavar="NAME", help="only this segment (repeatable; default: all)")
     c.add_argument("--replace", action="store_true", help="replace an earlier de-identified copy (both stay in the audit trail)")
     c.add_argument("--detector", metavar="NAME", help="face detector plugin (default: the de-identification default)")
@@ -93,12 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print the new files as JSON")
 
     c = cmd("delete", "delete an event: destroy its key, catalog rows and stored files", _delete)
-    c.add_argument("id")
+    c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
 
     c = cmd("retention", "delete every stopped event older than N days (crypto-shredding)", _retention)
-    c.add_argument("--keep-days", type=float, required=True, metavar="N")
+    c.add_argument("--keep-days", type=float, required=True, metavar="N",
+                   help="keep events stopped in the last N days (0 to 36525, 100 years); older ones are deleted")
     c.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the deleted event ids as JSON")
 
 
 def _octal(text: str) -> int:
@@ -112,7 +114,7 @@ def _octal(text: str) -> int:
 
 
 def _output_options(c: argparse.ArgumentParser) -> None:
-    c.add_argument("--limit", type=int, default=100, metavar="N")
+    c.add_argument("--limit", type=int, default=100, metavar="N", help="at most N events, newest first (default 100)")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

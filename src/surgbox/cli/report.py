@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "checksums), store it encrypted with the event, and with --out also write it to "
                                    "FILE.pdf (plaintext: needs the export permission).")
     add_auth_options(p)
-    p.add_argument("id")
+    p.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     p.add_argument("--out", metavar="FILE.pdf", help="also write the PDF here (outside SURGBOX_HOME)")
     p.set_defaults(func=run)
 

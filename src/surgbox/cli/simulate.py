@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 
+from ._parser import number
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulated devices (a BIS monitor on a pty or TCP)", description="Run a simulated device.")
@@ -20,11 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "connect with the pyserial URL socket://HOST:PORT.",
     )
     b.add_argument("--port", required=True, help="PATH for a pty symlink, or tcp://HOST:PORT to listen on")
-    b.add_argument("--rate", type=float, default=1.0, help="records per second (default 1)")
-    b.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
-    b.add_argument("--course", type=float, default=600.0, help="seconds per whole anaesthesia course (default 600; it repeats)")
-    b.add_argument("--seed", type=int, default=0, help="seed for artifacts and noise (default 0)")
-    b.add_argument("--noise", type=float, default=0.0, help="probability per record of a line fault: NUL, split line, lost byte")
+    b.add_argument("--rate", type=number(float, above=0, maximum=1000), default=1.0, help="records per second, at most 1000 (default 1)")
+    b.add_argument("--duration", type=number(float, above=0), default=None, help="stop after this many seconds (default: run until Ctrl-C)")
+    b.add_argument("--course", type=number(float, above=0), default=600.0, help="seconds per whole anaesthesia course (default 600; it repeats)")
+    b.add_argument("--seed", type=number(int, minimum=0), default=0, help="seed for artifacts and noise (default 0)")
+    b.add_argument("--noise", type=number(float, minimum=0, maximum=1), default=0.0, help="probability per record of a line fault: NUL, split line, lost byte")
     b.add_argument("--no-artifacts", action="store_true", help="no SQI drops, EMG bursts or electrode lifts")
     b.set_defaults(func=run_bis)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

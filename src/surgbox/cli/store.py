@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SurgboxError
+from ._parser import plain
 from .crypt import _AtomicOutput, guarded, passphrase_from
 
 _ROOTS_ENV, _KEY_ENV = "SURGBOX_STORE_ROOTS", "SURGBOX_KEY_FILE"
@@ -26,7 +27,7 @@ _ROOTS_ENV, _KEY_ENV = "SURGBOX_STORE_ROOTS", "SURGBOX_KEY_FILE"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("store", help="encrypted mirrored store: init, status, verify, scrub, recover, ls/put/get",
-                       description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__.split("\n\n", 1)[1]), formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
 
     def cmd(name: str, func, text: str, *, keys: bool = False, needs: tuple[str, ...] = ()) -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ._parser import number
 from .deid import _fmt_time
 
 
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="PATH", help="starting checkpoint (default: the shipped weights)")
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (default: the recipe's)")
     p.add_argument("--max-examples", type=int, metavar="N", help="stop after N training examples")
-    p.add_argument("--batch-size", type=int, metavar="N")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per training step (default: the recipe's)")
     p.add_argument("--image-size", type=int, metavar="PX", help="square training input side (default 640)")
     p.add_argument("--lr", type=float, metavar="LR", help="initial learning rate (default: the recipe's)")
     p.add_argument("--mask-prob", type=float, metavar="P", help="chance of a drawn surgical mask per face (default 0.5)")
@@ -37,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="no crops, jitter, mirror, masks or caps")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, minimum=0), default=0, help="random seed of sampling and augmentation (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
     p.add_argument("--patience", type=int, default=10, metavar="N", help="stop after N validations without a better AP@0.5")
     p.add_argument("--val-max-size", type=int, default=1024, metavar="PX", help="validation shrinks longer sides above PX")

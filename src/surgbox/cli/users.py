@@ -22,18 +22,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         return c
 
     c = cmd("add", "create an account", _add)
-    c.add_argument("name")
-    c.add_argument("--role", required=True, choices=["admin", "surgeon", "operator", "viewer", "auditor"])
+    c.add_argument("name", help="the new account's user name")
+    c.add_argument("--role", required=True, choices=["admin", "surgeon", "operator", "viewer", "auditor"],
+                   help="its role (permissions: docs/catalog.md)")
     c.add_argument("--password", metavar="PW", help=f"its password (default: ${NEW_PASSWORD_ENV} or a prompt)")
     c.add_argument("--physician", metavar="NAME", help="link a physician name: a surgeon sees the events listing it")
     c = cmd("list", "all accounts", _list)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the accounts as JSON")
     for name, help in (("disable", "disable an account"), ("enable", "enable a disabled account"),
                        ("unlock", "clear a lockout after wrong passwords")):
         c = cmd(name, help, _simple)
-        c.add_argument("name")
+        c.add_argument("name", help="the user name")
     c = cmd("passwd", "set a password (your own, or anybody's as an admin)", _passwd)
-    c.add_argument("name")
+    c.add_argument("name", help="whose password (your own user name, or any as an admin)")
     c.add_argument("--password", metavar="PW", help=f"the new password (default: ${NEW_PASSWORD_ENV} or a prompt)")
 
 

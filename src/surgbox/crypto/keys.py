@@ -195,9 +195,6 @@ def load_key(path: str | os.PathLike[str], passphrase: str | bytes | None = None
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"key file {path} is not a regular file")
-    if st.st_mode & 0o077:
-        logger.warning("key file %s is accessible by group/others (mode %o); run `chmod 600 %s`",
-                       path, stat.S_IMODE(st.st_mode), path)
     if _looks_like_passphrase(data[:_PASSPHRASE_PROBE], len(data)):  # the rule of is_passphrase_file()
         params = ScryptParams.from_json(data, str(path))
         if passphrase is None:
@@ -205,8 +202,13 @@ def load_key(path: str | os.PathLike[str], passphrase: str | bytes | None = None
                                f"command needs a raw/hex key file (create one with `surgbox crypt keygen KEY`) "
                                f"or, where the command supports it, the passphrase (--passphrase-env VAR, or "
                                f"typed at the prompt)")
-        return params.derive(passphrase, str(path))
-    return MasterKey.from_bytes(data, str(path))
+        key = params.derive(passphrase, str(path))
+    else:
+        key = MasterKey.from_bytes(data, str(path))
+    if st.st_mode & 0o077:  # warned only for a usable key: a file that is no key gets its error alone
+        logger.warning("key file %s is accessible by group/others (mode %o); run `chmod 600 %s`",
+                       path, stat.S_IMODE(st.st_mode), path)
+    return key
 
 
 @attrs.frozen

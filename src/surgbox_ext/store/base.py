@@ -99,14 +99,17 @@ class EncryptedStore(ScrubMixin, RecoverMixin, Store):
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 ids.append(str(json.loads((r.root / MARKER).read_bytes())["store_id"]))
         store_id = ids[0] if ids else None
+        failed = []
         for r in self.roots:
             try:
                 store_id = r.probe(init=self.init, store_id=store_id)
                 r.state, r.error = "ok", None
             except (OSError, StoreError) as exc:
-                self._fail(r, exc, "opening")
+                failed.append((r, exc))
         self.store_id = store_id
         self._macs = None
+        for r, exc in failed:  # logged as degradation only when the store opens at all; else the error says it
+            self._fail(r, exc, "opening", log=len(failed) < len(self.roots))
         healthy = [r for r in self.roots if r.ok]
         if not healthy:
             raise StoreError("no usable store root: " + "; ".join(f"{r.root}: {r.error}" for r in self.roots))
@@ -128,7 +131,7 @@ class EncryptedStore(ScrubMixin, RecoverMixin, Store):
     def close(self) -> None:
         self._opened = False
 
-    def _fail(self, replica: Replica, exc: BaseException, context: str) -> None:
+    def _fail(self, replica: Replica, exc: BaseException, context: str, *, log: bool = True) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = "disk full (ENOSPC)"
@@ -136,7 +139,7 @@ class EncryptedStore(ScrubMixin, RecoverMixin, Store):
             first = replica.state != "failed"
             replica.state, replica.error = "failed", f"{context}: {reason}"
             left = sum(r.ok for r in self.roots)
-        if first:
+        if first and log:
             logger.error("STORE DEGRADED: root %s failed while %s: %s; %d healthy root(s) left. Fix the disk, "
                          "then run `surgbox store scrub`.", replica.root, context, reason, left)
 
