@@ -17,7 +17,7 @@ time unchanged: the recorder's ``latency_s`` must cover :attr:`LiveDeidSource.de
 (:class:`~surgbox.recording.Recorder` raises it by itself).
 
 Fail closed: a frame is shown with only its faces hidden when every detection it depends on
-(the detected frames before and after it) came back in time. A detection that is not back
+(the detected frames before and after it, and one more on each side) came back in time. A detection that is not back
 ``latency_s`` after its frame was captured (the detector is slow, stalled or starved of CPU),
 that raised, or that could not even be queued (the worker's queue is full), makes every frame
 around it leave with the whole picture hidden (``slot``: ``blur`` or ``fill``). Each change
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 # Live values (the detector, its options, masks and anonymizer come from surgbox.deid.defaults).
 LIVE_EVERY = 3  # detect on every 3rd frame: 10 detections/s for a 30 fps room camera
-LIVE_MAX_GAP = 5  # frames bridged between two detections (>= 2 * every - 1, see TemporalFilter)
+LIVE_MAX_GAP = 10  # frames bridged between two detections: surgbox deid's default (a missed detection at every 3 is bridged)
 LIVE_EDGE_CARRY = 10  # frames a face leaving through the picture's edge stays hidden
 LATENCY_S = 0.25  # a detection later than this after its frame's capture: fail closed
 SLOT_HIDE = ("blur", "fill")
@@ -224,7 +224,10 @@ class LiveDeidSource(WrappedSource):
                     from ..plugins import get_plugins
 
                     plugins = get_plugins()
-                det = plugins.create("detector", d.detector, **d.detector_factory_options())
+                try:
+                    det = plugins.create("detector", d.detector, **d.detector_factory_options())
+                except SurgboxError as exc:
+                    raise SourceError(f"source {self.name!r}: the [deid] detector: {exc}") from None
                 self._owns_detector = True
         try:
             det.open()
@@ -238,7 +241,7 @@ class LiveDeidSource(WrappedSource):
         self._anon = d.make_anonymizer()
         self._slot_anon = make_anonymizer(self.settings.slot, expand=d.expand, feather=d.feather)
         try:
-            self.inner.start(self.clock)
+            self.start_inner()
         except BaseException:
             self._close_detector()
             raise
@@ -340,8 +343,13 @@ class LiveDeidSource(WrappedSource):
         """Why frame ``j`` cannot be shown with only its faces hidden (``None``: it can)."""
         every = self.settings.deid.every
         a = j - j % every
-        needed = [a] if a == j else [a, a + every]
+        # the detections the temporal stage bridges this frame with: the bracketing detected
+        # frames and one more on each side (a face one detection misses is interpolated or carried
+        # from its neighbours, as in surgbox deid)
+        needed = [a - every, a, a + every] if a == j else [a - every, a, a + every, a + 2 * every]
         for d in needed:
+            if d < 0:
+                continue  # nothing before the first frame
             st = self._status.get(d)
             if st is None:
                 return "late"  # not settled (the end of the recording) counts as late
@@ -360,7 +368,7 @@ class LiveDeidSource(WrappedSource):
         elif regions:
             hide_regions(self._anon, e.frame.image, [self._rect], regions)
             self._counts["frames_faces_hidden"] += 1
-        for d in [k for k in self._status if k < j - self.settings.deid.every]:
+        for d in [k for k in self._status if k < j - 2 * self.settings.deid.every]:
             del self._status[d]
         self._counts["frames"] += 1
         assert self.clock is not None

@@ -10,6 +10,7 @@ its raw items), takes its name, forwards what the recorder reads of it (``fps``,
 from __future__ import annotations
 
 from fractions import Fraction
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -65,7 +66,25 @@ class WrappedSource(ThreadedSource):
     # -- ThreadedSource ---------------------------------------------------------------------------
     def _open(self) -> None:
         assert self.clock is not None
+        self.start_inner()
+
+    def start_inner(self) -> None:
+        """Start ``inner``, its queue first raised (never lowered) to this wrapper's: the recorder
+        sizes only the queue it sees, and a busy wrapper thread must not make ``inner`` drop."""
+        size = getattr(self.inner, "queue_size", None)
+        if isinstance(size, int) and not isinstance(size, bool) and size < self.queue_size:
+            self.inner.queue_size = self.queue_size  # type: ignore[attr-defined]
+        assert self.clock is not None
         self.inner.start(self.clock)
+
+    def stats(self) -> Mapping[str, Any]:
+        """ThreadedSource's counters, with the wrapped source's under ``inner``."""
+        base = dict(super().stats())
+        try:
+            base["inner"] = dict(self.inner.stats())
+        except Exception:  # a plugin's broken stats() must not break ours
+            base["inner"] = None
+        return base
 
     def _close(self) -> None:
         self.inner.stop()
