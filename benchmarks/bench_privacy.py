@@ -18,6 +18,7 @@ One table is printed at the end (and written as JSON with ``SURGBOX_BENCH_PRIVAC
     pytest benchmarks/bench_privacy.py --benchmark-only -s                      # whole scene (~14 min of video)
     SURGBOX_BENCH_PRIVACY_QUICK=1 pytest benchmarks/bench_privacy.py -s         # subset: runs in minutes
     python benchmarks/bench_privacy.py [--quick] [--stride N]                   # the same without pytest
+    python benchmarks/bench_privacy.py --quick --only defaults --keep DIR        # one setting, outputs + audit kept
 
 ``--quick`` (or ``SURGBOX_BENCH_PRIVACY_QUICK=1``) keeps the 4 shared photos, the OR photos and
 every 40th masked-faces photo (14 shots, 56 s of video) and scores every 2nd frame.
@@ -44,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REGION = "1280,0,640,360"
 QUICK = os.environ.get("SURGBOX_BENCH_PRIVACY_QUICK", "") not in ("", "0")
+# comma-separated setting names (or name prefixes) to run, e.g. "defaults"; empty: all of them
+ONLY = [s for s in os.environ.get("SURGBOX_BENCH_PRIVACY_ONLY", "").split(",") if s]
 RESULTS: dict[str, dict] = {}
 
 
@@ -55,7 +58,7 @@ def settings() -> dict[str, list[str]]:
     if defaults.DETECTOR == "ensemble":
         opts = defaults.detector_options("ensemble")
         for m in opts["members"]:
-            own = {k: v for k, v in m.items() if k not in ("name", "every", "phase", "weight")}
+            own = {k: v for k, v in m.items() if k not in ("name", "every", "phase", "confirm")}
             own.setdefault("threshold", opts.get("threshold"))
             args = ["--detector", m["name"]]
             for k, v in own.items():
@@ -75,8 +78,10 @@ def _eval_modules():
     return deid_scene, deid_score
 
 
-def make_scene(quick: bool):
-    """The scene (a ``deid_scene.Scene`` with the crop clamped inside each photo)."""
+def make_scene(quick: bool, dirs: list[str] | None = None):
+    """The scene (a ``deid_scene.Scene`` with the crop clamped inside each photo): the photos of
+    ``dirs`` (folder names under ``../shared/data``; default ``faces``, ``or_faces`` and
+    ``masked_faces``), with ``quick`` every 40th masked-faces photo only."""
     deid_scene, _ = _eval_modules()
 
     class _Scene(deid_scene.Scene):
@@ -85,7 +90,7 @@ def make_scene(quick: bool):
             return shot, max(0.0, x0), max(0.0, y0), zoom
 
     data = SHARED / "data"
-    full = _Scene.from_dir(str(data / "faces"), str(data / "or_faces"), str(data / "masked_faces"))
+    full = _Scene.from_dir(*(str(data / d) for d in (dirs or ("faces", "or_faces", "masked_faces"))))
     if not quick:
         return full
     keep = [i for i, m in enumerate(full.meta) if not m or m[0]["source"] != "masked_faces"]
@@ -140,8 +145,11 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_all(workdir: Path, quick: bool, stride: int | None = None) -> dict[str, dict]:
-    """Write the scene, run the baseline and every setting, score, and return the rows."""
+def run_all(workdir: Path, quick: bool, stride: int | None = None, only: list[str] | None = None,
+            audit: bool = False) -> dict[str, dict]:
+    """Write the scene, run the baseline and every setting (or those whose name starts with one
+    of ``only``), score, and return the rows; with ``audit`` each run keeps its audit sidecar
+    beside its output (for ``privacy_misses.py``)."""
     _, deid_score = _eval_modules()
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_deid import transcode
@@ -149,7 +157,8 @@ def run_all(workdir: Path, quick: bool, stride: int | None = None) -> dict[str, 
     stride = stride or (2 if quick else 1)
     scene = make_scene(quick)
     src = workdir / "scene.mp4"
-    scene.write(str(src))
+    if not (audit and src.exists()):  # a kept folder's scene is reused (the scene is deterministic)
+        scene.write(str(src))
     duration = _duration(src)
     t0 = time.perf_counter()
     frames = transcode(src, workdir / "plain.mp4")
@@ -157,7 +166,11 @@ def run_all(workdir: Path, quick: bool, stride: int | None = None) -> dict[str, 
     RESULTS["plain decode+encode (baseline)"] = {"wall_x_duration": round(frames / base_fps / duration, 3),
                                                  "throughput_vs_plain": 1.0}
     for name, args in settings().items():
+        if only and not any(name.startswith(o) for o in only):
+            continue
         dst = workdir / f"out{len(RESULTS)}.mp4"
+        if audit:
+            args = [*args, "--audit", str(dst.with_suffix(".jsonl"))]
         res = run_deid(src, dst, args)
         scored = deid_score.score(scene, str(dst), stride)
         row(name, scored, res["wall_s"], duration, base_fps, res["report"]["frames"])
@@ -173,7 +186,7 @@ def shared():
 
 
 def test_privacy_table(benchmark, shared, tmp_path):
-    results = benchmark.pedantic(run_all, args=(tmp_path, QUICK), rounds=1, iterations=1)
+    results = benchmark.pedantic(run_all, args=(tmp_path, QUICK, None, ONLY), rounds=1, iterations=1)
     benchmark.extra_info.update(results)
     print("\n" + table(results))
     out = os.environ.get("SURGBOX_BENCH_PRIVACY_JSON")
@@ -190,11 +203,17 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="subset of the photos, every 2nd frame scored")
     ap.add_argument("--stride", type=int, help="score every Nth frame")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="run only the settings whose name starts with NAME (repeatable), e.g. --only defaults")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="write the scene, outputs and audit sidecars into DIR (kept) instead of a temporary folder")
     a = ap.parse_args()
     if not (SHARED / "eval" / "deid_score.py").exists():
         sys.exit("../shared is not present beside this checkout")
     with tempfile.TemporaryDirectory() as d:
-        res = run_all(Path(d), a.quick or QUICK, a.stride)
+        work = a.keep or Path(d)
+        work.mkdir(parents=True, exist_ok=True)
+        res = run_all(work, a.quick or QUICK, a.stride, a.only or ONLY, audit=a.keep is not None)
     print(table(res))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

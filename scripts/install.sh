@@ -25,6 +25,12 @@ if command -v dpkg-query >/dev/null 2>&1; then
   command -v cc >/dev/null 2>&1 || gst_missing+=(gcc)
 fi
 need_apt+=("${gst_missing[@]}")
+# a real WebDAV server for the upload tests (`rclone serve webdav`)
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+# The console's browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+need_browser=()
+[ -x /usr/bin/chromium ] || need_browser+=(chromium)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages: ${need_apt[*]}"
@@ -33,6 +39,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   else
     echo "warning: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); tests need ffprobe," \
          "and the GStreamer plugins (gst_*) report themselves unavailable without GStreamer" >&2
+  fi
+fi
+if [ ${#need_browser[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium (the console's browser tests)"
+    [ ${#need_apt[@]} -gt 0 ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
+      echo "warning: could not install chromium; the console's browser tests will skip" >&2
+  else
+    echo "warning: please install chromium (sudo apt-get install chromium); the console's browser tests skip without it" >&2
   fi
 fi
 

@@ -139,3 +139,21 @@ def test_writing_a_decoded_frame_does_not_touch_the_decoder_reference(tmp_path):
             frames.append(planes_copy(f)[0])
     assert frames[0][30, 30] == 16
     assert frames[5][30, 30] != 16  # later pictures decoded from the untouched reference
+
+
+def test_margin_makes_the_box_corners_opaque():
+    """A 1.4x ellipse only just reaches a square box's corners (sqrt(2) = 1.414): with a margin
+    the opaque part reaches ``margin`` pixels beyond them, also for a small face."""
+    box = (100, 100, 116, 116)  # a 16 px face
+    plain = MaskShape(expand=1.4, edge_extend=0)
+    wide = MaskShape(expand=1.4, edge_extend=0, margin=3)
+    for shape, opaque in ((plain, False), (wide, True)):
+        x0, y0, a = shape.alpha(box, 400, 400)
+        # the pixels 2 px diagonally outside each corner
+        corners = [a[98 - y0, 98 - x0], a[117 - y0, 117 - x0], a[98 - y0, 117 - x0], a[117 - y0, 98 - x0]]
+        assert all(c == 255 for c in corners) is opaque, corners
+    # a large face is already covered by expand: the margin changes nothing there
+    big = (0, 0, 200, 200)
+    assert MaskShape(expand=1.6, margin=3)._half_sizes(big) == MaskShape(expand=1.6)._half_sizes(big)
+    with pytest.raises(ConfigError, match="margin"):
+        make_anonymizer("blur", margin=-1)

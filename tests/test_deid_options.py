@@ -21,7 +21,8 @@ def test_defaults_are_todays_values_in_one_module():
         defaults.BATCH)
     # the detector defaults chosen by measurement (issue 11, docs/deid.md "Detectors and defaults")
     assert defaults.DETECTOR == "ensemble" and "threshold" not in defaults.detector_options("ensemble")
-    assert [m["threshold"] for m in defaults.detector_options("ensemble")["members"]] == [0.15, 0.2, 0.3]
+    assert [m["threshold"] for m in defaults.detector_options("ensemble")["members"]] == [0.1, 0.1, 0.2]
+    assert [m["confirm"] for m in defaults.detector_options("ensemble")["members"]] == [0.4, 0.4, 0.5]
     assert [m["name"] for m in defaults.detector_options("ensemble")["members"]] == ["centerface", "centerface", "retinaface"]
     assert defaults.detector_options("retinaface") == {"threshold": 0.3, "threads": 1, "scale": 0.5}
     assert defaults.detector_options("surgbox:retinaface") == {"threshold": 0.3, "threads": 1, "scale": 0.5}

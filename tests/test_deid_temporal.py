@@ -122,3 +122,53 @@ def test_state_stays_bounded_over_a_long_sequence():
         tf.push(i, Detections(np.reshape(boxes, (-1, 4)), [0.9] * n))
         held = max(held, sum(len(t.obs) for t in tf._tracks.values()))
     assert held < 200, held  # only the lookahead window (+ a velocity baseline) is kept
+
+
+# ------------------------------------------------------------------------------ hysteresis
+
+
+def push_scored(tf: TemporalFilter, seq: dict[int, list[tuple[list[float], float]]], n: int):
+    """Push ``n`` frames whose detections are ``seq[i]`` = [(box, score), ...]; the output by frame."""
+    out = []
+    for i in range(n):
+        d = seq.get(i, [])
+        out += tf.push(i, Detections(np.array([b for b, _ in d], float).reshape(-1, 4), [s for _, s in d]))
+    out += tf.flush()
+    return {j: regs for j, regs in out}
+
+
+def test_hysteresis_hides_a_low_scored_face_from_its_first_frame_once_confirmed():
+    """A face scoring 0.2 for 10 frames, then 0.7 once, then 0.2 again: one track, hidden in
+    every frame (also the low-score frames before the confident one); a 0.2 blip elsewhere that
+    is seen twice is never shown."""
+    seq = {i: [(moving(i), 0.7 if i == 10 else 0.2)] for i in range(30)}
+    for i in (3, 4):
+        seq[i].append(([400, 200, 440, 240], 0.2))
+    out = push_scored(TemporalFilter(carry=2, max_gap=4, confirm_score=0.5, confirm_hits=4), seq, 30)
+    assert all([r.kind for r in out[i]] == ["detected"] for i in range(30)), {i: out[i] for i in (0, 3, 29)}
+    assert {r.track for i in range(30) for r in out[i]} == {0}
+    # without hysteresis the blip is shown (and carried)
+    plain = push_scored(TemporalFilter(carry=2, max_gap=4), seq, 30)
+    assert any(r.box[0] == 400 for r in plain[3])
+
+
+def test_hysteresis_confirms_a_track_seen_often_enough():
+    """No detection reaches confirm_score: the track is shown once it has confirm_hits
+    detections, and then from its first one; a track with fewer is never shown."""
+    seq = {i: [(moving(i), 0.2)] for i in range(5, 9)}  # 4 detections
+    seq.update({i: [([400, 200, 440, 240], 0.3)] for i in (20, 22, 24)})  # 3 detections
+    out = push_scored(TemporalFilter(carry=2, max_gap=4, confirm_score=0.5, confirm_hits=4), seq, 40)
+    shown = sorted(i for i in range(40) if out[i])
+    assert shown == list(range(3, 11)), shown  # frames 5-8 plus carry 2 either side
+    out3 = push_scored(TemporalFilter(carry=2, max_gap=4, confirm_score=0.5, confirm_hits=3), seq, 40)
+    assert any(out3[i] for i in range(20, 25))  # 3 hits confirm at confirm_hits=3
+
+
+def test_hysteresis_links_confident_detections_first():
+    """A confident detection and a low-scored one both near a track's prediction: the track
+    takes the confident one (ByteTrack's first round); the other starts a tentative track."""
+    seq = {i: [(moving(i), 0.9)] for i in range(6)}
+    seq[6] = [([moving(6)[0] + 6, 50, moving(6)[2] + 6, 90], 0.1), (moving(6), 0.8)]
+    out = push_scored(TemporalFilter(carry=0, max_gap=2, confirm_score=0.5, confirm_hits=5), seq, 8)
+    [r] = out[6]
+    assert r.track == 0 and r.score == pytest.approx(0.8)

@@ -1,4 +1,4 @@
-"""Ensemble detector: fusion (nms, wbf, union), member specs, cadence through detect_frames and
+"""Ensemble detector: fusion (nms, union), score calibration (confirm), member specs, cadence through detect_frames and
 the de-identification pipeline, the CLI's --detector ensemble, and masked faces found by the
 real members."""
 
@@ -14,7 +14,7 @@ from surgbox import hookimpl
 from surgbox.errors import ConfigError
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
-from surgbox_ext.ensemble import EnsembleDetector, Member, fuse, nms_indices, parse_members
+from surgbox_ext.ensemble import EnsembleDetector, Member, calibrate, fuse, nms_indices, parse_members
 
 
 class Spy(Detector):
@@ -83,14 +83,28 @@ def test_fuse_methods():
         fuse([a], "max")
 
 
-def test_weighted_box_fusion_averages_a_cluster():
-    pytest.importorskip("ensemble_boxes", reason="wbf fusion needs the ensemble-boxes package (optional)")
-    a = Detections([[0, 0, 10, 10]], [0.8])
-    b = Detections([[2, 0, 12, 10]], [0.8])
-    w = fuse([a, b], "wbf", iou=0.4, size=(100, 100))
-    assert len(w) == 1
-    np.testing.assert_allclose(w.boxes[0], [1, 0, 11, 10], atol=1e-3)
-    assert w.scores[0] == pytest.approx(0.8, abs=1e-3)
+def test_calibration_maps_each_members_confirm_to_one_score():
+    s = np.array([0.05, 0.1, 0.2, 0.6, 1.0], np.float32)
+    c = calibrate(s, 0.2)
+    np.testing.assert_allclose(c, [0.125, 0.25, 0.5, 0.75, 1.0], atol=1e-6)
+    assert np.all(np.diff(calibrate(s, 0.4)) > 0)  # order kept
+    np.testing.assert_allclose(calibrate(s, None), 0.5 + s / 2)  # no confirm: all confident
+
+
+def test_ensemble_with_confirm_calibrates_and_declares_confirm_score(spies):
+    plugins, _ = spies
+    det = EnsembleDetector(members=[{"name": "spy", "score": 0.3, "confirm": 0.6},
+                                    {"name": "spy2", "score": 0.3, "box": [100, 100, 140, 140]}], plugins=plugins)
+    assert det.confirm_score == 0.5
+    with det:
+        [d] = det.detect(frames([0]))
+    # spy: 0.3 of confirm 0.6 -> 0.25 (a candidate); spy2 has no confirm: 0.3 -> 0.65 (confident)
+    assert sorted(d.scores.tolist()) == pytest.approx([0.25, 0.65])
+    assert det.settings()["confirm_score"] == 0.5
+    plain = EnsembleDetector(members=["spy"], plugins=plugins)
+    assert plain.confirm_score is None
+    with pytest.raises(ConfigError, match="confirm must be in"):
+        EnsembleDetector(members=[{"name": "spy", "confirm": 1.5}])
 
 
 # ------------------------------------------------------------------------------ member specs
@@ -100,7 +114,7 @@ def test_member_specs_parse_from_json_and_lists():
     ms = parse_members('[{"name": "centerface", "threshold": 0.2}, {"name": "retinaface", "every": 3, "phase": 1}, "spy"]')
     assert ms == (Member("centerface", {"threshold": 0.2}), Member("retinaface", {}, 3, 1), Member("spy"))
     assert [m.runs_on(f) for m in ms[1:2] for f in range(6)] == [False, True, False, False, True, False]
-    assert ms[0].to_dict() == {"name": "centerface", "every": 1, "phase": 0, "weight": 1.0, "threshold": 0.2}
+    assert ms[0].to_dict() == {"name": "centerface", "every": 1, "phase": 0, "threshold": 0.2}
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -163,23 +177,28 @@ def test_a_frame_no_member_runs_on_has_no_detections(spies):
     assert [len(d) for d in out] == [1, 0] and built[0].seen == [4]
 
 
-def test_pipeline_passes_frame_numbers(spies, tmp_path):
-    """deidentify() calls detect_frames with source frame numbers: a member on every 3rd frame
-    runs on a third of them, and its boxes are carried over the frames in between."""
+def flat_video(path, n=30):
+    """A 160x120 H.264 file of ``n`` flat frames, frame ``i`` of grey level ``60 + i``."""
     import av
 
-    from surgbox.deid import deidentify, read_audit
-
-    plugins, built = spies
-    src = tmp_path / "in.mp4"
-    with av.open(str(src), "w") as c:
+    with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
-        for i in range(30):
+        for i in range(n):
             f = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 60 + i, np.uint8), format="rgb24")
             f.pts = i
             c.mux(s.encode(f))
         c.mux(s.encode())
+    return path
+
+
+def test_pipeline_passes_frame_numbers(spies, tmp_path):
+    """deidentify() calls detect_frames with source frame numbers: a member on every 3rd frame
+    runs on a third of them, and its boxes are carried over the frames in between."""
+    from surgbox.deid import deidentify, read_audit
+
+    plugins, built = spies
+    src = flat_video(tmp_path / "in.mp4")
     det = EnsembleDetector(members=[{"name": "spy", "every": 3, "box": [40, 30, 80, 70]}], plugins=plugins)
     deidentify(src, tmp_path / "out.mp4", region="full", detector=det, threshold=None, detector_threads=None,
                audit=tmp_path / "a.jsonl", plugins=plugins, detect_scale=1.0)
@@ -189,6 +208,32 @@ def test_pipeline_passes_frame_numbers(spies, tmp_path):
     assert len(rows) == 30 and all(r["regions"] for r in rows)  # interpolated / carried between runs
     kinds = {reg["kind"] for r in rows for reg in r["regions"]}
     assert {"detected", "interpolated"} <= kinds
+
+
+def test_pipeline_hides_only_confirmed_tracks(spies, tmp_path):
+    """Hysteresis end to end: an ensemble whose member sets ``confirm`` makes deidentify()'s
+    temporal stage show a track only once it is confirmed. A member that scores 0.2 against
+    confirm 0.5 on two frames (a flicker) hides nothing; one confident frame (0.6) among the
+    low ones confirms the track, which is then hidden on every frame, also the low-scored ones."""
+    from surgbox.deid import deidentify, read_audit
+
+    plugins, _ = spies
+    src = flat_video(tmp_path / "in.mp4")
+
+    def run(members, name):
+        det = EnsembleDetector(members=members, plugins=plugins)
+        deidentify(src, tmp_path / f"{name}.mp4", region="full", detector=det, threshold=None, detector_threads=None,
+                   audit=tmp_path / f"{name}.jsonl", plugins=plugins, detect_scale=1.0, carry=0, max_gap=2)
+        return read_audit(tmp_path / f"{name}.jsonl")[1]
+
+    flicker = {"name": "spy", "every": 15, "score": 0.2, "confirm": 0.5, "box": [40, 30, 80, 70]}  # frames 0 and 15
+    assert not any(r["regions"] for r in run([flicker], "flicker"))
+    plain = dict(flicker, confirm=None)  # without confirm every detection counts
+    assert sum(bool(r["regions"]) for r in run([plain], "plain")) == 2
+    low = {"name": "spy", "score": 0.2, "confirm": 0.5, "box": [40, 30, 80, 70]}
+    high = {"name": "spy2", "every": 30, "phase": 20, "score": 0.6, "confirm": 0.5, "box": [40, 30, 80, 70]}
+    rows = run([low, high], "confirmed")
+    assert all(r["regions"] for r in rows)  # frames 0-19 too, before the confident frame 20
 
 
 def test_registration_imports_no_torch():

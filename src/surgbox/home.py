@@ -70,7 +70,8 @@ players = ["ffplay -autoexit -loglevel error -i pipe:0", "mpv --no-config --real
 deidentify = ["room_camera"]
 """
 
-_SECTIONS = {"store": None, "users": None, "play": {"players"}, "report": {"deidentify", "detector", "threshold"}}
+_SECTIONS = {"store": None, "users": None, "play": {"players"}, "report": {"deidentify", "detector", "threshold"},
+             "upload": {"deidentified", "auto"}}
 
 
 def default_home() -> Path:
@@ -166,6 +167,11 @@ class Home:
     def report_settings(self) -> Mapping[str, Any]:
         """``[report]``: ``deidentify``, the sources whose snapshots are blurred in reports."""
         return self._section("report")
+
+    def upload_settings(self) -> Mapping[str, Any]:
+        """``[upload]``: ``deidentified`` (allow de-identified plaintext uploads for sharing, default
+        false) and ``auto`` (a remote every event recording is uploaded to when it stops; docs/upload.md)."""
+        return self._section("upload")
 
     def master_key(self) -> bytes:
         """The 32-byte master key from ``keys/master.key``."""

@@ -92,7 +92,7 @@ def register_detectors(register: Register) -> None:
         lazy("surgbox_ext.ensemble.detector:EnsembleDetector"),
         priority=P,
         description="several detectors, each with its own threshold, scale and cadence (every Nth frame), boxes fused "
-                    "(nms, wbf or union); members='[...]' JSON",
+                    "(nms or union); members='[...]' JSON",
     )
 
 

@@ -158,9 +158,56 @@ _V2 = (
     "ALTER TABLE events ADD COLUMN report_error TEXT",
 )
 
+# Upload (src/surgbox/upload/, docs/upload.md): remotes with their password encrypted like PHI
+# (``password_enc``, context ``remotes.password:<name>``), the persistent job queue and, per job,
+# every remote file with its size, SHA-256 and (Nextcloud) chunked-upload id, for resuming;
+# ``deidentified`` jobs send decrypted de-identified copies for sharing instead of ciphertext.
+_V3 = (
+    """CREATE TABLE remotes(
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('webdav', 'nextcloud')),
+        url TEXT NOT NULL,
+        username TEXT NOT NULL,
+        password_enc BLOB NOT NULL,
+        ca_file TEXT,
+        insecure INTEGER NOT NULL DEFAULT 0 CHECK (insecure IN (0, 1)),
+        bandwidth REAL CHECK (bandwidth IS NULL OR bandwidth > 0),
+        chunk_size INTEGER NOT NULL CHECK (chunk_size > 0),
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE upload_jobs(
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        remote TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'paused', 'done', 'cancelled')),
+        deidentified INTEGER NOT NULL DEFAULT 0 CHECK (deidentified IN (0, 1)),
+        created_at TEXT NOT NULL,
+        created_by INTEGER REFERENCES users(id),
+        updated_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        next_try_at TEXT,
+        last_error TEXT,
+        finished_at TEXT
+    )""",
+    "CREATE INDEX upload_jobs_event ON upload_jobs(event_id)",
+    "CREATE INDEX upload_jobs_status ON upload_jobs(status)",
+    """CREATE TABLE upload_files(
+        job_id INTEGER NOT NULL REFERENCES upload_jobs(id) ON DELETE CASCADE,
+        remote_path TEXT NOT NULL,
+        part TEXT NOT NULL CHECK (part IN ('object', 'sidecar', 'manifest', 'deidentified')),
+        store_key TEXT,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+        transfer_id TEXT,
+        uploaded_at TEXT,
+        PRIMARY KEY (job_id, remote_path)
+    ) WITHOUT ROWID""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, files, users, audit", _V1),
     Migration(2, "encrypted file names, report errors", _V2),
+    Migration(3, "upload remotes, jobs and uploaded files", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

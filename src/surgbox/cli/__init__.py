@@ -39,10 +39,13 @@ COMMAND_MODULES = [
     "events",
     "users",
     "audit",
+    "remote",
+    "upload",
     "report",
     "dataset",
     "train",
     "eval",
+    "console",
 ]
 
 

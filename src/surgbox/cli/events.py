@@ -1,4 +1,4 @@
-"""``surgbox events``: create, start, stop, list, search, show, attach, export, play, deid, delete, retention."""
+"""``surgbox events``: create, start, stop, list, search, show, attach, export, play, deid, upload, delete, retention."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import SurgboxError
 from ._auth import add_auth_options, login, terminal_safe
+from .upload import add_start_arguments
 
 
 
@@ -62,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = cmd("show", "one event with its files", _show)
     c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
     c.add_argument("--json", action="store_true", help="print the event as JSON")
+
+    add_start_arguments(es.add_parser("upload", help="upload an event to a remote (as `surgbox upload start`)",
+                                      description="Queue the upload of an event to a remote and run it (docs/upload.md)."))
 
     c = cmd("attach", "encrypt a local file into the store as a file of the event", _attach)
     c.add_argument("id", help="the event id (as `surgbox events list` shows it)")
@@ -190,10 +194,13 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from ..upload.jobs import uploaded_files
+
     with login(args) as s:
         ev = s.events.get(args.id)
+        uploads = uploaded_files(s.catalog, ev.id)
     if args.json:
-        print(json.dumps(ev.to_dict(), indent=1, ensure_ascii=False))
+        print(json.dumps({**ev.to_dict(), "uploads": uploads}, indent=1, ensure_ascii=False))
         return 0
     for label, value in (("id", ev.id), ("status", ev.status), ("created", f"{_local(ev.created_at)} by {ev.created_by}"),
                          ("start", _local(ev.started_at)), ("finish", _local(ev.finished_at)), ("place", ev.place),
@@ -205,6 +212,10 @@ def _show(args: argparse.Namespace) -> int:
     print(f"files ({len(ev.files)}):")
     for f in ev.files:
         print(f"  {f.kind:9s} {terminal_safe(f.name):32s} {f.size:>12d}  sha256:{f.sha256}  key:{f.key_id}")
+    if uploads:
+        print(f"uploaded ({len(uploads)}, verified):")
+    for u in uploads:
+        print(f"  {u['remote']:12s} {u['part']:8s} {u['size']:>12d}  sha256:{u['sha256']}  {u['uploaded_at']}  {u['path']}")
     return 0
 
 

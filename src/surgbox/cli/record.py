@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SurgboxError
 from ._auth import add_auth_options, login
 
 
@@ -141,6 +141,7 @@ def _run_event(args: argparse.Namespace, cfg: Any) -> int:
         # the panel (burned into the video) and the sidecar get no PHI: id, place, procedure only
         panel = {**cfg.event, "id": ev.id, "place": ev.place, "procedure": ev.procedure}
         sink = EventSink(events=events, event_id=ev.id, stop_event=not args.no_stop)
+        auto = None if args.no_stop else _auto_upload(session, ev.id)  # [upload] auto (docs/upload.md)
         rec = cfg.build_recorder(output=sink, duration=args.duration, event=panel)
         stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
         print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) into event {ev.id}", file=sys.stderr)
@@ -149,4 +150,31 @@ def _run_event(args: argparse.Namespace, cfg: Any) -> int:
         status = events.get(ev.id).status
         print(f"event {ev.id} is {status}" + ("; its PDF report is stored (surgbox report ID --out FILE.pdf)" if status == "stopped" else ""),
               file=sys.stderr)
+        if auto is not None:
+            _send_auto_upload(auto)
     return 0
+
+
+def _auto_upload(session: Any, event_id: str) -> Any:
+    """The ``recording_stopped`` hook that queues the event's upload, registered, or ``None``."""
+    from ..plugins import get_plugins
+    from ..upload.auto import AutoUpload
+
+    auto = AutoUpload.configured(session, event_id)
+    if auto is not None:
+        get_plugins().add(auto, "surgbox", name=f"auto-upload-{event_id}")
+    return auto
+
+
+def _send_auto_upload(auto: Any) -> None:
+    """Send the job the hook queued; a failure is one warning line (the recording is safe, the job queued)."""
+    if auto.error:
+        print(f"surgbox: warning: the automatic upload was not queued: {auto.error}", file=sys.stderr)
+        return
+    try:
+        job = auto.run()
+    except SurgboxError as exc:
+        print(f"surgbox: warning: upload job {auto.job_id} stays queued: {exc}", file=sys.stderr)
+        return
+    if job is not None:
+        print(f"upload job {job.id}: event {job.event_id} uploaded to {job.remote} (verified)", file=sys.stderr)

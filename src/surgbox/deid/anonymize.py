@@ -26,6 +26,7 @@ from PIL import Image, ImageFilter
 
 from .._kernels import blend_masked
 from ..errors import ConfigError
+from . import defaults
 from .masks import MaskShape
 
 
@@ -106,7 +107,8 @@ class Anonymizer(abc.ABC):
 
     def settings(self) -> dict[str, Any]:
         d = {k: v for k, v in attrs.asdict(self, recurse=False).items() if k != "shape"}
-        return {"anonymizer": self.name, **d, "expand": self.shape.expand, "feather": self.shape.feather, "square": self.shape.square}
+        return {"anonymizer": self.name, **d, "expand": self.shape.expand, "feather": self.shape.feather, "square": self.shape.square,
+                "margin": self.shape.margin}
 
 
 @attrs.define(eq=False)
@@ -177,14 +179,15 @@ ANONYMIZERS: dict[str, type[Anonymizer]] = {"blur": GaussianBlur, "pixelate": Pi
 
 
 def make_anonymizer(name: str | Anonymizer = "blur", *, expand: float = 1.3, feather: float = 0.25, square: bool = True,
-                    **options: Any) -> Anonymizer:
-    """Build an anonymizer by name (``blur``, ``pixelate``, ``fill``) with its mask shape and options."""
+                    margin: float = defaults.MASK_MARGIN, **options: Any) -> Anonymizer:
+    """Build an anonymizer by name (``blur``, ``pixelate``, ``fill``) with its mask shape
+    (:class:`MaskShape`; ``margin`` defaults to :data:`surgbox.deid.defaults.MASK_MARGIN`) and options."""
     if isinstance(name, Anonymizer):
         return name
     cls = ANONYMIZERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown anonymizer {name!r}; choose one of: {', '.join(ANONYMIZERS)}")
     try:
-        return cls(shape=MaskShape(expand, feather, square), **options)
+        return cls(shape=MaskShape(expand, feather, square, margin=margin), **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"anonymizer {name!r}: {exc}") from None

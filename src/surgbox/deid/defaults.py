@@ -29,23 +29,27 @@ DETECTOR = "ensemble"  # the detector plugin used when none is named (docs/deid.
 DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     # RetinaFace alone: recall first (0.3); scale 0.5 = the earlier detect_scale 0.5 (faces from ~32 px)
     "retinaface": {"threshold": 0.3, "threads": 1, "scale": 0.5},
-    # CenterFace alone: at native size (faces from 12 px), threshold as in the ensemble
+    # CenterFace alone: at native size (faces from 12 px), 0.15 (no hysteresis without the ensemble)
     "centerface": {"threshold": 0.15, "threads": 1},
     # The default: CenterFace at two scales on alternate frames (the temporal stage bridges the
     # frame between). The small-face rule (docs/detectors.md) sets each scale from the region:
     # min_face 12 -> native size for a 640x360 region (faces from 12 px), capped at 250 000
     # pixels (a whole 1080p frame runs at 0.35: faces from 35 px); min_face 24 -> half size,
     # which finds the masked, capped OR faces native size scores low (0.03-0.11 -> 0.19-0.23 on
-    # the shared OR photos). RetinaFace at half size on the even frames adds a second model:
-    # no measured recall on the shared scene (same collateral in the real pipeline), but it
-    # finds large frontal faces CenterFace can score low (docs/deid.md). The surgbox_ext
-    # ensemble also uses these members when it is built without any.
+    # the shared OR photos). RetinaFace at half size on the even frames adds a second model
+    # (large frontal faces CenterFace can score low). Hysteresis (docs/deid.md "Detectors and
+    # defaults"): each member reports candidates from a low ``threshold`` and is confident
+    # from ``confirm``; the temporal stage hides a track once one of its detections is
+    # confident or it has CONFIRM_HITS detections, and then over its whole length. The
+    # surgbox_ext ensemble also uses these members when it is built without any.
     "ensemble": {
         "members": [
-            {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 2, "threshold": 0.15},
+            {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 2, "threshold": 0.1,
+             "confirm": 0.4},
             {"name": "centerface", "scale": "auto", "min_face": 24, "pixel_budget": 62_500, "every": 2, "phase": 1,
-             "threshold": 0.2},
-            {"name": "retinaface", "scale": "auto", "min_face": 32, "pixel_budget": 62_500, "every": 2, "threshold": 0.3},
+             "threshold": 0.1, "confirm": 0.4},
+            {"name": "retinaface", "scale": "auto", "min_face": 32, "pixel_budget": 62_500, "every": 2, "threshold": 0.2,
+             "confirm": 0.5},
         ],
         "fusion": "nms",  # no "threshold": each member has its own; a caller's threshold sets all of them
         "threads": 1,
@@ -59,10 +63,17 @@ EVERY = 1  # run the detector on every frame
 CARRY = 5  # frames a face stays hidden before its first / after its last detection
 MAX_GAP = 10  # longest run of frames without a detection bridged by interpolation
 CUT_THRESHOLD = 30.0  # mean 16x16-block luma change (0-255) that marks a scene cut
+# hysteresis (temporal.TemporalFilter, used when the detector declares confirm_score): a track
+# none of whose detections is confident is hidden once it has this many detections
+CONFIRM_HITS = 6
 
 # -- masks and anonymizer -----------------------------------------------------------------------
-EXPAND = 1.4  # mask size / face box: 1.3 left 2 single frames exposed on the shared scene
+# mask size / face box: a 1.4x ellipse only just reaches a detector box's corners, while the
+# faces' labelled boxes reach 1.4-1.65x of it (p50-p90, benchmarks/privacy_misses.py): masks too
+# small were the largest cause of exposed face-frames (docs/deid.md "Detectors and defaults")
+EXPAND = 1.6
 FEATHER = 0.25  # soft mask edge, fraction of the ellipse radius
+MASK_MARGIN = 3.0  # pixels of opaque mask beyond a face box's corners (masks.MaskShape): small faces' boxes are a few px off
 ANONYMIZER = "blur"
 
 # -- plumbing -----------------------------------------------------------------------------------

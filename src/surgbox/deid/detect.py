@@ -14,6 +14,11 @@ faces exposed. With ``on_detector_error="fail"`` the run stops with a
 its scan regions hidden whole (:attr:`Item.hidden <surgbox.deid.handoff.Item.hidden>`), which
 the report and the audit sidecar record.
 
+A detector that declares ``confirm_score`` (the score from which its detections are confident,
+e.g. the ``ensemble`` when its members set ``confirm``) gets the temporal stage's hysteresis:
+lower-scored detections are shown only as part of a track that is confirmed
+(:class:`~surgbox.deid.temporal.TemporalFilter`).
+
 Scene cuts are told per region (a page change on the vitals monitor is not a cut in the room
 camera's view), and each region's tracks live in their own
 :class:`~surgbox.deid.temporal.TemporalFilter`, so a cut ends only that region's tracks.
@@ -94,6 +99,12 @@ class RegionTracks:
     def flush(self) -> list[tuple[int, list[Region]]]:
         return _merge([tf.flush() for tf in self.filters])
 
+    def confirm_with(self, det: Any) -> None:
+        """Use ``det``'s ``confirm_score`` (if it declares one) for the hysteresis of every region."""
+        score = getattr(det, "confirm_score", None)
+        for tf in self.filters:
+            tf.confirm_score = None if score is None else float(score)
+
 
 def _merge(outs: list[list[tuple[int, list[Region]]]]) -> list[tuple[int, list[Region]]]:
     merged = []
@@ -118,6 +129,9 @@ class DetectStage:
     batch: int  # detector frames per call (the options' batch, or less to fit queue_memory)
     _thumbs: list[np.ndarray] | None = attrs.field(default=None, alias="_thumbs")
     _reformatters: dict[int, Any] = attrs.field(factory=dict, alias="_reformatters")
+
+    def __attrs_post_init__(self) -> None:
+        self.tracks.confirm_with(self.det)
 
     def run(self, q_in: queue.Queue, q_out: queue.Queue) -> None:
         pending: collections.deque[Item] = collections.deque()

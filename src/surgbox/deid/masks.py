@@ -6,8 +6,10 @@ detectors box the face tightly, while ears, hair and jaw line that identify a pe
 outside that box, mostly at the sides), pushed out across any picture edge it touches
 (``edge_extend``: a face cut by the edge continues beyond it, so its box is too short on that
 side), then grown ``expand`` times about its centre; the ellipse inscribed in the grown box is
-fully opaque (alpha 255); alpha then falls linearly to 0 at ``1 + feather`` times the
-ellipse's radii. For a chroma plane of a 4:2:0 picture pass ``scale=2``: the same shape is
+fully opaque (alpha 255) — and at least ``margin`` pixels beyond the box's corners (radii at
+least ``sqrt(2) * half side + margin``: a small face's detail must lie well inside the opaque
+part, since what surrounds a blurred face stays sharp); alpha then falls linearly to 0 at
+``1 + feather`` times the ellipse's radii. For a chroma plane of a 4:2:0 picture pass ``scale=2``: the same shape is
 drawn at half resolution, so luma and chroma masks cover the same picture area.
 """
 
@@ -36,13 +38,15 @@ def _check_feather(instance, attribute, value) -> None:
 class MaskShape:
     """How a face box becomes a mask: ``square`` (grow the shorter side to the longer first,
     default on), ``edge_extend`` (push a box touching the plane's edge out across it by this
-    fraction of its size, default 0.5), ``expand`` (>= 1, default 1.3) and ``feather`` (fraction of the ellipse radius
-    over which alpha falls from 255 to 0, default 0.25)."""
+    fraction of its size, default 0.5), ``expand`` (>= 1, default 1.3), ``feather`` (fraction of the ellipse radius
+    over which alpha falls from 255 to 0, default 0.25) and ``margin`` (pixels of opaque mask beyond the box's
+    corners, default 0)."""
 
     expand: float = attrs.field(default=1.3, converter=float, validator=_check_expand)
     feather: float = attrs.field(default=0.25, converter=float, validator=_check_feather)
     square: bool = attrs.field(default=True, converter=bool)
     edge_extend: float = attrs.field(default=0.5, converter=float, validator=attrs.validators.ge(0))
+    margin: float = attrs.field(default=0.0, converter=float, validator=attrs.validators.ge(0))
 
     def _half_sizes(self, box, scale: int = 1, width: int | None = None, height: int | None = None) -> tuple[float, float, float, float]:
         """Centre and opaque-ellipse radii ``(cx, cy, rx, ry)`` in a plane of subsampling ``scale``.
@@ -67,7 +71,12 @@ class MaskShape:
                 x2 += push
             if height - y2 <= margin:
                 y2 += push
-        return (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * self.expand / 2, (y2 - y1) * self.expand / 2
+        hw, hh = (x2 - x1) / 2, (y2 - y1) / 2
+        m = self.margin / scale
+        rx, ry = hw * self.expand, hh * self.expand
+        if m > 0 and hw > 0 and hh > 0:
+            rx, ry = max(rx, math.sqrt(2) * hw + m), max(ry, math.sqrt(2) * hh + m)
+        return (x1 + x2) / 2, (y1 + y2) / 2, rx, ry
 
     def outer_box(self, box) -> tuple[float, float, float, float]:
         """The box (luma pixels) that bounds every pixel the mask touches."""

@@ -18,6 +18,15 @@ So one missed detection never exposes a face, and a face is hidden from ``carry`
 before it is first detected. Nothing is carried across a scene cut (``push(..., cut=True)``).
 Memory is bounded: only ``lookahead`` frames of state are kept.
 
+Hysteresis (``confirm_score``; ByteTrack's idea, applied before anything is shown): a detector
+can then run at a low threshold. A detection scoring at least ``confirm_score`` starts a
+*confirmed* track; a lower one extends a track it links to (high-score detections are linked
+first) or starts a *tentative* track, which is confirmed by a confident detection or by
+``confirm_hits`` detections in all. Only confirmed tracks are hidden — but wholly, from their
+first (low-score) detection on, since a frame is final only ``lookahead`` frames later. So a
+true face that scores low in most frames is hidden throughout, while a false positive that
+flickers at a low score is not. ``confirm_score=None`` confirms every track at once.
+
     >>> tf = TemporalFilter(carry=2, max_gap=4)
     >>> out = tf.push(0, Detections([[10, 10, 50, 50]], [0.9]))     # [] until lookahead frames follow
 """
@@ -33,6 +42,7 @@ import numpy as np
 
 from ..metrics import iou_matrix as iou  # the project's one IoU (re-exported here for callers of temporal.iou)
 from ..types import Detections
+from . import defaults
 
 VELOCITY_SPAN = 8  # frames of track history used to estimate a face's motion
 
@@ -58,6 +68,8 @@ class _Track:
     obs: collections.OrderedDict = attrs.field(factory=collections.OrderedDict)  # index -> (box, score)
     shot_start: float = float("-inf")  # first frame of the track's shot (after the last cut)
     shot_end: float = float("inf")  # first frame of the next shot (a cut ends every track)
+    confirmed: bool = True  # shown (see the module doc: hysteresis)
+    hits: int = 0  # detections linked so far
 
     @property
     def last(self) -> int:
@@ -101,7 +113,8 @@ class TemporalFilter:
     whose centre lies within half a face of the prediction also continues it); ``bounds``:
     the scan regions ``(x1, y1, x2, y2)`` in frame pixels and ``edge_carry`` the carry of
     tracks that leave through their edges (see ``_leaving``); ``track_ids``: where track ids
-    come from (default 0, 1, 2, ...; filters that share one iterator never reuse an id).
+    come from (default 0, 1, 2, ...; filters that share one iterator never reuse an id);
+    ``confirm_score`` / ``confirm_hits``: hysteresis (module doc; ``None``: every track is shown).
     """
 
     carry: int = attrs.field(default=5, validator=attrs.validators.ge(0))
@@ -111,6 +124,8 @@ class TemporalFilter:
     bounds: tuple[tuple[float, float, float, float], ...] = attrs.field(
         default=(), converter=lambda v: tuple(tuple(float(c) for c in b) for b in v))
     edge_carry: int = attrs.field(default=30, validator=attrs.validators.ge(0))
+    confirm_score: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
+    confirm_hits: int = attrs.field(default=defaults.CONFIRM_HITS, validator=attrs.validators.ge(1))
     _tracks: dict[int, _Track] = attrs.field(factory=dict, init=False, alias="_tracks")
     _ids: Iterator[int] = attrs.field(factory=itertools.count, alias="track_ids", kw_only=True, repr=False)
     _next_in: int | None = attrs.field(default=None, init=False, alias="_next_in")
@@ -198,8 +213,18 @@ class TemporalFilter:
             out.append(self._finalize(self._next_out))
         return out
 
+    def _confident(self, score: float) -> bool:
+        return self.confirm_score is None or score >= self.confirm_score
+
+    def _observe(self, t: _Track, index: int, box: np.ndarray, score: float) -> None:
+        t.obs[index] = (box, score)
+        t.hits += 1
+        if not t.confirmed and (self._confident(score) or t.hits >= self.confirm_hits):
+            t.confirmed = True
+
     def _link(self, index: int, dets: Detections) -> None:
         boxes = np.asarray(dets.boxes, np.float64)
+        scores = np.asarray(dets.scores, np.float64)
         live = [t for t in self._tracks.values()
                 if index - t.last <= self.gap_frames + 1 and t.last < index and index < t.shot_end]
         taken_t: set[int] = set()
@@ -212,21 +237,25 @@ class TemporalFilter:
             size = np.maximum(preds[:, 2] - preds[:, 0], preds[:, 3] - preds[:, 1])[:, None]
             near = np.hypot(*(pc[:, None, :] - dc[None, :, :]).transpose(2, 0, 1)) <= 0.5 * size
             ok = (ov >= self.link_iou) | near
-            for ti, di in sorted(zip(*np.nonzero(ok)), key=lambda p: -ov[p[0], p[1]]):
+            # confident detections first, then the rest (ByteTrack's two rounds), each by overlap
+            pairs = sorted(zip(*np.nonzero(ok)), key=lambda p: (not self._confident(scores[p[1]]), -ov[p[0], p[1]]))
+            for ti, di in pairs:
                 if ti in taken_t or di in taken_d:
                     continue
                 taken_t.add(ti)
                 taken_d.add(di)
-                live[ti].obs[index] = (boxes[di], float(dets.scores[di]))
+                self._observe(live[ti], index, boxes[di], float(scores[di]))
         for di in range(len(boxes)):
             if di not in taken_d:
-                t = _Track(next(self._ids), shot_start=self._shot_start)
-                t.obs[index] = (boxes[di], float(dets.scores[di]))
+                t = _Track(next(self._ids), shot_start=self._shot_start, confirmed=False)
+                self._observe(t, index, boxes[di], float(scores[di]))
                 self._tracks[t.id] = t
 
     def _finalize(self, j: int) -> tuple[int, list[Region]]:
         regions: list[Region] = []
         for t in list(self._tracks.values()):
+            if not t.confirmed:
+                continue
             idx = list(t.obs)
             if j in t.obs:
                 box, score = t.obs[j]

@@ -94,6 +94,7 @@ class TickLoop:
     event: Mapping[str, Any]
     announce: Callable[[FragmentInfo], None]
     label: Callable[[], str]
+    preview: Any = None  # a PreviewTap (recording.preview): offered each composite, never blocks
     frames_out: int = 0
     skipped: int = 0
     next_tick: int = 0
@@ -191,6 +192,8 @@ class TickLoop:
         readings = {n: r for n, r in self._readings.items() if tick_ns - r.capture_ns <= data_timeout}
         event = {**self.event, "time": f"{self.clock.wall_time(tick_ns).astimezone():%Y-%m-%d %H:%M:%S}"}
         picture = self.compositor.compose(frames, readings, event, out_ns)
+        if self.preview is not None:
+            self.offer_preview(picture, readings, out_ns)
         packets = self.encoder.encode(picture, out_ns)
         self.frames_out += 1
         if self.aligner is not None:
@@ -203,6 +206,15 @@ class TickLoop:
         for frag in self.writer.take_durable():
             self.announce(frag)
         self.update_rates(k)
+
+    def offer_preview(self, picture: Any, readings: Mapping[str, Reading], out_ns: int) -> None:
+        """Hand the composite to the live preview; a preview that fails is detached (logged),
+        the recording goes on."""
+        try:
+            self.preview.offer(picture, readings, out_ns)
+        except Exception as exc:
+            log.error("recording %s: live preview detached: %s: %s", self.label(), type(exc).__name__, exc)
+            self.preview = None
 
     def finish_audio(self, end_ns: int) -> None:
         if self.aligner is not None and self.frames_out:

@@ -59,8 +59,11 @@ class Recorder:
     Components: ``layout`` (slots name the sources they show); ``encoder`` / ``compositor``
     (instances; default the ``libx264`` / ``default`` plugins); ``plugins`` for the defaults and
     the lifecycle hooks; ``clock``; ``consumers``: extra :class:`~surgbox.packets.PacketConsumer`
-    s (a live preview, an upload spooler) that get every encoded packet too, on the writer
-    thread (one that fails is detached; it never stops the recording). How it runs is
+    s (an upload spooler) that get every encoded packet too, on the writer thread (one that
+    fails is detached; it never stops the recording); ``preview``: a
+    :class:`~surgbox.recording.preview.PreviewTap` offered every composite on the pipeline
+    thread (it never blocks; JPEGs are made on its own thread, only while someone watches; one
+    that fails is detached). How it runs is
     ``options`` (a :class:`~surgbox.recording.options.RecorderOptions`), or its fields as
     keyword arguments (``fps=25, duration=60``); they are readable as attributes
     (``rec.fps``).
@@ -75,6 +78,7 @@ class Recorder:
     clock: Clock | None
     consumers: tuple[PacketConsumer, ...]
     options: RecorderOptions
+    preview: Any
     _sink: RecordingSink
     _thread: threading.Thread | None = None
     _stop_evt: threading.Event = attrs.Factory(threading.Event)
@@ -98,7 +102,7 @@ class Recorder:
     def __init__(self, sources: Sequence[Source], layout: Layout, output: str | os.PathLike | IO[bytes] | RecordingSink, *,
                  encoder: Encoder | None = None, compositor: Compositor | None = None, plugins: Any = None,
                  clock: Clock | None = None, consumers: Sequence[PacketConsumer] = (), options: RecorderOptions | None = None,
-                 **option_values: Any):
+                 preview: Any = None, **option_values: Any):
         unknown = sorted(set(option_values) - set(RecorderOptions.names()))
         if unknown:
             raise ConfigError(f"unknown recorder option(s) {', '.join(unknown)}; options: {', '.join(RecorderOptions.names())}")
@@ -111,7 +115,7 @@ class Recorder:
         delay = max((float(getattr(s, "delay_s", 0) or 0) for s in sources), default=0.0)
         if delay > opts.latency_s:  # a source that hands its frames on late (live de-identification)
             opts = attrs.evolve(opts, latency_s=round(delay, 3))
-        self.__attrs_init__(tuple(sources), layout, output, encoder, compositor, plugins, clock, tuple(consumers), opts, None)  # type: ignore[arg-type]
+        self.__attrs_init__(tuple(sources), layout, output, encoder, compositor, plugins, clock, tuple(consumers), opts, preview, None)  # type: ignore[arg-type]
         opts.check_against(self.sources, layout)
         if isinstance(output, RecordingSink):
             if opts.sidecar is not None or opts.snapshots is not None:
@@ -270,7 +274,7 @@ class Recorder:
         writer.start()
         self._loop = TickLoop(opts, ticks, clock, self.compositor, self.encoder, writer, self._snaps, list(self._started), selectors,
                               aligner, asrc, {**self._meta["event"], "id": self._meta["event"].get("id", self._event_id)},
-                              self._announce, self._label)
+                              self._announce, self._label, preview=self.preview)
         self._info = RecordingInfo(id=self._event_id, path=self._label(), layout=self.layout, sources=tuple(s.name for s in self.sources),
                                    started_at=started_at, metadata=dict(self._meta))
         self._call_hook("recording_started", recording=self._info)

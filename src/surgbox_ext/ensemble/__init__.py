@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .detector import EnsembleDetector, Member, parse_members
+from .detector import EnsembleDetector, Member, calibrate, parse_members
 from .fusion import FUSIONS, fuse, nms_indices
 
-__all__ = ["FUSIONS", "EnsembleDetector", "Member", "fuse", "nms_indices", "parse_members"]
+__all__ = ["FUSIONS", "EnsembleDetector", "Member", "calibrate", "fuse", "nms_indices", "parse_members"]

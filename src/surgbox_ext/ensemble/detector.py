@@ -29,7 +29,7 @@ from surgbox.types import Detections
 from .fusion import FUSIONS, fuse
 
 # keys of a member spec that belong to the ensemble; every other key is an option of the member
-MEMBER_KEYS = ("name", "every", "phase", "weight")
+MEMBER_KEYS = ("name", "every", "phase", "confirm")
 # options the ensemble hands to members that do not set them themselves
 SHARED_OPTIONS = ("threads", "device")
 
@@ -37,26 +37,27 @@ SHARED_OPTIONS = ("threads", "device")
 @attrs.frozen
 class Member:
     """One member: plugin ``name``, its ``options``, and its cadence: it runs on the frames whose
-    index ``i`` has ``i % every == phase`` (``every=1``: every frame). ``weight``: its weight in
-    ``wbf`` fusion."""
+    index ``i`` has ``i % every == phase`` (``every=1``: every frame). ``confirm``: the score
+    from which this member's detections are confident (see :func:`calibrate`; ``None``: all
+    of them, from its threshold)."""
 
     name: str = attrs.field(validator=attrs.validators.instance_of(str))
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     every: int = attrs.field(default=1)
     phase: int = attrs.field(default=0)
-    weight: float = attrs.field(default=1.0, converter=float)
+    confirm: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"ensemble member {self.name!r}: every must be an integer >= 1, got {self.every!r}")
         if not isinstance(self.phase, int) or not 0 <= self.phase < self.every:
             raise ConfigError(f"ensemble member {self.name!r}: phase must be an integer in [0, every), got {self.phase!r}")
-        if self.weight <= 0:
-            raise ConfigError(f"ensemble member {self.name!r}: weight must be > 0, got {self.weight}")
+        if self.confirm is not None and not 0.0 < self.confirm < 1.0:
+            raise ConfigError(f"ensemble member {self.name!r}: confirm must be in (0, 1), got {self.confirm}")
 
     @classmethod
     def from_spec(cls, spec: Any) -> Member:
-        """A member from ``"name"`` or ``{"name": ..., "every": ..., "phase": ..., "weight": ...,
+        """A member from ``"name"`` or ``{"name": ..., "every": ..., "phase": ..., "confirm": ...,
         **options}``."""
         if isinstance(spec, Member):
             return spec
@@ -66,13 +67,16 @@ class Member:
             raise ConfigError(f"ensemble member {spec!r} must be a plugin name or an object with a \"name\" key, "
                               'e.g. {"name": "centerface", "threshold": 0.2, "every": 1}')
         opts = {k: v for k, v in spec.items() if k not in MEMBER_KEYS}
-        return cls(spec["name"], opts, spec.get("every", 1), spec.get("phase", 0), spec.get("weight", 1.0))
+        return cls(spec["name"], opts, spec.get("every", 1), spec.get("phase", 0), spec.get("confirm"))
 
     def runs_on(self, frame: int) -> bool:
         return frame % self.every == self.phase
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "every": self.every, "phase": self.phase, "weight": self.weight, **self.options}
+        out = {"name": self.name, "every": self.every, "phase": self.phase, **self.options}
+        if self.confirm is not None:
+            out["confirm"] = self.confirm
+        return out
 
 
 def parse_members(value: Any) -> tuple[Member, ...]:
@@ -91,6 +95,23 @@ def parse_members(value: Any) -> tuple[Member, ...]:
     return members
 
 
+CONFIRMED = 0.5  # a calibrated score from which a detection is confident (every member's ``confirm`` maps here)
+
+
+def calibrate(scores: np.ndarray, confirm: float | None) -> np.ndarray:
+    """Scores of one member on the ensemble's common scale: ``confirm`` maps to
+    :data:`CONFIRMED` (0.5), linearly below it (``s * 0.5 / confirm``) and above it (to 1 at 1),
+    so the order within a member is kept and members whose raw scores differ in meaning (each
+    detector's own calibration, a scale that scores lower) become comparable. ``confirm=None``:
+    every detection is confident, ``0.5 + s / 2``."""
+    s = np.asarray(scores, np.float32)
+    if confirm is None:
+        return (CONFIRMED + s * (1 - CONFIRMED)).astype(np.float32)
+    low = s * (CONFIRMED / confirm)
+    high = CONFIRMED + (s - confirm) * ((1 - CONFIRMED) / (1 - confirm))
+    return np.where(s < confirm, low, high).astype(np.float32)
+
+
 def default_members() -> list[Any]:
     """The de-identification default members (:mod:`surgbox.deid.defaults`)."""
     return list(defaults.detector_options("ensemble").get("members") or [])
@@ -101,7 +122,7 @@ class EnsembleDetector(Detector):
     """Runs ``members`` (see :class:`Member`) and fuses their boxes per image.
 
     Options: ``members`` (list of specs or a JSON string; default: the de-identification
-    default members in :data:`surgbox.deid.defaults.DETECTOR_OPTIONS`), ``fusion`` (``"nms"``, ``"wbf"`` or
+    default members in :data:`surgbox.deid.defaults.DETECTOR_OPTIONS`), ``fusion`` (``"nms"`` or
     ``"union"``, see :mod:`.fusion`), ``iou`` (overlap that makes two boxes one face),
     ``threshold``: when given, every member's threshold (``None``: each member's own);
     ``threads``/``device``: given to each member that does not set its own.
@@ -110,6 +131,13 @@ class EnsembleDetector(Detector):
     :meth:`detect` runs every member on every image; :meth:`detect_frames` runs each member only
     on the frames of its cadence (an image no member runs on gets no detections: the temporal
     stage bridges it). ``stage_seconds`` sums the members' own stage times (plus ``fusion``).
+
+    Hysteresis: when some member sets ``confirm``, every member's scores are put on one scale
+    (:func:`calibrate`: ``confirm`` -> 0.5) and :attr:`confirm_score` is 0.5; the
+    de-identification temporal stage then shows a track only once one of its detections is
+    confident or it has been seen often enough (:class:`surgbox.deid.temporal.TemporalFilter`),
+    so members can run at low thresholds. Without ``confirm`` scores are the members' own and
+    :attr:`confirm_score` is ``None`` (every detection counts).
     """
 
     name: ClassVar[str] = "ensemble"
@@ -135,6 +163,12 @@ class EnsembleDetector(Detector):
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.15)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+
+    @property
+    def confirm_score(self) -> float | None:
+        """The (calibrated) score from which a detection is confident, for the temporal stage's
+        hysteresis; ``None`` when no member sets ``confirm``."""
+        return CONFIRMED if any(m.confirm is not None for m in self.members) else None
 
     def member_options(self, member: Member) -> dict[str, Any]:
         """The options ``member``'s plugin is built with: its own, plus the ensemble's ``threads``
@@ -188,8 +222,9 @@ class EnsembleDetector(Detector):
         members = []
         for i, m in enumerate(self.members):
             own = dict(self._detectors[i].settings()) if self.is_open else self.member_options(m)
-            members.append({"every": m.every, "phase": m.phase, "weight": m.weight, **own, "detector": m.name})
-        return {"detector": self.name, "fusion": self.fusion, "iou": self.iou, "members": members}
+            members.append({"every": m.every, "phase": m.phase, "confirm": m.confirm, **own, "detector": m.name})
+        return {"detector": self.name, "fusion": self.fusion, "iou": self.iou, "confirm_score": self.confirm_score,
+                "members": members}
 
     @property
     def stage_seconds(self) -> dict[str, float]:
@@ -217,7 +252,7 @@ class EnsembleDetector(Detector):
         if not self.is_open:
             self.open()
         per_image: list[list[Detections]] = [[] for _ in images]
-        weights: list[list[float]] = [[] for _ in images]
+        calibrated = self.confirm_score is not None
         for k, (m, det) in enumerate(zip(self.members, self._detectors)):
             todo = list(range(len(images))) if frames is None else [i for i, f in enumerate(frames) if m.runs_on(f)]
             if not todo:
@@ -227,10 +262,10 @@ class EnsembleDetector(Detector):
                 raise ConfigError(f"ensemble member {m.name!r} returned {len(found)} results for {len(todo)} images")
             self.runs[self._label(k)] = self.runs.get(self._label(k), 0) + len(todo)
             for i, d in zip(todo, found):
+                if calibrated and len(d):
+                    d = Detections(d.boxes, calibrate(d.scores, m.confirm), d.landmarks)
                 per_image[i].append(d)
-                weights[i].append(m.weight)
         t0 = time.perf_counter()
-        out = [fuse(parts, self.fusion, iou=self.iou, weights=w, size=im.shape[:2]) if parts else Detections.empty()
-               for parts, w, im in zip(per_image, weights, images)]
+        out = [fuse(parts, self.fusion, iou=self.iou) if parts else Detections.empty() for parts in per_image]
         self._own_seconds["fusion"] = self._own_seconds.get("fusion", 0.0) + time.perf_counter() - t0
         return out

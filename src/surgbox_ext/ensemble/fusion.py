@@ -1,15 +1,14 @@
 """Fusing the boxes several detectors found in one image (numpy; no torch).
 
-Three methods, chosen by name (:data:`FUSIONS`):
+Two methods, chosen by name (:data:`FUSIONS`):
 
 * ``"nms"``: all boxes together, greedy non-maximum suppression: a box overlapping a kept,
   higher-scored box by IoU > ``iou`` is dropped (its landmarks with it).
-* ``"wbf"``: weighted box fusion (Solovyev et al. 2021) by the ``ensemble-boxes`` package:
-  clusters of overlapping boxes become one box, the score-weighted mean of the cluster; scores
-  are averaged over the members (weighted by each member's ``weight``). No landmarks.
 * ``"union"``: every box of every member is kept (the masks then cover the union).
 
-Scores of different detectors are not calibrated against each other; fusion only orders them.
+(Weighted box fusion was measured too and hid the same faces as NMS with the same collateral,
+docs/detectors.md; it is not offered.) Fusion only orders scores; the ensemble puts its
+members' scores on one scale first when they declare ``confirm``.
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from surgbox.errors import DetectorError
 from surgbox.types import Detections
 
-FUSIONS = ("nms", "wbf", "union")
+FUSIONS = ("nms", "union")
 
 
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -61,40 +59,13 @@ def _sorted(d: Detections) -> Detections:
     return Detections(d.boxes[order], d.scores[order], None if d.landmarks is None else d.landmarks[order])
 
 
-def fuse(parts: Sequence[Detections], method: str = "nms", *, iou: float = 0.5, weights: Sequence[float] | None = None,
-         size: tuple[int, int] | None = None) -> Detections:
-    """One :class:`Detections` from the members' detections of one image, sorted by score.
-
-    ``parts``: one per member that ran on the image; ``weights``: one per part (``wbf`` only;
-    default all 1); ``size``: ``(height, width)`` of the image (``wbf`` works in ``[0, 1]``
-    units). ``iou``: overlap that makes boxes one face.
-    """
+def fuse(parts: Sequence[Detections], method: str = "nms", *, iou: float = 0.5) -> Detections:
+    """One :class:`Detections` from the members' detections of one image (``parts``: one per
+    member that ran on it), sorted by score. ``iou``: overlap that makes boxes one face."""
     if method not in FUSIONS:
         raise ValueError(f"fusion {method!r} is not one of {', '.join(FUSIONS)}")
-    if method == "wbf":
-        return _wbf(parts, iou, weights, size)
     joined = _concat(parts)
     if method == "union" or len(joined) <= 1:
         return _sorted(joined)
     keep = nms_indices(joined.boxes, joined.scores, iou)
     return Detections(joined.boxes[keep], joined.scores[keep], None if joined.landmarks is None else joined.landmarks[keep])
-
-
-def _wbf(parts: Sequence[Detections], iou: float, weights: Sequence[float] | None, size: tuple[int, int] | None) -> Detections:
-    try:
-        from ensemble_boxes import weighted_boxes_fusion
-    except ImportError as exc:
-        raise DetectorError("ensemble fusion 'wbf' needs the ensemble-boxes package: pip install ensemble-boxes "
-                            "(or fusion='nms')") from exc
-    if size is None:
-        raise ValueError("wbf fusion needs the image size")
-    if not any(len(p) for p in parts):
-        return Detections.empty()
-    h, w = size
-    norm = np.array([w, h, w, h], np.float64)
-    boxes = [np.clip(np.asarray(p.boxes, np.float64) / norm, 0, 1) for p in parts]
-    scores = [np.asarray(p.scores, np.float64) for p in parts]
-    labels = [np.zeros(len(p)) for p in parts]
-    wts = list(weights) if weights is not None else [1.0] * len(parts)
-    fb, fs, _ = weighted_boxes_fusion(boxes, scores, labels, weights=wts, iou_thr=iou, skip_box_thr=0.0)
-    return _sorted(Detections(np.asarray(fb * norm, np.float32).reshape(-1, 4), np.asarray(fs, np.float32)))

@@ -373,6 +373,19 @@ class EncryptedStore(ScrubMixin, RecoverMixin, Store):
         return open_copies(sources, master.material, object_aad(key), segment_size=meta.segment_size,
                            cache_segments=self.cache_segments, on_bad_copy=bad_copy, name=key, owned=sources)
 
+    def ciphertext(self, key: str) -> tuple[Any, ObjectMeta]:
+        """``(binary file, sidecar)``: one copy of ``key``'s ciphertext exactly as stored (a copy not
+        suspected of damage first) and its sidecar, whose ``sha256``/``ciphertext_size`` the caller
+        checks while reading (upload sends objects encrypted, docs/upload.md). Close the file."""
+        meta, copies = self._find_meta(validate_key(key))
+        copies.sort(key=lambda r: (key, str(r.root)) in self.suspect)
+        for r in copies:
+            try:
+                return open(r.data_path(key), "rb"), meta
+            except OSError as exc:
+                self._fail(r, exc, f"reading {key!r}")
+        raise IntegrityError(f"object {key!r}: no copy matches its sidecar (size/checksum); run `surgbox store scrub`")
+
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Committed keys starting with ``prefix`` (union over healthy roots), sorted."""
         found: set[str] = set()

@@ -1,0 +1,270 @@
+"""Replay de-identification settings on cached detections: tune without re-running detectors.
+
+``cache``: decodes the scene video (as ``surgbox deid`` does: ``crop_rgb`` of the room-camera
+slot, full size), runs each default ensemble member alone on the frames of its cadence (or
+every frame, ``--all-frames``) at a low threshold (``--floor``, default 0.05) and saves every
+box and score per member and frame (``.npz``).
+
+``replay``: for one setting (members' thresholds, cadence and ``confirm``, the temporal stage,
+the mask), rebuilds what the pipeline would hide — member cadence, score calibration and NMS
+fusion (:mod:`surgbox_ext.ensemble`), :class:`~surgbox.deid.temporal.TemporalFilter` with the
+scene cuts the pipeline would find, the real anonymizer on the decoded YUV frame — and scores
+it with ``deid_score``'s criterion against the pristine render (no second encode: a proxy of
+the pipeline that differs from it only by the output's H.264 pass; check a winner with
+``bench_privacy.py``). Prints recall, masked, by size, exposed frames and collateral.
+
+    python benchmarks/privacy_replay.py cache --quick SCENE.mp4 CACHE.npz
+    python benchmarks/privacy_replay.py replay --quick SCENE.mp4 CACHE.npz [--set KEY=VALUE ...]
+
+Needs ``../shared`` (eval scripts and data). Development tool, not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_privacy  # noqa: E402  (also puts ../shared/eval on sys.path)
+from privacy_misses import textured_tiles  # noqa: E402
+
+REGION = (1280, 0, 640, 360)
+
+
+def members_default() -> list[dict]:
+    from surgbox.deid import defaults
+
+    return copy.deepcopy(list(defaults.detector_options("ensemble")["members"]))
+
+
+def decode_frames(path: Path):
+    import av
+
+    c = av.open(str(path))
+    vs = c.streams.video[0]
+    vs.thread_type = "AUTO"
+    try:
+        for fr in c.decode(vs):
+            yield fr.reformat(format="yuv420p") if fr.format.name != "yuv420p" else fr
+    finally:
+        c.close()
+
+
+def cache(scene_path: Path, out: Path, floor: float, threads: int, all_frames: bool = False) -> None:
+    from surgbox.deid.crop import crop_rgb
+    from surgbox.plugins import get_plugins
+    from surgbox.types import Rect
+
+    plugins = get_plugins()
+    specs = members_default()
+    dets = []
+    for m in specs:
+        opts = {k: v for k, v in m.items() if k not in ("name", "every", "phase", "confirm")}
+        opts["threshold"] = floor
+        opts["threads"] = threads
+        d = plugins.create("detector", m["name"], **opts)
+        d.open()
+        dets.append(d)
+    rect = Rect(*REGION)
+    boxes: list[list[np.ndarray]] = [[] for _ in dets]
+    scores: list[list[np.ndarray]] = [[] for _ in dets]
+    batch = []
+
+    def run(batch):
+        for k, (d, m) in enumerate(zip(dets, specs)):
+            todo = [(i, c) for i, c in batch if all_frames or i % m.get("every", 1) == m.get("phase", 0)]
+            found = dict(zip([i for i, _ in todo], d.detect([c.image for _, c in todo]))) if todo else {}
+            for i, c in batch:
+                r = c.to_frame(found[i]) if i in found else None
+                boxes[k].append(np.zeros((0, 4), np.float32) if r is None else np.asarray(r.boxes, np.float32).reshape(-1, 4))
+                scores[k].append(np.zeros(0, np.float32) if r is None else np.asarray(r.scores, np.float32).reshape(-1))
+
+    for i, fr in enumerate(decode_frames(scene_path)):
+        batch.append((i, crop_rgb(fr, rect, 1.0)))
+        if len(batch) == 16:
+            run(batch)
+            batch = []
+            print(f"\r{i + 1} frames", end="", file=sys.stderr, flush=True)
+    if batch:
+        run(batch)
+    arrays = {}
+    for k in range(len(dets)):
+        arrays[f"m{k}_n"] = np.array([len(b) for b in boxes[k]])
+        arrays[f"m{k}_boxes"] = np.concatenate(boxes[k]) if boxes[k] else np.zeros((0, 4), np.float32)
+        arrays[f"m{k}_scores"] = np.concatenate(scores[k]) if scores[k] else np.zeros(0, np.float32)
+    np.savez_compressed(out, specs=json.dumps(specs), floor=floor, all_frames=all_frames, **arrays)
+    print(file=sys.stderr)
+
+
+def load_cache(path: Path) -> tuple[list[dict], list[list[tuple[np.ndarray, np.ndarray]]]]:
+    z = np.load(path)
+    specs = json.loads(str(z["specs"]))
+    per = []
+    for k in range(len(specs)):
+        n = z[f"m{k}_n"]
+        ends = np.cumsum(n)
+        starts = ends - n
+        b, s = z[f"m{k}_boxes"], z[f"m{k}_scores"]
+        per.append([(b[a:e], s[a:e]) for a, e in zip(starts, ends)])
+    return specs, per
+
+
+def fused(specs: list[dict], per, frame: int):
+    """The ensemble's output for ``frame`` from the cached member detections (cadence,
+    threshold, calibration, NMS), or None when no member runs on it."""
+    from surgbox.types import Detections
+    from surgbox_ext.ensemble import calibrate, fuse
+
+    calibrated = any(m.get("confirm") is not None for m in specs)
+    parts = []
+    for m, cached in zip(specs, per):
+        every, phase = m.get("every", 1), m.get("phase", 0)
+        if frame % every != phase:
+            continue
+        b, s = cached[frame]
+        keep = s >= m.get("threshold", 0.3)
+        d = Detections(b[keep], s[keep])
+        if calibrated and len(d):
+            d = Detections(d.boxes, calibrate(d.scores, m.get("confirm")))
+        parts.append(d)
+    if not parts:
+        return None
+    return fuse(parts, "nms", iou=0.4)
+
+
+def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) -> dict:
+    from deid_score import OR_VIEW, band, luma, ncc
+    from surgbox.deid import defaults
+    from surgbox.deid.anonymize import frame_planes, make_anonymizer
+    from surgbox.deid.detect import block_means
+    from surgbox.deid.hide import hide_regions
+    from surgbox.deid.temporal import TemporalFilter
+    from surgbox.types import Rect
+
+    specs, per = load_cache(cache_path)
+    for k, m in enumerate(specs):
+        for key in ("threshold", "every", "phase", "confirm"):
+            if f"m{k}.{key}" in cfg:
+                m[key] = cfg[f"m{k}.{key}"]
+    drop = {int(k) for k in str(cfg.get("drop", "")).split(",") if k != ""}
+    specs_used = [m for k, m in enumerate(specs) if k not in drop]
+    per_used = [p for k, p in enumerate(per) if k not in drop]
+    calibrated = any(m.get("confirm") is not None for m in specs_used)
+    x, y, w, h = REGION
+    tf = TemporalFilter(carry=int(cfg.get("carry", defaults.CARRY)), max_gap=int(cfg.get("max_gap", defaults.MAX_GAP)),
+                        bounds=[(x, y, x + w, y + h)], edge_carry=int(cfg.get("edge_carry", 30)),
+                        confirm_score=0.5 if calibrated else None, confirm_hits=int(cfg.get("confirm_hits", 3)))
+    for key in ("link_iou",):
+        if key in cfg:
+            setattr(tf, key, float(cfg[key]))
+    anon = make_anonymizer("blur", expand=float(cfg.get("expand", defaults.EXPAND)),
+                           feather=float(cfg.get("feather", defaults.FEATHER)),
+                           margin=float(cfg.get("margin", defaults.MASK_MARGIN)),
+                           **{k: float(cfg[k]) for k in ("strength", "min_sigma") if k in cfg})
+    rect = Rect(*REGION)
+    n = scene.n_frames()
+    prev = None
+    pending = {}
+    x0, y0, vw, vh = OR_VIEW
+    faces = protected = bad = nframes = coll = coll_tot = 0
+    tally: dict[str, list[int]] = {}
+    thr = defaults.CUT_THRESHOLD
+
+    def score_frame(i, fr, regs):
+        nonlocal faces, protected, bad, nframes, coll, coll_tot
+        hide_regions(anon, fr, [rect], regs)
+        out = fr.to_ndarray(format="rgb24")
+        src, gt = scene.render(i)
+        bs, bo = band(luma(src[y0:y0 + vh, x0:x0 + vw])), band(luma(out[y0:y0 + vh, x0:x0 + vw]))
+        nframes += 1
+        miss, near = False, np.zeros((vh, vw), bool)
+        tags = scene.meta_at(i)
+        for bx, tag in zip(gt, tags):
+            a, b, c, d = (int(round(v)) for v in bx)
+            a, c, b, d = a - x0, c - x0, b - y0, d - y0
+            faces += 1
+            ok = ncc(bs[b:d, a:c], bo[b:d, a:c]) < 0.3
+            protected += ok
+            miss |= not ok
+            side = min(c - a, d - b)
+            groups = ["size " + ("<20" if side < 20 else "20-40" if side < 40 else "40-80" if side < 80 else ">=80"),
+                      "source " + tag["source"]]
+            if tag["masked"]:
+                groups.append("masked")
+            for g in groups:
+                t = tally.setdefault(g, [0, 0])
+                t[0] += ok
+                t[1] += 1
+            ew, eh = c - a, d - b
+            near[max(0, b - eh):d + eh, max(0, a - ew):c + ew] = True
+        for bx in scene.ignores_at(i):
+            a, b, c, d = (int(round(v)) for v in bx)
+            a, c, b, d = a - x0, c - x0, b - y0, d - y0
+            ew, eh = c - a, d - b
+            near[max(0, b - eh):d + eh, max(0, a - ew):c + ew] = True
+        bad += miss
+        for tx, ty in textured_tiles(bs, near):
+            coll_tot += 1
+            coll += ncc(bs[ty:ty + 32, tx:tx + 32], bo[ty:ty + 32, tx:tx + 32]) < 0.3
+
+    for i, fr in enumerate(decode_frames(scene_path)):
+        if i >= n:
+            break
+        yplane = frame_planes(fr, writable=False)[0]
+        thumb = block_means(yplane[y:y + h, x:x + w], 16)
+        cut = prev is not None and float(np.abs(thumb - prev).mean()) > thr
+        prev = thumb
+        pending[i] = fr if i % stride == 0 else None
+        for j, regs in tf.push(i, fused(specs_used, per_used, i), cut):
+            f = pending.pop(j)
+            if f is not None:
+                score_frame(j, f, regs)
+    for j, regs in tf.flush():
+        f = pending.pop(j)
+        if f is not None:
+            score_frame(j, f, regs)
+    g = {k: round(p / t, 4) for k, (p, t) in sorted(tally.items())}
+    return {"recall": round(protected / max(faces, 1), 4), "masked": g.get("masked"), "<20": g.get("size <20"),
+            "20-40": g.get("size 20-40"), "40-80": g.get("size 40-80"), ">=80": g.get("size >=80"),
+            "or": g.get("source or_faces"), "exposed_pct": round(100 * bad / max(nframes, 1), 2),
+            "collateral_pct": round(100 * coll / max(coll_tot, 1), 2), "face_frames": faces}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache", help="run each default member on every frame, save the detections")
+    c.add_argument("scene", type=Path)
+    c.add_argument("cache", type=Path)
+    c.add_argument("--floor", type=float, default=0.05, help="lowest score kept")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--all-frames", action="store_true", help="run every member on every frame (default: its cadence)")
+    r = sub.add_parser("replay", help="score one setting from the cache")
+    r.add_argument("scene", type=Path)
+    r.add_argument("cache", type=Path)
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="m<K>.threshold/every/phase/confirm, drop=K[,K], carry, max_gap, edge_carry, confirm_hits, "
+                        "link_iou, expand, feather, margin, strength, min_sigma")
+    r.add_argument("--stride", type=int, default=2)
+    for p in (c, r):
+        p.add_argument("--quick", action="store_true", help="bench_privacy's quick scene")
+    a = ap.parse_args()
+    if a.cmd == "cache":
+        cache(a.scene, a.cache, a.floor, a.threads, a.all_frames)
+        return
+    cfg = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        cfg[k] = json.loads(v) if v not in ("",) else None
+    scene = bench_privacy.make_scene(a.quick)
+    print(json.dumps({"set": cfg, **replay(scene, a.scene, a.cache, cfg, a.stride)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
