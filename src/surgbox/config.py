@@ -28,7 +28,13 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     [sources.endo]
     plugin = "testsrc"           # other keys are the plugin's options
     optional = false             # true: a source that fails to start shows NO SIGNAL
+    deidentify = false           # true: faces hidden live, the raw frames never recorded
+    # voice = "disguise"         # an audio source: keep | disguise | mute voices live
+    # out_of_body = true         # the endoscope: hidden whole while it films the room
     fps = 30
+
+    [deid]                       # live de-identification (surgbox deid's option names)
+    every = 3                    # + latency_s, slot, edge_carry, semitones (docs/deid.md "Live")
 
 Paths: every path in the file -- ``[output] path`` and the path options of sources (a ``file``
 source's ``path``, a serial ``port`` or ``url`` that is not a URL, a device path) -- is relative
@@ -52,9 +58,13 @@ from ._toml import load_toml
 from .errors import ConfigError
 from .plugins import get_plugins
 from .recording import Recorder
+from .deid.voice import VOICE_MODES, VoiceSettings
+from .recording.live_deid import LiveDeidSettings, LiveDeidSource
+from .recording.live_outofbody import LiveOutOfBodySource
+from .recording.live_voice import LiveVoiceSource
 from .types import Layout, parse_rate
 
-TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources"}
+TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid"}
 
 
 @attrs.frozen
@@ -73,6 +83,9 @@ class SourceSpec:
     plugin: str
     options: Mapping[str, Any] = attrs.field(factory=dict)
     optional: bool = False
+    deidentify: bool = False  # hide its faces live (docs/deid.md "Live de-identification")
+    voice: str = "keep"  # an audio source: keep, disguise or mute voices live
+    out_of_body: bool = False  # an endoscope source: hidden whole while it films the room
 
 
 def _table(m: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -120,6 +133,7 @@ class RecordConfig:
     audio: str | None = None
     event: Mapping[str, Any] = attrs.field(factory=dict)
     base_dir: Path | None = None
+    deid: LiveDeidSettings = attrs.field(factory=LiveDeidSettings)
 
     @classmethod
     def load(cls, path: str | Path) -> RecordConfig:
@@ -150,7 +164,17 @@ class RecordConfig:
             optional = t.pop("optional", False)
             if not isinstance(optional, bool):
                 raise ConfigError(f"sources.{name}.optional must be true or false, got {optional!r}")
-            sources.append(SourceSpec(str(name), plugin, t, optional))
+            deidentify = t.pop("deidentify", False)
+            if not isinstance(deidentify, bool):
+                raise ConfigError(f"sources.{name}.deidentify must be true or false (hide its faces live), got {deidentify!r}")
+            voice = t.pop("voice", "keep")
+            if voice not in VOICE_MODES:
+                raise ConfigError(f"sources.{name}.voice must be one of {', '.join(VOICE_MODES)}, got {voice!r}")
+            oob = t.pop("out_of_body", False)
+            if not isinstance(oob, bool):
+                raise ConfigError(f"sources.{name}.out_of_body must be true or false (hide the endoscope view while it "
+                                  f"films the room), got {oob!r}")
+            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice, oob))
         layout = cls._layout(_table(m, "layout", ""))
         out = _table(m, "output", "")
         unknown = sorted(set(out) - {"path"})
@@ -185,6 +209,7 @@ class RecordConfig:
             audio=audio,
             event=_table(m, "event", ""),
             base_dir=base_dir,
+            deid=LiveDeidSettings.from_mapping(_table(m, "deid", "")),
         )
 
     @staticmethod
@@ -220,7 +245,14 @@ class RecordConfig:
                 src = plugins.create("source", spec.plugin, name=spec.name, **spec.options)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"sources.{spec.name}: plugin {spec.plugin!r} rejected its options ({exc}); check the option names and values") from exc
-            out.append(self.resolve_paths(src))
+            src = self.resolve_paths(src)
+            if spec.deidentify:
+                src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins)
+            if spec.out_of_body:
+                src = LiveOutOfBodySource(inner=src, anonymizer=self.deid.deid.make_anonymizer())
+            if spec.voice != "keep":
+                src = LiveVoiceSource(inner=src, settings=VoiceSettings(spec.voice, self.deid.semitones))
+            out.append(src)
         return out
 
     def resolve_paths(self, component: Any) -> Any:

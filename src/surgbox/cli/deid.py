@@ -80,6 +80,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"soft mask edge, fraction of its radius (default {D.FEATHER})")
     p.add_argument("--anonymizer", default=D.ANONYMIZER, choices=["blur", "pixelate", "fill"],
                    help=f"how faces are hidden (default {D.ANONYMIZER})")
+    p.add_argument("--out-of-body", action="store_true",
+                   help="with --region auto: also hide the layout's endoscope slot whole in frames where the laparoscope "
+                        "films the room (a colour classifier, docs/deid.md \"Out of the body\"; counted in the report and audit)")
+    p.add_argument("--voice", choices=["keep", "disguise", "mute"], default="keep",
+                   help="the audio: keep it (default), disguise voices (pitch and formants shifted by --semitones, "
+                        "duration and A/V sync unchanged; the audio is re-encoded as AAC) or mute it (silence, same length)")
+    p.add_argument("--semitones", type=float, default=-4.0, metavar="S",
+                   help="with --voice disguise: the shift in semitones, 1 <= |S| <= 12 (default -4: a lower voice)")
     p.add_argument("--queue-size", type=int, default=D.QUEUE_SIZE, metavar="N",
                    help=f"decoded frames buffered (default {D.QUEUE_SIZE}, capped by memory)")
     p.add_argument("--extra-streams", choices=["refuse", "drop"], default=D.EXTRA_STREAMS,
@@ -233,11 +241,16 @@ def deid_options(args: argparse.Namespace) -> Any:
         queue_size=args.queue_size, carry=args.carry, max_gap=args.max_gap, every=args.every, expand=args.expand,
         feather=args.feather, cut_threshold=args.cut_threshold or None, anonymizer=args.anonymizer,
         on_detector_error=args.on_detector_error, extra_streams=args.extra_streams, strict=args.strict,
+        out_of_body=args.out_of_body,
         overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
     options = deid_options(args)
+    if args.voice == "disguise":
+        from ..deid.voice import check_semitones
+
+        check_semitones(args.semitones)
     jobs = _jobs(args)
     summaries: list[dict[str, Any]] = []
     failed = 0
@@ -286,6 +299,7 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
         if tty and not args.quiet:
             print(file=sys.stderr)
     rep = result.report
+    voice = None if args.voice == "keep" else _voice(args, Path(result.dst), paths["report"])
     if args.timing:
         print(StageTimes.from_dict(rep["timing"]).table(result.frames, result.seconds), file=sys.stderr)
     for w in rep.get("warnings", []):
@@ -298,4 +312,30 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
             "frames_with_regions": rep["frames_with_regions"], "tracks": rep["tracks"], "detections": rep["detections"],
             "frames_region_hidden": rep["frames_region_hidden"], "seconds": round(result.seconds, 3),
             "realtime_factor": rep["realtime_factor"], "fps": rep["fps"], "input": rep["input"],
-            "warnings": rep["warnings"], **{k: v for k, v in paths.items() if v is not None}}
+            "warnings": rep["warnings"], **({"voice": voice} if voice else {}),
+            **{k: v for k, v in paths.items() if v is not None}}
+
+
+def _voice(args: argparse.Namespace, dst: Path, report: str | None) -> dict[str, Any]:
+    """``--voice disguise|mute``: rewrite the finished output's audio (video packets copied) into a
+    temporary file beside it, then replace it; on failure the output is removed (an output with
+    the voices left in must not pass for done). The report, if written, gains a ``voice`` entry."""
+    from ..deid.voice import VoiceSettings, disguise_file
+
+    settings = VoiceSettings(args.voice, args.semitones if args.voice == "disguise" else -4.0)
+    tmp = dst.with_name(f".{dst.name}.voice.tmp.mp4")
+    try:
+        info = disguise_file(dst, tmp, settings)
+        tmp.replace(dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        dst.unlink(missing_ok=True)
+        raise
+    if report is not None and Path(report).is_file():
+        rep = json.loads(Path(report).read_text())
+        rep["voice"] = info
+        Path(report).write_text(json.dumps(rep, indent=2))
+    if not args.json:
+        what = "muted" if args.voice == "mute" else f"voices disguised ({args.semitones:+g} semitones)"
+        print(f"{dst}: audio {what}" + ("" if info["samples_in"] is not None else " (no audio stream)"), file=sys.stderr)
+    return info

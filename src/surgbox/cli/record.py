@@ -53,6 +53,9 @@ def status_line(st: dict[str, Any]) -> str:
         if s.get("media") != "video":
             continue
         state = " NO SIGNAL" if s.get("stale") else ""
+        deid = (s.get("source") or {}).get("deid")  # hidden live (docs/deid.md "Live de-identification")
+        if deid:
+            state += f" SLOT HIDDEN ({deid['hidden']})" if deid.get("hidden") else " faces hidden"
         parts.append(f"{name} {s.get('fps_in', 0):.1f} in d{s.get('dropped', 0)}/u{s.get('duplicated', 0)}{state}")
     audio = st.get("audio")
     if audio:

@@ -47,6 +47,7 @@ class AuditWriter:
     frames_with_regions: int = attrs.field(default=0, init=False)
     regions: int = attrs.field(default=0, init=False)
     frames_region_hidden: int = attrs.field(default=0, init=False)
+    frames_out_of_body: int = attrs.field(default=0, init=False)
 
     def open(self, header: Mapping[str, Any]) -> None:
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent or ".")
@@ -56,14 +57,18 @@ class AuditWriter:
         self._f.write(json.dumps(rec, default=str) + "\n")
 
     def frame(self, index: int, pts: int | None, time_base: Fraction | None, regions: Iterable[Region],
-              hidden: str | None = None) -> None:
-        """One frame's record; ``hidden``: why its scan regions were hidden whole (or ``None``)."""
+              hidden: str | None = None, out_of_body: bool = False) -> None:
+        """One frame's record; ``hidden``: why its scan regions were hidden whole (or ``None``);
+        ``out_of_body``: its endoscope slot was hidden whole (the laparoscope filmed the room)."""
         regs = [r.to_dict() for r in regions]
         t = None if pts is None or time_base is None else round(float(pts * time_base), 6)
         assert self._f is not None, "AuditWriter.open() first"
         rec = {"type": "frame", "frame": index, "pts": pts, "time": t, "regions": regs}
         if hidden is not None:
             rec["region_hidden"] = hidden
+        if out_of_body:
+            rec["out_of_body"] = True
+            self.frames_out_of_body += 1
         self._f.write(json.dumps(rec) + "\n")
         self.frames += 1
         self.frames_with_regions += bool(regs)
@@ -78,6 +83,8 @@ class AuditWriter:
                    "regions": self.regions, "complete": True}
         if self.frames_region_hidden:
             summary["frames_region_hidden"] = self.frames_region_hidden
+        if self.frames_out_of_body:
+            summary["frames_out_of_body"] = self.frames_out_of_body
         self._f.write(json.dumps(summary) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())

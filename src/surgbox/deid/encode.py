@@ -86,7 +86,7 @@ class EncodeStage:
             with self.times.stage("write"):
                 self.enc.write_video(frame, time_ns)
             if self.audit is not None:
-                self.audit.frame(item.index, pts, self.time_base, item.regions, hidden=item.hidden)
+                self.audit.frame(item.index, pts, self.time_base, item.regions, hidden=item.hidden, out_of_body=item.out_of_body)
             stats.written += 1
             now = time.perf_counter()
             if self._t_first is None:

@@ -45,6 +45,7 @@ class Item:
     audio: list
     regions: list[Region] = attrs.field(factory=list)
     hidden: str | None = None
+    out_of_body: bool = False  # the endoscope slot was hidden whole (surgbox.deid.outofbody)
 
 
 @attrs.define(eq=False)

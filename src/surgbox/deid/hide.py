@@ -55,19 +55,31 @@ class HideStage:
     stop: threading.Event
     times: StageTimes
     stats: RunStats
+    outofbody: Any = None  # a surgbox.deid.outofbody.OutOfBodyCheck: frames come out `carry` later
 
     def run(self, q_in: queue.Queue, q_out: queue.Queue) -> None:
+        oob = self.outofbody
         try:
             while True:
                 item = get(q_in, self.stop, self.times, WAIT)
-                if item is END or isinstance(item, Failure):
-                    put(q_out, item, self.stop, self.times, WAIT)
-                    return
+                if item is END or isinstance(item, Failure) or item.frame is None:
+                    for done in ([] if oob is None or isinstance(item, Failure) else oob.flush()):
+                        if not put(q_out, done, self.stop, self.times, WAIT):
+                            return
+                    if item is END or isinstance(item, Failure):
+                        put(q_out, item, self.stop, self.times, WAIT)
+                        return
                 if item.frame is not None and (item.regions or item.hidden):
                     with self.times.stage("blur"):
                         hide_regions(self.anonymizer, item.frame, self.rects, item.regions, whole=item.hidden is not None)
                     self.stats.frames_region_hidden += item.hidden is not None
-                if not put(q_out, item, self.stop, self.times, WAIT):
-                    return
+                ready = [item]
+                if oob is not None and item.frame is not None:
+                    with self.times.stage("out-of-body"):
+                        ready = oob.push(item)
+                for done in ready:
+                    self.stats.frames_out_of_body += done.out_of_body
+                    if not put(q_out, done, self.stop, self.times, WAIT):
+                        return
         except BaseException as exc:
             put(q_out, Failure(exc), self.stop, self.times, WAIT)

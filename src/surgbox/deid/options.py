@@ -109,7 +109,9 @@ class DeidOptions:
     the detector could not score get their whole regions hidden). ``extra_streams``: streams
     beyond the first video and first audio stream are ``"refuse"``-d (an error listing them) or
     ``"drop"``-ped (listed in the report). ``strict``: an input that ends before its container
-    says (a cut or crashed recording) is an error instead of a warning. ``overwrite``: replace
+    says (a cut or crashed recording) is an error instead of a warning. ``out_of_body``: with
+    ``region="auto"``, also hide the layout's endoscope slot whole in frames where it films the
+    room (:mod:`surgbox.deid.outofbody`). ``overwrite``: replace
     an existing output (never the input itself).
     """
 
@@ -135,6 +137,7 @@ class DeidOptions:
     on_detector_error: str = attrs.field(default=defaults.ON_DETECTOR_ERROR, validator=_one_of(ON_DETECTOR_ERROR))
     extra_streams: str = attrs.field(default=defaults.EXTRA_STREAMS, validator=_one_of(EXTRA_STREAMS))
     strict: bool = attrs.field(default=False, converter=bool)
+    out_of_body: bool = attrs.field(default=False, converter=bool)
     overwrite: bool = attrs.field(default=False, converter=bool)
 
     def __attrs_post_init__(self) -> None:
@@ -187,4 +190,4 @@ class DeidOptions:
         return {"batch": self.batch, "detect_scale": self.detect_scale, "queue_size": self.queue_size,
                 "carry": self.carry, "max_gap": self.max_gap, "every": self.every, "cut_threshold": self.cut_threshold,
                 "detector_threads": self.detector_threads, "on_detector_error": self.on_detector_error,
-                "extra_streams": self.extra_streams, "strict": self.strict}
+                "extra_streams": self.extra_streams, "strict": self.strict, "out_of_body": self.out_of_body}

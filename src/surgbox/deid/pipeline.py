@@ -54,6 +54,7 @@ def deidentify(
     on_detector_error: str = defaults.ON_DETECTOR_ERROR,
     extra_streams: str = defaults.EXTRA_STREAMS,
     strict: bool = False,
+    out_of_body: bool = False,
     overwrite: bool = False,
     audit: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
@@ -92,7 +93,7 @@ def deidentify(
             queue_memory=queue_memory, carry=carry, max_gap=max_gap, every=every, expand=expand, feather=feather,
             anonymizer=anonymizer, anonymizer_options=anonymizer_options, cut_threshold=cut_threshold,
             detector_threads=detector_threads, on_detector_error=on_detector_error, extra_streams=extra_streams,
-            strict=strict, overwrite=overwrite)
+            strict=strict, out_of_body=out_of_body, overwrite=overwrite)
     run = DeidRun(src, dst, options, audit_path=audit, report_path=report, chart_path=chart, progress=progress,
                   plugins=plugins, window=window)
     return run.execute()

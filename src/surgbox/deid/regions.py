@@ -144,17 +144,24 @@ def resolve_regions(
         layout = layout_from_sidecar(path)
     if layout is None:
         return [frame], "auto-full"
-    slots = layout.slots_with_role(ROOM_CAMERA_ROLE)
-    if not slots:
+    rects = slot_rects(layout, ROOM_CAMERA_ROLE, width, height)
+    if not rects:
         log.info("layout %r has no %r slot: scanning the whole frame", layout.name, ROOM_CAMERA_ROLE)
         return [frame], "auto-full"
+    return rects, "layout"
+
+
+def slot_rects(layout: Layout, role: str, width: int, height: int) -> list[Rect]:
+    """The rectangles of ``layout``'s slots with ``role`` in a ``width x height`` picture (the
+    layout scaled to it when its size differs; clipped), ``[]`` when no slot has that role."""
+    slots = layout.slots_with_role(role)
     if (layout.width, layout.height) != (width, height):
         sx, sy = width / layout.width, height / layout.height
         rects = [Rect(round(s.rect.x * sx), round(s.rect.y * sy), max(1, round(s.rect.width * sx)),
                       max(1, round(s.rect.height * sy))) for s in slots]
     else:
         rects = [s.rect for s in slots]
-    return [_clip(r, width, height, f"layout slot {r.as_xywh()}") for r in rects], "layout"
+    return [_clip(r, width, height, f"layout slot {r.as_xywh()}") for r in rects]
 
 
 def _clip(r: Rect, width: int, height: int, what: str) -> Rect:

@@ -67,6 +67,7 @@ class RunStats:
     cuts: list[int] = attrs.field(factory=list)  # scene cuts per scan region
     detector_failures: list[dict[str, Any]] = attrs.field(factory=list)  # {"frames": [a, b], "error": ...}
     frames_region_hidden: int = 0
+    frames_out_of_body: int = 0  # endoscope slot hidden whole (out_of_body option)
     tracks: set[int] = attrs.field(factory=set)
     frames_with_regions: int = 0
     regions: int = 0
@@ -104,6 +105,7 @@ def build_report(*, name: str, dst: str, stats: RunStats, wall: float, width: in
         "regions": stats.regions,
         "detector_failures": list(stats.detector_failures),
         "frames_region_hidden": stats.frames_region_hidden,
+        "frames_out_of_body": stats.frames_out_of_body,
         "queue_depth": depth,
         "input": dict(input_info),
         "detector": dict(detector),

@@ -38,6 +38,7 @@ from .encode import EncodeStage
 from .handoff import Workers
 from .hide import HideStage
 from .options import DeidOptions
+from .outofbody import out_of_body_check
 from .output import Output, check_sidecar
 from .regions import resolve_regions
 from .result import Progress, RunStats, build_report, write_json
@@ -139,7 +140,8 @@ class DeidRun:
                         raise DeidError(f"cannot write the audit sidecar {str(self.audit_path)!r}: {exc}") from None
             workers.start("detect", DetectStage(det, rects, opts, self.stop, self.times, self.stats, tracks, batch).run,
                           q_frames, q_found)
-            workers.start("anonymize", HideStage(opts.make_anonymizer(), rects, self.stop, self.times, self.stats).run,
+            oob = out_of_body_check(opts, width, height, inp.metadata, inp.path, self.stats)
+            workers.start("anonymize", HideStage(opts.make_anonymizer(), rects, self.stop, self.times, self.stats, oob).run,
                           q_found, q_hidden)
             win = self.window
             keep = None if win is None else (win.start, win.stop)

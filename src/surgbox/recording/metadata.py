@@ -20,6 +20,9 @@ def describe_source(src: Source, options: RecorderOptions, start_error: str | No
     """A source's sidecar entry: name, media, optional, configured info, device, size/rate."""
     d: dict[str, Any] = {"name": src.name, "media": src.media, "optional": src.name in options.optional}
     d.update(options.source_info.get(src.name, {}))
+    info = getattr(src, "sidecar_info", None)  # a source's own sidecar fields (live de-identification)
+    if callable(info):
+        d.update(info())
     describe = getattr(src, "describe", None)
     if callable(describe):
         try:

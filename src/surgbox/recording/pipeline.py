@@ -169,6 +169,9 @@ class TickLoop:
         elif isinstance(item, Reading):
             if self.end_ns is not None and item.capture_ns >= self.end_ns:
                 return
+            if src.media != "data":  # a video source's status (live de-identification): data track only, not the panel
+                self.writer.put_reading(item)
+                return
             self._pending_readings.setdefault(src.name, collections.deque(maxlen=256)).append(item)
             self.writer.put_reading(item)
         elif isinstance(item, Trigger) and item.action == "snapshot":

@@ -112,6 +112,9 @@ class Recorder:
                 opts = attrs.evolve(opts, **option_values)
             except TypeError as exc:
                 raise ConfigError(f"recorder options: {exc}") from None
+        delay = max((float(getattr(s, "delay_s", 0) or 0) for s in sources), default=0.0)
+        if delay > opts.latency_s:  # a source that hands its frames on late (live de-identification)
+            opts = attrs.evolve(opts, latency_s=round(delay, 3))
         self.__attrs_init__(tuple(sources), layout, output, encoder, compositor, plugins, clock, tuple(consumers), opts, preview, None)  # type: ignore[arg-type]
         opts.check_against(self.sources, layout)
         if isinstance(output, RecordingSink):
@@ -247,7 +250,8 @@ class Recorder:
         ev = opts.event
         self._event_id = opts.event_id or str(ev.get("id") or ev.get("event_id") or f"rec-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
         sources = [describe_source(s, opts, self._failed_sources.get(s.name)) for s in self.sources]
-        data_track = self._sink.data_track_name if any(s.media == "data" for s in self._started) else None
+        readings = any(s.media == "data" or getattr(s, "emits_readings", False) for s in self._started)
+        data_track = self._sink.data_track_name if readings else None
         assert self.encoder is not None and self.compositor is not None
         self._meta = sidecar_meta(event_id=self._event_id, options=opts, label=self._label(), started_at=started_at,
                                   start_ns=start_ns, layout=self.layout, sources=sources, audio=audio, encoder=self.encoder,

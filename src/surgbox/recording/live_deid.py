@@ -1,0 +1,445 @@
+"""Live face hiding: a video source whose frames reach the recorder only after their faces are hidden.
+
+:class:`LiveDeidSource` wraps a video :class:`~surgbox.interfaces.Source` (the room camera).
+It starts the wrapped source itself, so the recorder never sees one raw frame of it: the
+compositor, the encoder and snapshots get only the hidden frames. It reuses the stages of
+``surgbox deid`` (:mod:`surgbox.deid`): the region is cropped for the detector with
+:func:`~surgbox.deid.crop.crop_rgb`, detections are linked and carried by the same
+:class:`~surgbox.deid.temporal.TemporalFilter`, and faces are hidden by the same anonymizer and
+masks (:func:`~surgbox.deid.hide.hide_regions`).
+
+Threads: the wrapper's own thread takes the wrapped source's frames, hands every ``every``-th
+frame to the detector worker (:class:`DetectorWorker`, one more thread: the detectors release
+the GIL in their math), links the answers in the temporal stage and hides the faces of each
+frame once the temporal stage has finalized it (``lookahead`` frames later). So each frame
+leaves the wrapper about ``lookahead / fps + latency_s`` after its capture, with its capture
+time unchanged: the recorder's ``latency_s`` must cover :attr:`LiveDeidSource.delay_s`
+(:class:`~surgbox.recording.Recorder` raises it by itself).
+
+Fail closed: a frame is shown with only its faces hidden when every detection it depends on
+(the detected frames before and after it, and one more on each side) came back in time. A detection that is not back
+``latency_s`` after its frame was captured (the detector is slow, stalled or starved of CPU),
+that raised, or that could not even be queued (the worker's queue is full), makes every frame
+around it leave with the whole picture hidden (``slot``: ``blur`` or ``fill``). Each change
+of state is emitted as a :class:`~surgbox.types.Reading` of kind ``deid`` (the recording's data
+track keeps it; the values say ``hidden`` 0/1 and why: ``late``, ``error``, ``busy``, and the
+``faces`` shown hidden), counted in :meth:`LiveDeidSource.stats` with the list of hidden
+intervals and their reasons (the sidecar's final stats), and shown on ``surgbox record``'s
+status line.
+
+    >>> room = LiveDeidSource(file_source, LiveDeidSettings.from_mapping({"every": 3}), plugins=plugins)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+from ..clock import NS_PER_S
+from ..deid.anonymize import Anonymizer, make_anonymizer
+from ..deid.crop import crop_rgb
+from ..deid.detect import detector_info, detector_label
+from ..deid.hide import hide_regions
+from ..deid.options import DeidOptions
+from ..deid.temporal import TemporalFilter
+from ..deid.voice import DEFAULT_SEMITONES, check_semitones
+from ..errors import ConfigError, SourceError, SurgboxError
+from ..interfaces import Source
+from ..types import Detections, Reading, Rect, VideoFrame
+from .live_worker import DetectorWorker
+from .wrapped import WrappedSource
+
+log = logging.getLogger(__name__)
+
+# Live values (the detector, its options, masks and anonymizer come from surgbox.deid.defaults).
+LIVE_EVERY = 3  # detect on every 3rd frame: 10 detections/s for a 30 fps room camera
+LIVE_MAX_GAP = 10  # frames bridged between two detections: surgbox deid's default (a missed detection at every 3 is bridged)
+LIVE_EDGE_CARRY = 10  # frames a face leaving through the picture's edge stays hidden
+LATENCY_S = 0.25  # a detection later than this after its frame's capture: fail closed
+SLOT_HIDE = ("blur", "fill")
+
+STATUS_EVERY_S = 1.0  # a deid reading at least this often while the state does not change
+
+# ``surgbox deid`` option names a [deid] table may use for live hiding (the others, region,
+# encoder, queue sizes, are about files); plus the live-only names below.
+DEID_NAMES = ("detector", "detector_options", "threshold", "detector_threads", "detect_scale", "every", "carry", "max_gap",
+              "expand", "feather", "anonymizer", "anonymizer_options")
+LIVE_NAMES = ("latency_s", "slot", "edge_carry", "semitones")
+
+
+def _latency(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 5:
+        raise ConfigError(f"deid latency_s must be seconds in (0, 5] (how late a detection may be before the slot is "
+                          f"hidden whole; default {LATENCY_S}), got {value!r}")
+
+
+@attrs.frozen
+class LiveDeidSettings:
+    """How a source is hidden live: ``deid`` (the :class:`~surgbox.deid.options.DeidOptions`
+    of ``surgbox deid``: detector, threshold, every, carry, max_gap, expand, feather, anonymizer
+    ...; live defaults ``every`` :data:`LIVE_EVERY`, ``max_gap`` :data:`LIVE_MAX_GAP`),
+    ``latency_s`` (a detection later than this after its frame's capture fails closed),
+    ``slot`` (how a slot failing closed is hidden: ``blur`` or ``fill``) and ``edge_carry``
+    (frames a face leaving through the picture's edge stays hidden); ``semitones``: the shift
+    of audio sources with ``voice = "disguise"`` (:mod:`surgbox.recording.live_voice`)."""
+
+    deid: DeidOptions = attrs.field(factory=lambda: DeidOptions(every=LIVE_EVERY, max_gap=LIVE_MAX_GAP))
+    latency_s: float = attrs.field(default=LATENCY_S, validator=_latency)
+    slot: str = attrs.field(default="blur")
+    edge_carry: int = attrs.field(default=LIVE_EDGE_CARRY)
+    semitones: float = attrs.field(default=DEFAULT_SEMITONES, converter=check_semitones)  # voice = "disguise" sources
+
+    @slot.validator
+    def _check_slot(self, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in SLOT_HIDE:
+            raise ConfigError(f"deid slot must be one of {', '.join(SLOT_HIDE)} (how a slot failing closed is hidden), got {value!r}")
+
+    @edge_carry.validator
+    def _check_edge(self, attribute: attrs.Attribute, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 120:
+            raise ConfigError(f"deid edge_carry must be an integer in [0, 120] (frames), got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any] | None, *, where: str = "deid") -> LiveDeidSettings:
+        """From a ``[deid]`` table: :data:`DEID_NAMES` (``surgbox deid``'s option names) and
+        :data:`LIVE_NAMES`; an unknown name is a :class:`ConfigError` listing the valid ones."""
+        m = dict(m or {})
+        known = DEID_NAMES + LIVE_NAMES
+        unknown = sorted(set(m) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {where}.{f', {where}.'.join(unknown)}; live de-identification takes: {', '.join(known)}")
+        live = {k: m.pop(k) for k in LIVE_NAMES if k in m}
+        m.setdefault("every", LIVE_EVERY)
+        m.setdefault("max_gap", max(LIVE_MAX_GAP, 2 * m["every"] - 1) if isinstance(m["every"], int) else LIVE_MAX_GAP)
+        try:
+            deid = DeidOptions(**m)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return cls(deid, **live)
+
+    def temporal(self, width: int, height: int) -> TemporalFilter:
+        """A fresh temporal stage for a ``width x height`` picture (its edges are the scan region's)."""
+        d = self.deid
+        return TemporalFilter(carry=d.carry, max_gap=d.max_gap, every=d.every, bounds=((0, 0, width, height),),
+                              edge_carry=self.edge_carry)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings for the sidecar (the detector's own settings are added when it is built)."""
+        d = self.deid
+        detector = d.detector if isinstance(d.detector, str) else detector_label(d.detector)
+        anonymizer = d.anonymizer if isinstance(d.anonymizer, str) else getattr(d.anonymizer, "name", "anonymizer")
+        return {"detector": detector, "detector_options": dict(d.detector_factory_options()), "detect_scale": d.detect_scale,
+                "every": d.every, "carry": d.carry, "max_gap": d.max_gap, "edge_carry": self.edge_carry, "expand": d.expand,
+                "feather": d.feather, "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
+
+
+@attrs.define(eq=False)
+class _Pending:
+    index: int
+    frame: VideoFrame  # yuv420p, private to this wrapper
+    detect: bool
+    status: str | None = None  # detect frames: "ok", "late", "error", "busy"
+    dets: Detections | None = None
+
+
+@attrs.define(eq=False)
+class LiveDeidSource(WrappedSource):
+    """The frames of ``inner`` with their faces hidden (see the module docstring).
+
+    ``settings``: :class:`LiveDeidSettings`; ``plugins``: the plugin manager the detector is
+    built from by name (``None``: the process-wide one); ``detector``: an already built detector
+    (instead of the settings' name). The name, frame rate and size are ``inner``'s. Its items:
+    hidden :class:`~surgbox.types.VideoFrame` s (``yuv420p``, capture times unchanged) and
+    ``deid`` :class:`~surgbox.types.Reading` s (the recorder writes them to the data track).
+    """
+
+    what: ClassVar[str] = "faces hidden live"
+    emits_readings: ClassVar[bool] = True  # the recorder keeps a data track for its deid readings
+
+    settings: LiveDeidSettings = attrs.field(factory=LiveDeidSettings, kw_only=True)
+    plugins: Any = attrs.field(default=None, kw_only=True)
+    detector: Any = attrs.field(default=None, kw_only=True)
+    _worker: DetectorWorker | None = attrs.field(default=None, init=False, alias="_worker")
+    _owns_detector: bool = attrs.field(default=False, init=False, alias="_owns_detector")
+    _pending: collections.deque = attrs.field(factory=collections.deque, init=False, alias="_pending")
+    _pushed: int = attrs.field(default=0, init=False, alias="_pushed")  # frames given to the temporal stage
+    _next_index: int = attrs.field(default=0, init=False, alias="_next_index")
+    _status: dict[int, str] = attrs.field(factory=dict, init=False, alias="_status")  # detect frame -> status
+    _early: dict[int, Any] = attrs.field(factory=dict, init=False, alias="_early")
+    _tf: TemporalFilter | None = attrs.field(default=None, init=False, alias="_tf")
+    _rect: Rect | None = attrs.field(default=None, init=False, alias="_rect")
+    _anon: Anonymizer | None = attrs.field(default=None, init=False, alias="_anon")
+    _slot_anon: Anonymizer | None = attrs.field(default=None, init=False, alias="_slot_anon")
+    _reformatter: Any = attrs.field(default=None, init=False, alias="_reformatter")
+    _hidden: str | None = attrs.field(default=None, init=False, alias="_hidden")  # why the slot is hidden now
+    _intervals: list[dict[str, Any]] = attrs.field(factory=list, init=False, alias="_intervals")
+    _counts: collections.Counter = attrs.field(factory=collections.Counter, init=False, alias="_counts")
+    _latency: list[float] = attrs.field(factory=lambda: [0.0, 0.0, 0], init=False, alias="_latency")  # sum, max, n (s)
+    _last_reading_ns: int | None = attrs.field(default=None, init=False, alias="_last_reading_ns")
+    _info: dict[str, Any] = attrs.field(factory=dict, init=False, alias="_info")
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
+
+    def __attrs_post_init__(self) -> None:
+        if self.queue_size == 64:  # ThreadedSource's default: hold what the recorder's latency needs
+            self.queue_size = max(64, 4 * self.delay_frames)
+        super().__attrs_post_init__()
+
+    # -- what the recorder asks -------------------------------------------------------------------
+    @property
+    def lookahead(self) -> int:
+        """Frames the temporal stage holds before a frame is final."""
+        return self.settings.temporal(16, 16).lookahead
+
+    @property
+    def delay_frames(self) -> int:
+        return self.lookahead + 1
+
+    @property
+    def delay_s(self) -> float:
+        """How long after its capture a frame leaves at the latest while detection keeps up:
+        the temporal stage's lookahead plus ``latency_s`` plus one frame of slack."""
+        return (self.delay_frames + 1) / self.fps_or_default() + self.settings.latency_s
+
+    def sidecar_info(self) -> dict[str, Any]:
+        """The sidecar's ``deid`` entry for this source: hidden live, with which settings."""
+        return {"deid": {"live": True, **self.settings.to_dict(), **self._info}}
+
+    # -- ThreadedSource ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        assert self.clock is not None
+        det = self.detector
+        d = self.settings.deid
+        if det is None:
+            if not isinstance(d.detector, str):
+                det = d.detector
+            else:
+                plugins = self.plugins
+                if plugins is None:
+                    from ..plugins import get_plugins
+
+                    plugins = get_plugins()
+                try:
+                    det = plugins.create("detector", d.detector, **d.detector_factory_options())
+                except SurgboxError as exc:
+                    raise SourceError(f"source {self.name!r}: the [deid] detector: {exc}") from None
+                self._owns_detector = True
+        try:
+            det.open()
+        except SurgboxError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"source {self.name!r}: the live de-identification detector {detector_label(det)!r} "
+                              f"could not open ({type(exc).__name__}: {exc}); fix its options or turn deidentify off") from exc
+        self.detector = det
+        self._info = {"detector_info": detector_info(det)}
+        self._anon = d.make_anonymizer()
+        self._slot_anon = make_anonymizer(self.settings.slot, expand=d.expand, feather=d.feather)
+        try:
+            self.start_inner()
+        except BaseException:
+            self._close_detector()
+            raise
+        self._worker = DetectorWorker(det, self.clock.now_ns)
+        self._worker.start(self.name)
+
+    def _item(self, item: Any) -> None:
+        if isinstance(item, VideoFrame):
+            self._ingest(item)
+
+    def _tick(self) -> None:
+        self._advance()
+
+    def _flush_end(self) -> bool:
+        return self._advance(ended=True)
+
+    def _close(self) -> None:
+        try:
+            self.inner.stop()
+        finally:
+            if self._worker is not None and not self._worker.stop():
+                log.warning("source %r: the detector did not return within 5 s of the stop", self.name)
+            self._close_detector()
+
+    def _close_detector(self) -> None:
+        if self._owns_detector and self.detector is not None:
+            try:
+                self.detector.close()
+            except Exception as exc:  # pragma: no cover - best effort at shutdown
+                log.warning("source %r: closing the detector failed: %s", self.name, exc)
+
+    # -- the stages -------------------------------------------------------------------------------
+    def _ingest(self, item: VideoFrame) -> None:
+        img = item.image
+        if img.format.name not in ("yuv420p", "yuvj420p") or img.width % 2 or img.height % 2:
+            img = img.reformat(width=img.width & ~1, height=img.height & ~1, format="yuv420p")
+        if self._tf is None:
+            self._rect = Rect(0, 0, img.width, img.height)
+            self._tf = self.settings.temporal(img.width, img.height)
+        frame = VideoFrame(self.name, item.capture_ns, img, item.seq)
+        index = self._next_index
+        self._next_index += 1
+        entry = _Pending(index, frame, index % self.settings.deid.every == 0)
+        if entry.detect:
+            assert self._worker is not None and self._rect is not None
+            if self._reformatter is None:
+                from av.video.reformatter import VideoReformatter
+
+                self._reformatter = VideoReformatter()
+            crop = crop_rgb(img, self._rect, self.settings.deid.detect_scale, reformatter=self._reformatter)
+            deadline = item.capture_ns + round(self.settings.latency_s * NS_PER_S)
+            if not self._worker.submit(index, crop, deadline):
+                entry.status = "busy"
+        self._pending.append(entry)
+
+    def _advance(self, ended: bool = False) -> bool:
+        """Collect the detector's answers, push every frame whose detection is settled to the
+        temporal stage, and emit the frames it finalizes. With ``ended`` (``inner`` has ended):
+        True once every frame is out."""
+        assert self.clock is not None
+        if self._worker is None or self._tf is None:
+            return ended
+        for index, res in self._worker.take():
+            self._early[index] = res
+        now = self.clock.now_ns()
+        budget = round(self.settings.latency_s * NS_PER_S)
+        finals = []
+        while self._pending and self._pushed - self._pending[0].index < len(self._pending):
+            e = self._pending[self._pushed - self._pending[0].index]
+            if e.detect and e.status is None:
+                if e.index in self._early:
+                    res = self._early.pop(e.index)
+                    if isinstance(res, Detections):
+                        e.status, e.dets = "ok", res
+                    elif res is None:
+                        e.status = "late"
+                    else:
+                        e.status = "error"
+                        self._note_error(res)
+                elif now > e.frame.capture_ns + budget:
+                    e.status = "late"
+                else:
+                    break
+            if e.detect:
+                self._status[e.index] = e.status or "ok"
+                self._counts[f"detections_{e.status}"] += 1
+                if e.status == "ok":
+                    self._counts["faces_detected"] += len(e.dets or ())
+            finals.extend(self._tf.push(e.index, e.dets if e.status == "ok" else None))
+            self._pushed += 1
+        ended = ended and self._pushed == self._next_index  # the last detections settle first
+        if ended:
+            finals.extend(self._tf.flush())
+        for j, regions in finals:
+            self._emit(j, regions)
+        return ended
+
+    def _unsafe(self, j: int) -> str | None:
+        """Why frame ``j`` cannot be shown with only its faces hidden (``None``: it can)."""
+        every = self.settings.deid.every
+        a = j - j % every
+        # the detections the temporal stage bridges this frame with: the bracketing detected
+        # frames and one more on each side (a face one detection misses is interpolated or carried
+        # from its neighbours, as in surgbox deid)
+        needed = [a - every, a, a + every] if a == j else [a - every, a, a + every, a + 2 * every]
+        for d in needed:
+            if d < 0:
+                continue  # nothing before the first frame
+            st = self._status.get(d)
+            if st is None:
+                return "late"  # not settled (the end of the recording) counts as late
+            if st != "ok":
+                return st
+        return None
+
+    def _emit(self, j: int, regions: list) -> None:
+        e = self._pending.popleft()
+        assert e.index == j, (e.index, j)
+        reason = self._unsafe(j)
+        assert self._anon is not None and self._slot_anon is not None and self._rect is not None
+        if reason is not None:
+            hide_regions(self._slot_anon, e.frame.image, [self._rect], [], whole=True)
+            self._counts["frames_slot_hidden"] += 1
+        elif regions:
+            hide_regions(self._anon, e.frame.image, [self._rect], regions)
+            self._counts["frames_faces_hidden"] += 1
+        for d in [k for k in self._status if k < j - 2 * self.settings.deid.every]:
+            del self._status[d]
+        self._counts["frames"] += 1
+        assert self.clock is not None
+        lat = (self.clock.now_ns() - e.frame.capture_ns) / NS_PER_S
+        with self._lock:
+            self._latency[0] += lat
+            self._latency[1] = max(self._latency[1], lat)
+            self._latency[2] += 1
+        self.put(e.frame)
+        self._set_state(reason, e.frame.capture_ns, faces=len(regions))
+
+    def _note_error(self, exc: BaseException) -> None:
+        self._counts["detector_errors"] += 1
+        if self._counts["detector_errors"] == 1:
+            log.warning("source %r: live detector %s failed (%s: %s); the slot is hidden whole until it answers again",
+                        self.name, detector_label(self.detector), type(exc).__name__, exc)
+        self._info["last_detector_error"] = f"{type(exc).__name__}: {exc}"
+
+    def _set_state(self, reason: str | None, capture_ns: int, *, faces: int = 0, force: bool = False) -> None:
+        """Track the hidden intervals and emit a ``deid`` reading on each change (and once a second)."""
+        changed = reason != self._hidden
+        with self._lock:
+            if changed and reason is None and self._intervals:
+                self._intervals[-1]["end_ns"] = capture_ns
+            elif changed and self._hidden is None:
+                self._intervals.append({"start_ns": capture_ns, "end_ns": None, "reason": reason, "reasons": [reason]})
+                del self._intervals[:-100]  # bounded; the counters keep the totals
+                self._counts["hidden_intervals"] += 1
+            elif changed and reason not in self._intervals[-1]["reasons"]:
+                self._intervals[-1]["reasons"].append(reason)
+            self._hidden = reason
+        due = self._last_reading_ns is None or capture_ns - self._last_reading_ns >= STATUS_EVERY_S * NS_PER_S
+        if changed or due or force:
+            self._last_reading_ns = capture_ns
+            values = {"hidden": float(reason is not None), "faces": float(faces),
+                      "late": float(reason == "late"), "error": float(reason == "error"), "busy": float(reason == "busy")}
+            self.put(Reading(self.name, capture_ns, "deid", values))
+            if changed:
+                (log.warning if reason else log.info)(
+                    "source %r: %s", self.name,
+                    f"slot hidden whole: detection {REASONS[reason]}" if reason else "detection caught up; faces hidden again")
+
+    def stats(self) -> Mapping[str, Any]:
+        base = dict(super().stats())
+        with self._lock:
+            total, peak, n = self._latency
+            intervals = [dict(iv) for iv in self._intervals]
+            hidden = self._hidden
+        w = self._worker
+        counts = dict(self._counts)
+        base["deid"] = {
+            "hidden": hidden, "frames": counts.get("frames", 0), "frames_slot_hidden": counts.get("frames_slot_hidden", 0),
+            "frames_faces_hidden": counts.get("frames_faces_hidden", 0), "faces_detected": counts.get("faces_detected", 0),
+            "detections": {k.removeprefix("detections_"): v for k, v in counts.items() if k.startswith("detections_")},
+            "detector_errors": counts.get("detector_errors", 0), "hidden_intervals": counts.get("hidden_intervals", 0),
+            "intervals": intervals, "latency_ms_mean": round(1000 * total / n, 1) if n else None,
+            "latency_ms_max": round(1000 * peak, 1), "detector_busy_s": None if w is None else round(w.busy_s, 3),
+            "detector_calls": None if w is None else w.calls, "delay_s": round(self.delay_s, 3),
+        }
+        return base
+
+
+REASONS = {"late": "is late (no answer within latency_s)", "error": "failed (the detector raised)",
+           "busy": "could not be queued (the detector is behind)"}
+
+
+def wrap_sources(sources: list[Source], deidentify: Mapping[str, LiveDeidSettings], *, plugins: Any = None) -> list[Source]:
+    """``sources`` with each one named in ``deidentify`` wrapped in a :class:`LiveDeidSource`
+    with its settings (the others unchanged)."""
+    out = []
+    for s in sources:
+        settings = deidentify.get(s.name)
+        out.append(s if settings is None else LiveDeidSource(inner=s, settings=settings, plugins=plugins))
+    return out
