@@ -550,5 +550,7 @@ def test_cli_errors(tmp_path, capsys):
     assert "cannot be read" in capsys.readouterr().err
     assert main(["detect", "--threshold", "1.5", str(bad)]) == 1
     assert "--threshold" in capsys.readouterr().err
-    assert main(["detect", "--detector", "nope", str(bad)]) == 1
+    good = tmp_path / "good.png"  # images are checked before the detector is built
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
+    assert main(["detect", "--detector", "nope", str(good)]) == 1
     assert "no detector plugin named 'nope'" in capsys.readouterr().err

@@ -34,7 +34,7 @@ import attrs
 from surgbox.capture import ThreadedSource
 from surgbox.errors import SourceError
 from surgbox.types import VideoFrame, parse_rate
-from surgbox_ext.sources._common import positive as _positive
+from surgbox_ext.sources._common import positive as _positive, reconnect
 from surgbox_ext.sources.url import redact
 
 from . import frames, pipelines, profiles, runtime
@@ -342,22 +342,8 @@ class GstUriSource(GstSource):
         self._last_error = why = self.scrub(why)
         log.info("%s lost (%s); reconnecting", self.describe(), why)
         self.close_pipeline()
-        while not self.stopping:
-            if self.max_retries is not None and self._attempts >= self.max_retries:
-                raise SourceError(f"{self.describe()}: gave up after {self._attempts} reconnect attempts; last error: {self._last_error}")
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(self._attempts, 30))
-            self._attempts += 1
-            if self.wait(delay):
-                return None
-            try:
-                self.open_pipeline()
-            except SourceError as err:
-                self._last_error = str(err)
-                continue
-            self._attempts = 0
-            self._reconnects += 1
-            log.info("%s reconnected", self.describe())
-            return None
+        if reconnect(self, self.open_pipeline, log):
+            self._attempts = 0  # up again: the next failure starts the backoff afresh
         return None
 
     def stats(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import attrs
 from surgbox.errors import SourceError
 
 from ._avinput import AVInputSource
-from ._common import positive
+from ._common import positive, reconnect
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +92,7 @@ class UrlSource(AVInputSource):
         self._last_error = redact(str(exc))
         log.info("%s lost (%s); reconnecting", self.describe(), exc)
         self.close_input()
-        while not self.stopping:
-            if self.max_retries is not None and self._attempts >= self.max_retries:
-                raise SourceError(f"{self.describe()}: gave up after {self._attempts} reconnect attempts; last error: {self._last_error}")
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(self._attempts, 30))
-            self._attempts += 1
-            if self.wait(delay):
-                return None
-            try:
-                self.open_input()
-            except SourceError as err:
-                self._last_error = str(err)
-                log.debug("%s: reconnect attempt %d failed: %s", self.describe(), self._attempts, err)
-                continue
-            self._reconnects += 1
-            log.info("%s reconnected", self.describe())
-            return None
+        reconnect(self, self.open_input, log)
         return None
 
     def stats(self) -> dict[str, Any]:
