@@ -188,10 +188,17 @@ print(json.dumps({"frames": r.frames, "wall": r.seconds}))
 """
 
 
-def _peak_rss(src: Path, dst: Path) -> tuple[float, dict]:
-    """Run one de-identification in a fresh process; its peak RSS in MiB (``wait4``)."""
-    proc = subprocess.Popen([sys.executable, "-c", PEAK_SCRIPT, str(src), str(dst), json.dumps(EXTRA)],
-                            stdout=subprocess.PIPE, text=True)
+def _peak_rss(src: Path, dst: Path, cli: bool = False) -> tuple[float, dict]:
+    """Run one de-identification in a fresh process (``deidentify()``, or with ``cli`` the
+    ``surgbox deid`` command at its defaults); its peak RSS in MiB (``wait4``: the largest
+    resident set of the process, children excluded)."""
+    if cli:
+        cmd = [sys.executable, "-m", "surgbox", "deid", str(src), str(dst), "--region", "1280,0,640,360", "--quiet",
+               "--overwrite", "--report", str(dst.with_suffix(".json"))]
+    else:
+        cmd = [sys.executable, "-c", PEAK_SCRIPT, str(src), str(dst), json.dumps(EXTRA)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -201,7 +208,12 @@ def _peak_rss(src: Path, dst: Path) -> tuple[float, dict]:
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, out
-    peak, info = usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+    if cli:
+        report = json.loads(dst.with_suffix(".json").read_text())
+        info = {"frames": report["frames"], "wall": round(time.perf_counter() - t0, 1)}
+    else:
+        info = json.loads(out.strip().splitlines()[-1])
+    peak = usage.ru_maxrss / 1024
     print(f"\n{src.name}: peak RSS {peak:.0f} MiB, {info} (load {_load()})", flush=True)
     return peak, info
 
@@ -227,3 +239,28 @@ def test_memory_flat(benchmark, tmp_path):
     first, longest = peaks[1][0], peaks[max(peaks)][0]
     assert all(p <= 1536 for p, _ in peaks.values()), "peak RSS above 1.5 GB"
     assert longest <= first * 1.15 + 64, f"peak RSS grows with length: {first:.0f} MiB (1 min) -> {longest:.0f} MiB"
+
+
+def cli_peak_rss(workdir: Path, minutes: int) -> dict:
+    """Peak RSS of ``surgbox deid`` at its defaults (room-camera region) on a ``minutes``-long
+    synthetic 1080p30 recording (``testsrc2`` + AAC; longer ones loop the 1-minute file by
+    stream copy, so the input is made in seconds)."""
+    one = workdir / "1min.mp4"
+    if not one.exists():
+        _testsrc(one, 60)
+    src = one
+    if minutes > 1:
+        src = workdir / f"{minutes}min.mp4"
+        _ffmpeg("-stream_loop", str(minutes - 1), "-i", str(one), "-c", "copy", str(src))
+    peak, info = _peak_rss(src, workdir / f"out{minutes}.mp4", cli=True)
+    return {"minutes": minutes, "peak_rss_mib": round(peak, 1), **info, "load_after": _load()}
+
+
+if __name__ == "__main__":
+    # python benchmarks/bench_deid.py            # peak RSS of `surgbox deid` at the defaults, 1-minute input
+    # SURGBOX_BENCH_RSS_MINUTES=5 nice -n 10 python benchmarks/bench_deid.py   # the same on 5 minutes
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        row = cli_peak_rss(Path(d), int(os.environ.get("SURGBOX_BENCH_RSS_MINUTES", "1")))
+    print(json.dumps(row))

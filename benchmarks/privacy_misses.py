@@ -118,7 +118,8 @@ def analyse(scene, out_path: Path, audit_path: Path, stride: int = 2, png_dir: P
 
     header, regions = read_audit(audit_path)
     s = header.get("settings", {})
-    shape = MaskShape(s.get("expand", 1.4), s.get("feather", 0.25), s.get("square", True), margin=s.get("margin", 0.0))
+    shape = MaskShape(s.get("expand", 1.4), s.get("feather", 0.25), s.get("square", True), margin=s.get("margin", 0.0),
+                      min_size=s.get("min_size", 0.0))
     x0, y0, w, h = OR_VIEW
     n = scene.n_frames()
     # per face: frames where a detected region matches it (for the temporal split)

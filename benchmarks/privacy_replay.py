@@ -35,6 +35,8 @@ import bench_privacy  # noqa: E402  (also puts ../shared/eval on sys.path)
 from privacy_misses import textured_tiles  # noqa: E402
 
 REGION = (1280, 0, 640, 360)
+# TemporalFilter fields a replay may set with --set KEY=VALUE (besides carry, max_gap, edge_carry, confirm_hits)
+TEMPORAL_KEYS = ("link_iou", "edge_band")
 
 
 def members_default() -> list[dict]:
@@ -148,6 +150,11 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
     from surgbox.types import Rect
 
     specs, per = load_cache(cache_path)
+    # the members' thresholds and confirm scores start from today's defaults (the cache only
+    # fixes what each member found above its floor, on its cadence)
+    for m, now in zip(specs, members_default()):
+        if (m["name"], m.get("every", 1), m.get("phase", 0)) == (now["name"], now.get("every", 1), now.get("phase", 0)):
+            m["threshold"], m["confirm"] = now.get("threshold", m.get("threshold")), now.get("confirm")
     for k, m in enumerate(specs):
         for key in ("threshold", "every", "phase", "confirm"):
             if f"m{k}.{key}" in cfg:
@@ -159,13 +166,15 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
     x, y, w, h = REGION
     tf = TemporalFilter(carry=int(cfg.get("carry", defaults.CARRY)), max_gap=int(cfg.get("max_gap", defaults.MAX_GAP)),
                         bounds=[(x, y, x + w, y + h)], edge_carry=int(cfg.get("edge_carry", 30)),
-                        confirm_score=0.5 if calibrated else None, confirm_hits=int(cfg.get("confirm_hits", 3)))
-    for key in ("link_iou",):
+                        confirm_score=0.5 if calibrated else None,
+                        confirm_hits=int(cfg.get("confirm_hits", defaults.CONFIRM_HITS)))
+    for key in TEMPORAL_KEYS:
         if key in cfg:
-            setattr(tf, key, float(cfg[key]))
+            setattr(tf, key, cfg[key])
     anon = make_anonymizer("blur", expand=float(cfg.get("expand", defaults.EXPAND)),
                            feather=float(cfg.get("feather", defaults.FEATHER)),
                            margin=float(cfg.get("margin", defaults.MASK_MARGIN)),
+                           min_size=float(cfg.get("min_size", defaults.MIN_MASK)),
                            **{k: float(cfg[k]) for k in ("strength", "min_sigma") if k in cfg})
     rect = Rect(*REGION)
     n = scene.n_frames()
@@ -175,6 +184,7 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
     faces = protected = bad = nframes = coll = coll_tot = 0
     tally: dict[str, list[int]] = {}
     thr = defaults.CUT_THRESHOLD
+    blame = Blame(anon.shape)
 
     def score_frame(i, fr, regs):
         nonlocal faces, protected, bad, nframes, coll, coll_tot
@@ -185,6 +195,7 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
         nframes += 1
         miss, near = False, np.zeros((vh, vw), bool)
         tags = scene.meta_at(i)
+        blame.frame(regs, list(gt) + list(scene.ignores_at(i)))
         for bx, tag in zip(gt, tags):
             a, b, c, d = (int(round(v)) for v in bx)
             a, c, b, d = a - x0, c - x0, b - y0, d - y0
@@ -192,6 +203,8 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
             ok = ncc(bs[b:d, a:c], bo[b:d, a:c]) < 0.3
             protected += ok
             miss |= not ok
+            if not ok:
+                blame.miss(regs, bx, (a, b, c, d), vw, vh)
             side = min(c - a, d - b)
             groups = ["size " + ("<20" if side < 20 else "20-40" if side < 40 else "40-80" if side < 80 else ">=80"),
                       "source " + tag["source"]]
@@ -211,7 +224,10 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
         bad += miss
         for tx, ty in textured_tiles(bs, near):
             coll_tot += 1
-            coll += ncc(bs[ty:ty + 32, tx:tx + 32], bo[ty:ty + 32, tx:tx + 32]) < 0.3
+            hit = ncc(bs[ty:ty + 32, tx:tx + 32], bo[ty:ty + 32, tx:tx + 32]) < 0.3
+            coll += hit
+            if hit:
+                blame.tile(regs, (tx + x0, ty + y0, tx + x0 + 32, ty + y0 + 32))
 
     for i, fr in enumerate(decode_frames(scene_path)):
         if i >= n:
@@ -233,7 +249,105 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
     return {"recall": round(protected / max(faces, 1), 4), "masked": g.get("masked"), "<20": g.get("size <20"),
             "20-40": g.get("size 20-40"), "40-80": g.get("size 40-80"), ">=80": g.get("size >=80"),
             "or": g.get("source or_faces"), "exposed_pct": round(100 * bad / max(nframes, 1), 2),
-            "collateral_pct": round(100 * coll / max(coll_tot, 1), 2), "face_frames": faces}
+            "collateral_pct": round(100 * coll / max(coll_tot, 1), 2), "face_frames": faces,
+            **({"explain": blame.report(coll_tot)} if cfg.get("explain") else {})}
+
+
+def _centre_in(a, b) -> bool:
+    cx, cy = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
+    return b[0] <= cx <= b[2] and b[1] <= cy <= b[3]
+
+
+class Blame:
+    """Attribution of destroyed tiles (collateral) and missed face-frames to their causes.
+
+    A tile is blamed on the first region whose mask touches it; the region is ``on a face``
+    when its box and a ground-truth (or ignored) box of that frame hold each other's centre.
+    At the end, per track: a track never on a face is a false positive (``fp weak``: its best
+    calibrated score < 0.5, confirmed by hits; ``fp confident``); a region off its face while
+    its track is on one elsewhere is ``stale`` (by kind: a carried or interpolated mask left
+    behind, or a detection offset); a region on a face whose mask still reaches a tile
+    farther than one face size is ``on a face`` (box far larger than the face)."""
+
+    def __init__(self, shape):
+        import collections
+
+        self.shape = shape
+        self.tracks = collections.defaultdict(lambda: {"frames": 0, "on": 0, "best": 0.0, "dets": 0, "sizes": []})
+        self.tiles = []  # (track, kind, on a face now)
+        self.misses = collections.Counter()
+        self._on = {}
+
+    def frame(self, regs, faces) -> None:
+        self._on = {}
+        for r in regs:
+            on = any(_centre_in(r.box, g) or _centre_in(g, r.box) for g in faces)
+            self._on[id(r)] = on
+            t = self.tracks[r.track]
+            t["frames"] += 1
+            t["on"] += on
+            t["best"] = max(t["best"], float(r.score))
+            if r.kind == "detected":
+                t["dets"] += 1
+                t["sizes"].append(max(r.box[2] - r.box[0], r.box[3] - r.box[1]))
+
+    def tile(self, regs, tile) -> None:
+        for r in regs:
+            ob = self.shape.outer_box(r.box)
+            if ob[0] < tile[2] and ob[2] > tile[0] and ob[1] < tile[3] and ob[3] > tile[1]:
+                self.tiles.append((r.track, r.kind, self._on.get(id(r), False)))
+                return
+        self.tiles.append((None, "none", False))
+
+    def miss(self, regs, gt, local, vw, vh) -> None:
+        a, b, c, d = local
+        edge = a <= 1 or b <= 1 or c >= vw - 1 or d >= vh - 1
+        side = min(c - a, d - b)
+        near = [r for r in regs if r.box[0] < gt[2] and r.box[2] > gt[0] and r.box[1] < gt[3] and r.box[3] > gt[1]]
+        cause = "no region" if not near else "region: " + "/".join(sorted({r.kind for r in near}))
+        self.misses[cause] += 1
+        self.misses[("edge " if edge else "inside ") + ("<20" if side < 20 else ">=20") + ": " + cause] += 1
+
+    def report(self, total_tiles: int) -> dict:
+        import collections
+
+        out = collections.Counter()
+        fp = {}
+        for tid, kind, on in self.tiles:
+            if tid is None:
+                out["no region"] += 1
+                continue
+            t = self.tracks[tid]
+            if t["on"] == 0:
+                key = "fp confident" if t["best"] >= 0.5 else "fp weak"
+                fp.setdefault(tid, 0)
+                fp[tid] += 1
+            elif on:
+                key = f"on a face ({kind})"
+            else:
+                key = f"stale ({kind})"
+            out[key] += 1
+        fps = []
+        for tid, n in sorted(fp.items(), key=lambda kv: -kv[1])[:15]:
+            t = self.tracks[tid]
+            sz = np.asarray(t["sizes"] or [0.0])
+            fps.append({"track": tid, "tiles": n, "frames": t["frames"], "dets": t["dets"], "best": round(t["best"], 3),
+                        "size": round(float(np.median(sz)), 1), "size_cv": round(float(sz.std() / max(sz.mean(), 1e-6)), 3)})
+        n_fp = [t for t in self.tracks.values() if t["on"] == 0]
+        n_tp = [t for t in self.tracks.values() if t["on"] > 0]
+
+        def stats(ts):
+            if not ts:
+                return {}
+            dens = [t["dets"] / max(t["frames"], 1) for t in ts]
+            cv = [float(np.std(t["sizes"]) / max(np.mean(t["sizes"]), 1e-6)) if t["sizes"] else 0.0 for t in ts]
+            return {"n": len(ts), "weak": sum(t["best"] < 0.5 for t in ts),
+                    "density_p10_50_90": [round(float(v), 2) for v in np.percentile(dens, [10, 50, 90])],
+                    "size_cv_p10_50_90": [round(float(v), 3) for v in np.percentile(cv, [10, 50, 90])]}
+
+        return {"tiles_pct": {k: round(100 * v / max(total_tiles, 1), 2) for k, v in out.most_common()},
+                "fp_tracks": fps, "fp_stats": stats(n_fp), "tp_stats": stats(n_tp),
+                "misses": dict(self.misses.most_common())}
 
 
 def main() -> None:
@@ -250,7 +364,7 @@ def main() -> None:
     r.add_argument("cache", type=Path)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="m<K>.threshold/every/phase/confirm, drop=K[,K], carry, max_gap, edge_carry, confirm_hits, "
-                        "link_iou, expand, feather, margin, strength, min_sigma")
+                        "link_iou, edge_band, expand, feather, margin, min_size, strength, min_sigma; explain=1: attribute collateral and misses")
     r.add_argument("--stride", type=int, default=2)
     for p in (c, r):
         p.add_argument("--quick", action="store_true", help="bench_privacy's quick scene")

@@ -67,9 +67,9 @@ class Anonymizer(abc.ABC):
         y = planes[0]
         touched = 0
         for box in boxes:
-            size = max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]))
-            if size <= 0:
+            if max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1])) <= 0:
                 continue
+            size = self.shape.face_size(box)
             m = key = None
             for p, plane in enumerate(planes):
                 scale = 1 if p == 0 else max(1, round(y.shape[1] / plane.shape[1]))
@@ -108,7 +108,7 @@ class Anonymizer(abc.ABC):
     def settings(self) -> dict[str, Any]:
         d = {k: v for k, v in attrs.asdict(self, recurse=False).items() if k != "shape"}
         return {"anonymizer": self.name, **d, "expand": self.shape.expand, "feather": self.shape.feather, "square": self.shape.square,
-                "margin": self.shape.margin}
+                "margin": self.shape.margin, "min_size": self.shape.min_size}
 
 
 @attrs.define(eq=False)
@@ -179,15 +179,16 @@ ANONYMIZERS: dict[str, type[Anonymizer]] = {"blur": GaussianBlur, "pixelate": Pi
 
 
 def make_anonymizer(name: str | Anonymizer = "blur", *, expand: float = 1.3, feather: float = 0.25, square: bool = True,
-                    margin: float = defaults.MASK_MARGIN, **options: Any) -> Anonymizer:
+                    margin: float = defaults.MASK_MARGIN, min_size: float = defaults.MIN_MASK, **options: Any) -> Anonymizer:
     """Build an anonymizer by name (``blur``, ``pixelate``, ``fill``) with its mask shape
-    (:class:`MaskShape`; ``margin`` defaults to :data:`surgbox.deid.defaults.MASK_MARGIN`) and options."""
+    (:class:`MaskShape`; ``margin`` and ``min_size`` default to :data:`surgbox.deid.defaults.MASK_MARGIN`
+    and :data:`~surgbox.deid.defaults.MIN_MASK`) and options."""
     if isinstance(name, Anonymizer):
         return name
     cls = ANONYMIZERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown anonymizer {name!r}; choose one of: {', '.join(ANONYMIZERS)}")
     try:
-        return cls(shape=MaskShape(expand, feather, square, margin=margin), **options)
+        return cls(shape=MaskShape(expand, feather, square, margin=margin, min_size=min_size), **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"anonymizer {name!r}: {exc}") from None

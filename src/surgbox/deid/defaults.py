@@ -66,6 +66,9 @@ CUT_THRESHOLD = 30.0  # mean 16x16-block luma change (0-255) that marks a scene 
 # hysteresis (temporal.TemporalFilter, used when the detector declares confirm_score): a track
 # none of whose detections is confident is hidden once it has this many detections
 CONFIRM_HITS = 6
+# a face leaving (or entering) through the edge of a scan region is carried up to edge_carry
+# frames held at that edge: at least this share of its box stays inside (temporal.TemporalFilter)
+EDGE_BAND = 0.0
 
 # -- masks and anonymizer -----------------------------------------------------------------------
 # mask size / face box: a 1.4x ellipse only just reaches a detector box's corners, while the
@@ -74,6 +77,9 @@ CONFIRM_HITS = 6
 EXPAND = 1.6
 FEATHER = 0.25  # soft mask edge, fraction of the ellipse radius
 MASK_MARGIN = 3.0  # pixels of opaque mask beyond a face box's corners (masks.MaskShape): small faces' boxes are a few px off
+# boxes smaller than this (luma pixels) are hidden as this size (masks.MaskShape.min_size): a small
+# face's box is a few pixels off and its blur weak (docs/deid.md "Detectors and defaults"); 0: off
+MIN_MASK = 24.0
 ANONYMIZER = "blur"
 
 # -- plumbing -----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ first made square (its shorter side grown to the longer, about the centre, when 
 detectors box the face tightly, while ears, hair and jaw line that identify a person lie
 outside that box, mostly at the sides), pushed out across any picture edge it touches
 (``edge_extend``: a face cut by the edge continues beyond it, so its box is too short on that
-side), then grown ``expand`` times about its centre; the ellipse inscribed in the grown box is
+side), grown about its centre to at least ``min_size`` pixels on each side (a detector's box
+of a small face is a few pixels off, which is a large part of such a face), then grown ``expand`` times about its centre; the ellipse inscribed in the grown box is
 fully opaque (alpha 255) — and at least ``margin`` pixels beyond the box's corners (radii at
 least ``sqrt(2) * half side + margin``: a small face's detail must lie well inside the opaque
 part, since what surrounds a blurred face stays sharp); alpha then falls linearly to 0 at
@@ -39,14 +40,20 @@ class MaskShape:
     """How a face box becomes a mask: ``square`` (grow the shorter side to the longer first,
     default on), ``edge_extend`` (push a box touching the plane's edge out across it by this
     fraction of its size, default 0.5), ``expand`` (>= 1, default 1.3), ``feather`` (fraction of the ellipse radius
-    over which alpha falls from 255 to 0, default 0.25) and ``margin`` (pixels of opaque mask beyond the box's
-    corners, default 0)."""
+    over which alpha falls from 255 to 0, default 0.25), ``margin`` (pixels of opaque mask beyond the box's
+    corners, default 0) and ``min_size`` (luma pixels: a smaller box is first grown about its centre to this
+    side, default 0: off)."""
 
     expand: float = attrs.field(default=1.3, converter=float, validator=_check_expand)
     feather: float = attrs.field(default=0.25, converter=float, validator=_check_feather)
     square: bool = attrs.field(default=True, converter=bool)
     edge_extend: float = attrs.field(default=0.5, converter=float, validator=attrs.validators.ge(0))
     margin: float = attrs.field(default=0.0, converter=float, validator=attrs.validators.ge(0))
+    min_size: float = attrs.field(default=0.0, converter=float, validator=attrs.validators.ge(0))
+
+    def face_size(self, box) -> float:
+        """The size (luma pixels) a box is hidden as: its longer side, at least ``min_size``."""
+        return max(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]), self.min_size)
 
     def _half_sizes(self, box, scale: int = 1, width: int | None = None, height: int | None = None) -> tuple[float, float, float, float]:
         """Centre and opaque-ellipse radii ``(cx, cy, rx, ry)`` in a plane of subsampling ``scale``.
@@ -60,6 +67,11 @@ class MaskShape:
         if self.square:
             cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(w, h)
             x1, x2, y1, y2 = cx - side / 2, cx + side / 2, cy - side / 2, cy + side / 2
+        least = self.min_size / scale
+        if w > 0 and h > 0 and (x2 - x1 < least or y2 - y1 < least):
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            hw, hh = max(x2 - x1, least) / 2, max(y2 - y1, least) / 2
+            x1, x2, y1, y2 = cx - hw, cx + hw, cy - hh, cy + hh
         if self.edge_extend and width is not None and height is not None:
             size = max(x2 - x1, y2 - y1)
             margin, push = max(2.0 / scale, 0.1 * size), self.edge_extend * size

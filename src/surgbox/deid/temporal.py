@@ -12,7 +12,10 @@ frames are known; its regions are then, per track:
   detection, grown to also cover where the face moves at the track's velocity. A track that
   starts or ends at the edge of a scan region (``bounds``) is a face entering or leaving the
   picture, which detectors stop finding once it is cut in half: it is carried for up to
-  ``edge_carry`` frames, as long as its moving box still overlaps the region.
+  ``edge_carry`` frames along its motion, but clamped to the region so that at least
+  ``edge_band`` of the box (along the axis it leaves by) stays inside — a cut face's box
+  shrinks as it goes, so its measured motion runs ahead of the face, which may also slow
+  down or turn back at the edge.
 
 So one missed detection never exposes a face, and a face is hidden from ``carry`` frames
 before it is first detected. Nothing is carried across a scene cut (``push(..., cut=True)``).
@@ -93,9 +96,30 @@ class _Track:
         limit = 0.25 * max(box[2] - box[0], box[3] - box[1])  # ignore absurd jumps (bad links)
         return np.clip(v, -limit, limit)
 
+    def largest(self, at: int, forward: bool, span: int = 8) -> np.ndarray:  # span: VELOCITY_SPAN
+        """``(width, height)``: the largest of the boxes observed within ``span`` frames before
+        observation ``at`` (``forward``) or after it, ``at`` included (a face cut by an edge is
+        boxed ever smaller while it is not)."""
+        near = [i for i in self.obs if (at - span <= i <= at if forward else at <= i <= at + span)]
+        sizes = np.array([self.obs[i][0][2:] - self.obs[i][0][:2] for i in near])
+        return sizes.max(axis=0)
+
     def predict(self, index: int) -> np.ndarray:
         last = self.last
         return self.obs[last][0] + self.velocity(last, True) * (index - last)
+
+
+def _keep_inside(box: np.ndarray, bounds, share: float) -> np.ndarray:
+    """``box`` shifted (not resized) so that at least ``share`` of its width and of its height
+    lies inside ``bounds`` ``(x1, y1, x2, y2)``."""
+    out = np.array(box, np.float64)
+    for lo, hi in ((0, 2), (1, 3)):
+        band = share * (out[hi] - out[lo])
+        if out[hi] < bounds[lo] + band:
+            out[[lo, hi]] += bounds[lo] + band - out[hi]
+        elif out[lo] > bounds[hi] - band:
+            out[[lo, hi]] -= out[lo] - (bounds[hi] - band)
+    return out
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -114,7 +138,9 @@ class TemporalFilter:
     the scan regions ``(x1, y1, x2, y2)`` in frame pixels and ``edge_carry`` the carry of
     tracks that leave through their edges (see ``_leaving``); ``track_ids``: where track ids
     come from (default 0, 1, 2, ...; filters that share one iterator never reuse an id);
-    ``confirm_score`` / ``confirm_hits``: hysteresis (module doc; ``None``: every track is shown).
+    ``confirm_score`` / ``confirm_hits``: hysteresis (module doc; ``None``: every track is shown);
+    ``edge_band``: share of a leaving face's box kept inside the region while it is carried
+    (0: the box follows its motion out of the region and the carry ends when it is out).
     """
 
     carry: int = attrs.field(default=5, validator=attrs.validators.ge(0))
@@ -126,6 +152,7 @@ class TemporalFilter:
     edge_carry: int = attrs.field(default=30, validator=attrs.validators.ge(0))
     confirm_score: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
     confirm_hits: int = attrs.field(default=defaults.CONFIRM_HITS, validator=attrs.validators.ge(1))
+    edge_band: float = attrs.field(default=defaults.EDGE_BAND, validator=[attrs.validators.ge(0), attrs.validators.le(1)])
     _tracks: dict[int, _Track] = attrs.field(factory=dict, init=False, alias="_tracks")
     _ids: Iterator[int] = attrs.field(factory=itertools.count, alias="track_ids", kw_only=True, repr=False)
     _next_in: int | None = attrs.field(default=None, init=False, alias="_next_in")
@@ -173,16 +200,28 @@ class TemporalFilter:
         if frames > self.edge_frames:
             return False
         b = self._leaving(box, motion)
+        if b is not None and self.edge_band > 0:
+            return True  # held at the edge (see _carried)
         return b is not None and moved[0] < b[2] and moved[2] > b[0] and moved[1] < b[3] and moved[3] > b[1]
 
-    def _carried(self, box: np.ndarray, motion: np.ndarray, moved: np.ndarray, frames: int) -> tuple[float, ...]:
+    def _carried(self, box: np.ndarray, motion: np.ndarray, moved: np.ndarray, frames: int,
+                 largest: np.ndarray | None = None) -> tuple[float, ...]:
         """The box hidden ``frames`` frames away from a detection: within ``carry`` both where
         the face was and where its motion takes it; beyond (a face leaving through an edge) the
-        moved box grown by ``carry`` frames of motion, so the mask follows it out."""
+        moved box grown by ``carry`` frames of motion, so the mask follows it out — with
+        ``edge_band``, at least the ``largest`` recent ``(width, height)`` of the track and held
+        at the edge (see the module doc)."""
         if frames <= self.carry_frames:
             return tuple(_union(box, moved))
         slack = np.abs(motion) * self.carry_frames
-        return tuple(moved + np.array([-slack[0], -slack[1], slack[2], slack[3]]))
+        out = moved + np.array([-slack[0], -slack[1], slack[2], slack[3]])
+        b = self._leaving(box, motion)
+        if b is not None and self.edge_band > 0:
+            if largest is not None:
+                c, half = (out[:2] + out[2:]) / 2, np.maximum(out[2:] - out[:2], largest) / 2
+                out = np.concatenate([c - half, c + half])
+            out = _keep_inside(out, b, self.edge_band)
+        return tuple(out)
 
     def push(self, index: int, detections: Detections | None, cut: bool = False) -> list[tuple[int, list[Region]]]:
         """Add frame ``index`` (consecutive from the first) with its detections in frame pixels
@@ -282,12 +321,14 @@ class TemporalFilter:
                 v = t.velocity(a, True)
                 moved = t.obs[a][0] + v * (j - a)
                 if self._carry_limit(t.obs[a][0], v, moved, j - a):
-                    regions.append(Region(self._carried(t.obs[a][0], v, moved, j - a), t.obs[a][1], t.id, "carried"))
+                    box = self._carried(t.obs[a][0], v, moved, j - a, t.largest(a, True))
+                    regions.append(Region(box, t.obs[a][1], t.id, "carried"))
             if b is not None and j >= t.shot_start:
                 v = -t.velocity(b, False)  # motion backwards in time
                 moved = t.obs[b][0] + v * (b - j)
                 if self._carry_limit(t.obs[b][0], v, moved, b - j):
-                    regions.append(Region(self._carried(t.obs[b][0], v, moved, b - j), t.obs[b][1], t.id, "carried"))
+                    box = self._carried(t.obs[b][0], v, moved, b - j, t.largest(b, False))
+                    regions.append(Region(box, t.obs[b][1], t.id, "carried"))
         self._next_out = j + 1
         self._prune(j)
         return j, regions
