@@ -165,7 +165,7 @@ def replay(scene, scene_path: Path, cache_path: Path, cfg: dict, stride: int) ->
     calibrated = any(m.get("confirm") is not None for m in specs_used)
     x, y, w, h = REGION
     tf = TemporalFilter(carry=int(cfg.get("carry", defaults.CARRY)), max_gap=int(cfg.get("max_gap", defaults.MAX_GAP)),
-                        bounds=[(x, y, x + w, y + h)], edge_carry=int(cfg.get("edge_carry", 30)),
+                        bounds=[(x, y, x + w, y + h)], edge_carry=int(cfg.get("edge_carry", defaults.EDGE_CARRY)),
                         confirm_score=0.5 if calibrated else None,
                         confirm_hits=int(cfg.get("confirm_hits", defaults.CONFIRM_HITS)))
     for key in TEMPORAL_KEYS:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import ffprobe_json
 
-from surgbox.deid import PAPER_STAGES, DeidError, Progress, deidentify, read_audit
+from surgbox.deid import PAPER_STAGES, DeidError, Progress, defaults, deidentify, read_audit
 from surgbox.hookspecs import hookimpl
 from surgbox.interfaces import Detector
 from surgbox.types import Detections, Layout, Rect, Slot
@@ -427,9 +427,10 @@ def test_frame_queue_is_bounded_by_memory(tmp_path, run):
 
     src = make_video(tmp_path / "in.mp4", size=(640, 360), frames=10, audio=False)
     frame = 640 * 360 * 3 // 2
-    held = 38 + 4 + 2 * 4 + 4  # temporal lookahead (edge carry 30 + velocity span 8) + batch + 2 queues + margin
+    lookahead = max(defaults.EDGE_CARRY, defaults.MAX_GAP + 1) + 8  # edge carry (or gap) + velocity span 8
+    held = lookahead + 4 + 2 * 4 + 4  # temporal lookahead + batch + 2 queues + margin
     result, _ = run(src, queue_size=500, batch=4, queue_memory=frame * (held + 7))
-    assert result.report["settings"]["lookahead"] == 38 and result.report["queue_depth"] == 7
+    assert result.report["settings"]["lookahead"] == lookahead and result.report["queue_depth"] == 7
     result, _ = run(src, queue_size=3, dst_name="o2.mp4")
     assert result.report["queue_depth"] == 3
     with pytest.raises(ConfigError, match="every"):

@@ -66,9 +66,11 @@ CUT_THRESHOLD = 30.0  # mean 16x16-block luma change (0-255) that marks a scene 
 # hysteresis (temporal.TemporalFilter, used when the detector declares confirm_score): a track
 # none of whose detections is confident is hidden once it has this many detections
 CONFIRM_HITS = 6
-# a face leaving (or entering) through the edge of a scan region is carried up to edge_carry
-# frames held at that edge: at least this share of its box stays inside (temporal.TemporalFilter)
-EDGE_BAND = 0.0
+# a track leaving (or entering) through the edge of a scan region is carried up to EDGE_CARRY
+# frames, at least its largest recent size, held at that edge: EDGE_BAND of its box stays inside
+# (temporal.TemporalFilter; a cut face's box shrinks and runs ahead of the face, docs/deid.md)
+EDGE_CARRY = 15
+EDGE_BAND = 0.25
 
 # -- masks and anonymizer -----------------------------------------------------------------------
 # mask size / face box: a 1.4x ellipse only just reaches a detector box's corners, while the
@@ -89,7 +91,9 @@ ENCODER = "libx264"
 # and for fragmented MP4 when it writes to a file object (which cannot seek back).
 PLAIN_MP4_ENCODERS = ("libx264", "h264_nvenc")
 QUEUE_SIZE = 500  # decoded frames buffered between decode and detection (the paper's queue)
-QUEUE_MEMORY = 512 * 2**20  # bytes of pictures the pipeline may hold (140 frames of 1080p)
+# bytes of pictures the pipeline may hold (123 frames of 1080p): with the default ensemble's
+# models (~680 MiB) and the codecs, 512 MiB peaked at 1470 MiB (bench_deid.py, 1 min), too near 1.5 GB
+QUEUE_MEMORY = 384 * 2**20
 ON_DETECTOR_ERROR = "fail"  # "fail" the run, or "blur-region": hide whole regions of failed batches
 EXTRA_STREAMS = "refuse"  # streams beyond the first video and audio: "refuse" (an error) or "drop"
 

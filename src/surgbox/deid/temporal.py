@@ -149,7 +149,7 @@ class TemporalFilter:
     link_iou: float = attrs.field(default=0.1)
     bounds: tuple[tuple[float, float, float, float], ...] = attrs.field(
         default=(), converter=lambda v: tuple(tuple(float(c) for c in b) for b in v))
-    edge_carry: int = attrs.field(default=30, validator=attrs.validators.ge(0))
+    edge_carry: int = attrs.field(default=defaults.EDGE_CARRY, validator=attrs.validators.ge(0))
     confirm_score: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
     confirm_hits: int = attrs.field(default=defaults.CONFIRM_HITS, validator=attrs.validators.ge(1))
     edge_band: float = attrs.field(default=defaults.EDGE_BAND, validator=[attrs.validators.ge(0), attrs.validators.le(1)])
