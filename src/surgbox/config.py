@@ -36,6 +36,9 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     [deid]                       # live de-identification (surgbox deid's option names)
     every = 3                    # + latency_s, slot, edge_carry, semitones (docs/deid.md "Live")
 
+    [display]                    # the composite on a monitor (docs/backends.md "Live display")
+    sink = "kmssink"             # + profile, queue_frames, max_fps, enabled
+
 Paths: every path in the file -- ``[output] path`` and the path options of sources (a ``file``
 source's ``path``, a serial ``port`` or ``url`` that is not a URL, a device path) -- is relative
 to the folder of the config file, not to the current directory. A source plugin names its path
@@ -59,12 +62,13 @@ from .errors import ConfigError
 from .plugins import get_plugins
 from .recording import Recorder
 from .deid.voice import VOICE_MODES, VoiceSettings
+from .recording.display import DisplayOutput
 from .recording.live_deid import LiveDeidSettings, LiveDeidSource
 from .recording.live_outofbody import LiveOutOfBodySource
 from .recording.live_voice import LiveVoiceSource
 from .types import Layout, parse_rate
 
-TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid"}
+TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid", "display"}
 
 
 @attrs.frozen
@@ -134,6 +138,7 @@ class RecordConfig:
     event: Mapping[str, Any] = attrs.field(factory=dict)
     base_dir: Path | None = None
     deid: LiveDeidSettings = attrs.field(factory=LiveDeidSettings)
+    display: DisplayOutput | None = None  # [display]: a fresh copy per recorder (build_recorder)
 
     @classmethod
     def load(cls, path: str | Path) -> RecordConfig:
@@ -210,6 +215,7 @@ class RecordConfig:
             event=_table(m, "event", ""),
             base_dir=base_dir,
             deid=LiveDeidSettings.from_mapping(_table(m, "deid", "")),
+            display=DisplayOutput.from_mapping(_table(m, "display", "")) if "display" in m else None,
         )
 
     @staticmethod
@@ -287,6 +293,10 @@ class RecordConfig:
             compositor = plugins.create("compositor", self.compositor.plugin, **self.compositor.options)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"compositor: plugin {self.compositor.plugin!r} rejected its options ({exc})") from exc
+        if self.display is not None and "display" not in kwargs:
+            kwargs["display"] = attrs.evolve(self.display)  # its counters are per recording
+        if kwargs.get("display") is not None:
+            kwargs["display"].check()  # a missing sink element is an error before anything starts
         sources = self.build_sources(plugins)
         info = {s.name: {"plugin": s.plugin} for s in self.sources}
         return Recorder(

@@ -85,6 +85,7 @@ PLAIN_MP4_ENCODERS = ("libx264", "h264_nvenc")
 QUEUE_SIZE = 500  # decoded frames buffered between decode and detection (the paper's queue)
 QUEUE_MEMORY = 512 * 2**20  # bytes of pictures the pipeline may hold (140 frames of 1080p)
 ON_DETECTOR_ERROR = "fail"  # "fail" the run, or "blur-region": hide whole regions of failed batches
+DECODER = "auto"  # the decoder (surgbox.deid.decoders): NVDEC / Jetson GStreamer where present, else PyAV software
 EXTRA_STREAMS = "refuse"  # streams beyond the first video and audio: "refuse" (an error) or "drop"
 
 
