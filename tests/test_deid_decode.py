@@ -106,8 +106,11 @@ def test_the_decoder_line_is_in_the_report_the_audit_and_the_cli(tmp_path, clip,
     if not nvidia.probe().present:
         assert result.report["decoder"]["label"] == "pyav software" and result.report["decoder"]["reason"] == nvidia.probe().reason
     exe = Path(sys.executable).with_name("surgbox")
-    out = subprocess.run([str(exe), "deid", str(clip), str(tmp_path / "c.mp4"), "--region", "0,0,8,8", "--quiet",
+    out = subprocess.run([str(exe), "deid", str(clip), str(tmp_path / "c.mp4"), "--region", "0,0,8,8",
                           "--decoder", "pyav", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     line = choose("pyav", path=str(clip)).line()
     assert line in out.stderr.splitlines() and json.loads(out.stdout)[0]["decoder"]["label"] in line
+    quiet = subprocess.run([str(exe), "deid", str(clip), str(tmp_path / "q.mp4"), "--region", "0,0,8,8", "--quiet"],
+                           capture_output=True, text=True)
+    assert quiet.returncode == 0 and "decoder:" not in quiet.stderr  # --quiet: only in the report and the sidecar

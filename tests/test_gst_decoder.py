@@ -105,7 +105,7 @@ def test_deid_through_gstreamer_matches_pyav_frames_times_and_audio(tmp_path, bf
 def test_the_cli_prints_the_decoder_line(tmp_path, bframes):
     exe = Path(sys.executable).with_name("surgbox")
     out = subprocess.run([str(exe), "deid", str(bframes), str(tmp_path / "o.mp4"), "--region", "1,1,8,8", "--decoder",
-                          "gstreamer:cpu", "--quiet", "--json"], capture_output=True, text=True)
+                          "gstreamer:cpu", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "decoder: gstreamer cpu (asked for with --decoder gstreamer:cpu)" in out.stderr
     assert json.loads(out.stdout)[0]["decoder"]["mode"] == "cpu"

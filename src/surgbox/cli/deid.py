@@ -97,7 +97,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder", choices=DECODERS, default=D.DECODER,
                    help="what decodes the input: auto (default: NVDEC on an NVIDIA GPU, GStreamer on a Jetson, else PyAV "
                         "in software), pyav[:software|:nvdec] or gstreamer[:cpu|:jetson|:nvidia] (MP4/MOV files); the "
-                        "choice and its reason are printed and stored in the report and the audit sidecar")
+                        "choice and its reason are printed (not with --quiet) and stored in the report, the --json "
+                        "summary and the audit sidecar")
     p.add_argument("--strict", action="store_true",
                    help="fail on an input that ends before its container says (cut or crashed); default: warn and "
                         "de-identify what can be read")
@@ -308,7 +309,7 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
     voice = None if args.voice == "keep" else _voice(args, Path(result.dst), paths["report"])
     if args.timing:
         print(StageTimes.from_dict(rep["timing"]).table(result.frames, result.seconds), file=sys.stderr)
-    if "decoder" in rep:
+    if "decoder" in rep and not args.quiet:  # also in the report, the audit header and the --json summary
         d = rep["decoder"]
         print(f"{Path(src).name + ': ' if several else ''}decoder: {d['label']} ({d['reason']})", file=sys.stderr)
     for w in rep.get("warnings", []):

@@ -124,14 +124,14 @@ class DisplayOutput:
         """Queue ``picture`` (shown at ``out_ns``) for the display; never blocks. ``readings``
         is accepted for the recorder's tap interface and ignored."""
         self.offered += 1
-        if self.error is not None or self._closing:
-            self.dropped += 1
-            return
         if self.max_fps is not None and self._last_ns is not None and out_ns - self._last_ns < 1e9 / self.max_fps:
             self.skipped += 1
             return
         self._last_ns = out_ns
-        with self._cond:
+        with self._cond:  # the counters the display thread also changes are changed under the lock
+            if self.error is not None or self._closing:
+                self.dropped += 1
+                return
             if len(self._pending) >= self.queue_frames:
                 self._pending.popleft()
                 self.dropped += 1
@@ -175,17 +175,17 @@ class DisplayOutput:
                         break
                     picture, out_ns = self._pending.popleft()
                     holding = True
-                if self._gst.show(_yuv420p(picture, width, height), out_ns):
-                    self.shown += 1
-                else:
-                    self.dropped += 1
-                holding = False
+                shown = self._gst.show(_yuv420p(picture, width, height), out_ns)
+                with self._cond:
+                    self.shown += shown
+                    self.dropped += not shown
+                    holding = False
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("display stopped (the recording goes on): %s", self.error)
             with self._cond:
+                self.error = f"{type(exc).__name__}: {exc}"
                 self.dropped += len(self._pending) + holding
                 self._pending.clear()
+            log.error("display stopped (the recording goes on): %s", self.error)
         finally:
             if self._gst is not None:
                 try:

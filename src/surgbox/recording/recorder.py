@@ -222,6 +222,8 @@ class Recorder:
             self._stop_sources()
             self._abort_output()
             raise
+        if self._display is not None:  # its pipeline starts on its own thread; closed when the recording ends
+            self._display.start(self.layout.width, self.layout.height, self.options.fps)
         self._thread = threading.Thread(target=self._run, name="surgbox-recorder", daemon=True)
         self._thread.start()
 
@@ -279,8 +281,6 @@ class Recorder:
         self._loop = TickLoop(opts, ticks, clock, self.compositor, self.encoder, writer, self._snaps, list(self._started), selectors,
                               aligner, asrc, {**self._meta["event"], "id": self._meta["event"].get("id", self._event_id)},
                               self._announce, self._label, preview=fanout(self.preview, self._display))
-        if self._display is not None:
-            self._display.start(self.layout.width, self.layout.height, opts.fps)
         self._info = RecordingInfo(id=self._event_id, path=self._label(), layout=self.layout, sources=tuple(s.name for s in self.sources),
                                    started_at=started_at, metadata=dict(self._meta))
         self._call_hook("recording_started", recording=self._info)
