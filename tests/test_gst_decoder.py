@@ -138,3 +138,18 @@ class NoFaces(Detector):
 
     def detect(self, images):
         return [Detections(np.zeros((0, 4)), []) for _ in images]
+
+
+def test_a_recording_cut_by_a_crash_gives_the_same_frames_and_warning_through_both(tmp_path, bframes, default_plugins):
+    frag = tmp_path / "frag.mp4"
+    ffmpeg("-i", str(bframes), "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-bf", "0", "-an",
+           "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(frag))
+    cut = tmp_path / "cut.mp4"
+    data = frag.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])  # a power cut in the middle of a fragment
+    results = {dec: deidentify(cut, tmp_path / f"{dec}.mp4", region="full", decoder=dec, detector=NoFaces(),
+                               plugins=default_plugins) for dec in ("pyav", "gstreamer")}
+    a, b = results["pyav"], results["gstreamer"]
+    assert 0 < a.frames == b.frames < 75
+    assert a.report["warnings"] == b.report["warnings"] and "is incomplete" in a.report["warnings"][0]
+    assert _packet_times(tmp_path / "pyav.mp4", "v:0") == _packet_times(tmp_path / "gstreamer.mp4", "v:0")
