@@ -60,8 +60,8 @@ def test_without_a_gpu_auto_and_pyav_decode_in_software_saying_why():
 @pytest.mark.skipif(not HAS_CUDA_HWACCEL, reason="this PyAV's FFmpeg has no CUDA hwaccel")
 def test_with_an_nvidia_gpu_auto_picks_nvdec():
     c = choose("auto", path="x.mp4", gpu=L4, jetson=False)
-    assert (c.label, c.reason) == ("pyav nvdec", "NVDEC on NVIDIA L4") and c.nvdec
-    assert choose("pyav", path=None, gpu=L4, jetson=True).nvdec  # a file object: PyAV reads it, on NVDEC
+    assert (c.label, c.reason) == ("pyav nvdec", "NVDEC on NVIDIA L4") and c.uses_nvdec()
+    assert choose("pyav", path=None, gpu=L4, jetson=True).uses_nvdec()  # a file object: PyAV reads it, on NVDEC
 
 
 def test_a_forced_gstreamer_decoder_that_cannot_run_is_one_clear_error():
@@ -88,7 +88,7 @@ def test_nvdec_that_does_not_start_falls_back_to_software_for_real(clip):
     with open(clip, "rb") as f:  # a file object is rewound before the software open
         container, choice = open_container(f, DecoderChoice("pyav", "nvdec", "x"))
         with container:
-            assert sum(1 for _ in container.decode(video=0)) == 20 and not choice.nvdec
+            assert sum(1 for _ in container.decode(video=0)) == 20 and not choice.uses_nvdec()
 
 
 def test_a_stream_nvdec_declines_is_reported_as_software_decoded():

@@ -57,8 +57,8 @@ class DecoderChoice:
     def label(self) -> str:
         return f"{self.backend} {self.mode}"
 
-    @property
-    def nvdec(self) -> bool:
+    def uses_nvdec(self) -> bool:
+        """PyAV decoding on NVDEC."""
         return self.backend == "pyav" and self.mode == "nvdec"
 
     def line(self) -> str:
@@ -141,7 +141,7 @@ def open_container(src: Any, choice: DecoderChoice) -> tuple[Any, DecoderChoice]
     software open propagate (the caller names them)."""
     import av
 
-    if choice.nvdec:
+    if choice.uses_nvdec():
         from av.codec.hwaccel import HWAccel
 
         try:
@@ -156,7 +156,7 @@ def open_container(src: Any, choice: DecoderChoice) -> tuple[Any, DecoderChoice]
 def confirm(choice: DecoderChoice, frame: Any) -> DecoderChoice:
     """After the first picture: a PyAV NVDEC choice whose picture came out of the software
     decoder (FFmpeg falls back for streams NVDEC cannot decode) says so."""
-    if choice.nvdec and frame.format.name not in NVDEC_FORMATS:
+    if choice.uses_nvdec() and frame.format.name not in NVDEC_FORMATS:
         return choice.fallback(f"NVDEC declined this stream (its first picture came out as {frame.format.name})")
     return choice
 
