@@ -5,7 +5,7 @@ output frames (the recorder's ``skipped_ticks``) and its CPU cost per recorded s
 most 0.15 core-seconds. The baseline in the same run is the same recording through the same
 console with nobody watching.
 
-Each run starts ``surgbox console --config examples/record.toml`` (paper layout, 1080p30, three
+Each run starts ``surgbox serve --config examples/record.toml`` (paper layout, 1080p30, three
 test patterns, tone audio) in a subprocess, logs in as an operator over HTTP, starts a recording,
 lets ``watchers`` clients (threads of this process, each with its own login, doing what the page's
 script does: long-polling ``/api/preview``) fetch pictures, stops, and reads the server's CPU
@@ -63,7 +63,7 @@ def watch(url: str, stop: threading.Event, counts: list[int]) -> None:
 def run_once(tmp: Path, watchers: int) -> dict:
     home = make_home(tmp / f"home-{watchers}")
     env = {**os.environ, "SURGBOX_HOME": str(home.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "console", "--port", "0", "--config", str(ROOT / "examples" / "record.toml")],
+    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "serve", "--port", "0", "--config", str(ROOT / "examples" / "record.toml")],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = None
