@@ -82,11 +82,13 @@ class Client:
         self.http.close()
 
 
-def start_server(home: Any, tmp: Path, **options: Any) -> Any:
+def start_server(home: Any, tmp: Path, *, bis_url: str | None = None, **options: Any) -> Any:
+    """A console on a free loopback port recording :data:`RECORD_TOML` (with ``bis_url``: also a
+    BIS monitor there, e.g. ``SimulatedBIS().url``, whose readings go to the data track)."""
     from surgbox.console import ConsoleServer
 
     cfg = tmp / "record.toml"
-    cfg.write_text(RECORD_TOML)
+    cfg.write_text(RECORD_TOML + (f'[sources.bis]\nplugin = "bis"\nurl = "{bis_url}"\n' if bis_url else ""))
     return ConsoleServer.for_home(home.path, config=cfg, port=0, **options).start()
 
 
