@@ -113,6 +113,7 @@ DENIED = {
     "/events/{event_id}/delete": ("viewer", {}),
     "/events/{event_id}/export": ("operator", {"target": "0"}),
     "/events/{event_id}/deidentify": ("viewer", {}),
+    "/events/{event_id}/upload": ("viewer", {"remote": "nas"}),
 }
 # Routes any visitor may post to: their protection is a password or the CSRF token alone.
 UNPRIVILEGED = {"/login", "/logout", "/lang"}
@@ -409,3 +410,14 @@ def test_trend_chart_layout():
     assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in line) and list(line) == sorted(line)
     assert all(y == pytest.approx((y0 + y1) / 2, abs=0.1) for _, y in line)  # BIS 50: half way up
     assert c.band_y[0] < c.band_y[1]  # BIS 60 above BIS 40
+
+
+def test_uploads_and_deidentification_wait_until_the_recording_ends(env, recorded):
+    c = client(env, "operator")
+    assert c.post("/record/start", {"patient": "Busy Box", "medical_record": "MRN-B", "procedure": "Busy"}).status_code == 303
+    try:
+        for path, data in ((f"/events/{recorded}/upload", {"remote": "nas"}), (f"/events/{recorded}/deidentify", {})):
+            r = c.post(path, data)
+            assert r.status_code == 400 and "a recording is running" in r.text, (path, r.status_code)
+    finally:
+        assert c.post("/record/stop").status_code == 303

@@ -1,4 +1,5 @@
-"""The events pages: list and search, one event, playback, snapshots, the BIS trend, the PDF report, delete.
+"""The events pages: list and search, one event, playback, snapshots, the BIS trend, the PDF
+report, export, de-identification and upload (:mod:`.uploads`) with progress, delete.
 
 Searching is a POST (patient and physician names stay out of URLs, browser history and server
 logs); the catalog matches patient and physician names through its keyed hashes. Playback
@@ -53,8 +54,10 @@ def _event(request: Request, ws: Any, eid: str, **extra: Any) -> Response:
     ev = ws.catalog_session.events.get(eid)
     snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
     chart = trend_chart(event_series(ws.catalog_session, ev))
+    uploads = state(request).uploads
     return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, chart=chart,
-                  job=state(request).jobs.get(ev.id), **{"exported": None, **extra})
+                  job=state(request).jobs.get(ev.id), remotes=uploads.remotes(ws.catalog_session, ev),
+                  uploads=uploads.for_event(ws.catalog_session, ev), **{"exported": None, **extra})
 
 
 def event_page(request: Request) -> Response:
@@ -140,6 +143,22 @@ def deid_status(request: Request) -> Response:
     ws.catalog_session.authorize("view", eid, operation="event.view")
     job = state(request).jobs.get(eid)
     return JSONResponse(job.to_dict() if job is not None else {"event_id": eid, "state": None})
+
+
+async def upload(request: Request) -> Response:
+    """Queue the event's upload to the remote of the form (``upload``) and run it in the background."""
+    ws = require(request)
+    form = await checked_form(request, ws.csrf)
+    eid = request.path_params["event_id"]
+    remote = str(form.get("remote") or "")
+    await run_in_threadpool(state(request).uploads.start, ws.catalog_session, eid, remote)
+    return redirect(f"/events/{eid}")
+
+
+def upload_status(request: Request) -> Response:
+    """One upload job's state and progress (``upload`` on its event), polled by the event page."""
+    ws = require(request, touch=False)
+    return JSONResponse(state(request).uploads.status(ws.catalog_session, request.path_params["job_id"]))
 
 
 def confirm_delete(request: Request) -> Response:
