@@ -77,7 +77,9 @@ def test_upload_from_the_event_page_with_progress_lands_byte_for_byte(env):
     page = c.get(f"/events/{eid}").text
     assert 'id="upload-to-0"' in page and "Upload to nas" in page and "Upload to down" in page
     assert c.post(f"/events/{eid}/upload", {"remote": "nas"}).status_code == 303
-    job = job_of(c.get(f"/events/{eid}").text)
+    running = c.get(f"/events/{eid}").text
+    job = job_of(running)
+    assert 'data-running="1"' in running and 'data-remote="nas"' not in running  # no second button while it runs
     r = c.post(f"/events/{other}/upload", {"remote": "nas"})  # one upload at a time
     assert r.status_code == 400 and "still running" in r.text
     seen: list[dict] = []
@@ -88,7 +90,7 @@ def test_upload_from_the_event_page_with_progress_lands_byte_for_byte(env):
     assert all(s["rate"] is None or s["rate"] > 0 for s in partial)
     assert remote_objects(env["dav"], eid) == store_objects(env["home"].path, eid)
     page = c.get(f"/events/{eid}").text
-    assert "uploaded, verified" in page and 'data-status="done"' in page
+    assert "uploaded, verified" in page and 'data-status="done"' in page and "Upload again to nas" in page
     assert client(env, "auditor").get(f"/api/upload/{job}").status_code == 403
     with Catalog.at(env["home"].path) as cat:
         audit = cat.login("aldo", PASSWORD).audit.records(action="event.upload")
@@ -103,7 +105,7 @@ def test_an_unreachable_remote_leaves_the_job_queued_with_its_error(env):
     st = wait_job(c, job)
     assert st["status"] == "queued" and st["next_try_at"] and "cannot reach" in st["last_error"]
     page = c.get(f"/events/{eid}").text
-    assert 'data-field="error"' in page and "failed, will retry" in page
+    assert 'data-field="error"' in page and "failed, will retry" in page and "Retry upload to down" in page
     r = c.post(f"/events/{eid}/upload", {"remote": "no-such-remote"})
     assert r.status_code in (400, 404) and "no-such-remote" in r.text
 

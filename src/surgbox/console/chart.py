@@ -111,7 +111,7 @@ def trend_chart(series: Series, *, max_points: int = MAX_POINTS) -> Chart | None
     valid = [t for t, v in series if v is not None and math.isfinite(v)]
     if not valid:
         return None
-    t0, t1 = series[0][0], series[-1][0]
+    t0, t1 = min(series[0][0], 0.0), series[-1][0]  # the axis starts at the recording's start
     if t1 - t0 < 1e-6:
         t1 = t0 + 60.0
     steps = [b - a for a, b in zip(valid, valid[1:]) if b > a]

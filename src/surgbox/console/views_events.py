@@ -54,10 +54,12 @@ def _event(request: Request, ws: Any, eid: str, **extra: Any) -> Response:
     ev = ws.catalog_session.events.get(eid)
     snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
     chart = trend_chart(event_series(ws.catalog_session, ev))
-    uploads = state(request).uploads
+    up = state(request).uploads
+    uploads = up.for_event(ws.catalog_session, ev)
+    latest = {u["remote"]: u for u in reversed(uploads)}  # per remote its newest job: the button's label
     return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, chart=chart,
-                  job=state(request).jobs.get(ev.id), remotes=uploads.remotes(ws.catalog_session, ev),
-                  uploads=uploads.for_event(ws.catalog_session, ev), **{"exported": None, **extra})
+                  job=state(request).jobs.get(ev.id), remotes=up.remotes(ws.catalog_session, ev), uploads=uploads,
+                  latest_upload=latest, **{"exported": None, **extra})
 
 
 def event_page(request: Request) -> Response:
