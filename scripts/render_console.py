@@ -6,7 +6,7 @@ Makes a throw-away home (users of every role, made-up patients), serves the cons
 recording simulated sources (the paper layout: three test patterns without their white sync
 flashes, and a simulated BIS monitor), uploads the recorded event to a WebDAV server on loopback
 (WsgiDAV, the upload tests' server), and photographs each page at kiosk size (1920x1080; the
-record and event pages also at 1280x800) in headless Chromium through Playwright. The live
+record and event pages also at 1280x800, the event page also in Portuguese) in headless Chromium through Playwright. The live
 pictures are taken only once the preview shows a representative frame (a test pattern, not a
 blank or white one). Nothing here is drawn by hand: rerun it after changing a page.
 """
@@ -127,7 +127,7 @@ def render(browser, url: str, out: Path) -> list[Path]:
 
     def shot(page, name: str) -> None:
         path = out / f"console-{name}.png"
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), animations="disabled")  # the blinking REC dot at full colour
         shots.append(path)
 
     def context(viewport, user=None):
@@ -182,7 +182,9 @@ def render(browser, url: str, out: Path) -> list[Path]:
                            timeout=120_000)
     page.evaluate("""() => new Promise(ok => { const v = document.querySelector('#player'); v.muted = true;
         v.addEventListener('seeked', ok, {once: true}); v.currentTime = 3; })""")
-    page.wait_for_function("() => document.querySelector('#player').readyState >= 3", timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('#player'); return v.readyState >= 3 && !v.seeking; }",
+                           timeout=30_000)
+    page.wait_for_timeout(1000)
     shot(page, "event")
     page.wait_for_selector(".upjob.st-done", timeout=300_000)
     page.evaluate("() => document.querySelector('#bis-trend').scrollIntoView({block: 'center'})")
@@ -197,8 +199,15 @@ def render(browser, url: str, out: Path) -> list[Path]:
     page.goto(f"/events/{eid}")
     page.evaluate("""() => new Promise(ok => { const v = document.querySelector('#player'); v.muted = true;
         v.addEventListener('seeked', ok, {once: true}); v.currentTime = 8; })""")
-    page.wait_for_function("() => document.querySelector('#player').readyState >= 3", timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('#player'); return v.readyState >= 3 && !v.seeking; }",
+                           timeout=30_000)
+    page.wait_for_timeout(1500)  # the player's loading spinner fades out
     shot(page, "event-1280x800")
+    page.click("button.lang[value=pt-BR]")  # the longest labels: nothing may be cut off
+    page.wait_for_selector("html[lang=pt-BR] #bis-chart")
+    page.wait_for_function("() => document.querySelector('#player').readyState >= 2", timeout=30_000)
+    page.wait_for_timeout(1500)
+    shot(page, "event-pt-BR-1280x800")
     ctx.close()
     return shots
 
