@@ -8,10 +8,13 @@ compositor, the encoder and snapshots get only the hidden frames. It reuses the 
 :class:`~surgbox.deid.temporal.TemporalFilter`, and faces are hidden by the same anonymizer and
 masks (:func:`~surgbox.deid.hide.hide_regions`).
 
-Threads: the wrapper's own thread takes the wrapped source's frames, hands every ``every``-th
+Threads: the wrapper's own thread takes the wrapped source's frames, hands every N-th
 frame to the detector worker (:class:`DetectorWorker`, one more thread: the detectors release
 the GIL in their math), links the answers in the temporal stage and hides the faces of each
-frame once the temporal stage has finalized it (``lookahead`` frames later). So each frame
+frame once the temporal stage has finalized it (``lookahead`` frames later). N adapts to the
+detector (:class:`~surgbox.recording.live_cadence.Cadence`): from ``every`` (the fastest) up to
+``max_every`` (the slowest), picked from the measured wall time of the detector's calls so that
+it keeps up; the frames in between are covered by the temporal stage's tracks. So each frame
 leaves the wrapper about ``lookahead / fps + latency_s`` after its capture, with its capture
 time unchanged: the recorder's ``latency_s`` must cover :attr:`LiveDeidSource.delay_s`
 (:class:`~surgbox.recording.Recorder` raises it by itself).
@@ -23,7 +26,7 @@ that raised, or that could not even be queued (the worker's queue is full), make
 around it leave with the whole picture hidden (``slot``: ``blur`` or ``fill``). Each change
 of state is emitted as a :class:`~surgbox.types.Reading` of kind ``deid`` (the recording's data
 track keeps it; the values say ``hidden`` 0/1 and why: ``late``, ``error``, ``busy``, and the
-``faces`` shown hidden), counted in :meth:`LiveDeidSource.stats` with the list of hidden
+``faces`` shown hidden, and the cadence ``every``), counted in :meth:`LiveDeidSource.stats` with the list of hidden
 intervals and their reasons (the sidecar's final stats), and shown on ``surgbox record``'s
 status line.
 
@@ -32,6 +35,7 @@ status line.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import math
@@ -52,13 +56,15 @@ from ..deid.voice import DEFAULT_SEMITONES, check_semitones
 from ..errors import ConfigError, SourceError, SurgboxError
 from ..interfaces import Source
 from ..types import Detections, Reading, Rect, VideoFrame
+from .live_cadence import Cadence
 from .live_worker import DetectorWorker
 from .wrapped import WrappedSource
 
 log = logging.getLogger(__name__)
 
 # Live values (the detector, its options, masks and anonymizer come from surgbox.deid.defaults).
-LIVE_EVERY = 3  # detect on every 3rd frame: 10 detections/s for a 30 fps room camera
+LIVE_EVERY = 3  # detect on every 3rd frame at the fastest: 10 detections/s for a 30 fps room camera
+LIVE_MAX_EVERY = 6  # the slowest cadence the detector may fall back to: 5 detections/s at 30 fps
 LIVE_MAX_GAP = 10  # frames bridged between two detections: surgbox deid's default (a missed detection at every 3 is bridged)
 LIVE_EDGE_CARRY = 10  # frames a face leaving through the picture's edge stays hidden
 LATENCY_S = 0.25  # a detection later than this after its frame's capture: fail closed
@@ -70,7 +76,7 @@ STATUS_EVERY_S = 1.0  # a deid reading at least this often while the state does 
 # encoder, queue sizes, are about files); plus the live-only names below.
 DEID_NAMES = ("detector", "detector_options", "threshold", "detector_threads", "detect_scale", "every", "carry", "max_gap",
               "expand", "feather", "anonymizer", "anonymizer_options")
-LIVE_NAMES = ("latency_s", "slot", "edge_carry", "semitones")
+LIVE_NAMES = ("latency_s", "slot", "edge_carry", "max_every", "semitones")
 
 
 def _latency(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -86,14 +92,26 @@ class LiveDeidSettings:
     ...; live defaults ``every`` :data:`LIVE_EVERY`, ``max_gap`` :data:`LIVE_MAX_GAP`),
     ``latency_s`` (a detection later than this after its frame's capture fails closed),
     ``slot`` (how a slot failing closed is hidden: ``blur`` or ``fill``) and ``edge_carry``
-    (frames a face leaving through the picture's edge stays hidden); ``semitones``: the shift
+    (frames a face leaving through the picture's edge stays hidden); ``max_every``: the
+    slowest cadence (the detector runs on every N-th frame, N from ``deid.every`` up to this,
+    picked from its measured speed; equal to ``every``: a fixed cadence; ``None``: the larger
+    of :data:`LIVE_MAX_EVERY` and ``every``); ``semitones``: the shift
     of audio sources with ``voice = "disguise"`` (:mod:`surgbox.recording.live_voice`)."""
 
     deid: DeidOptions = attrs.field(factory=lambda: DeidOptions(every=LIVE_EVERY, max_gap=LIVE_MAX_GAP))
     latency_s: float = attrs.field(default=LATENCY_S, validator=_latency)
     slot: str = attrs.field(default="blur")
     edge_carry: int = attrs.field(default=LIVE_EDGE_CARRY)
+    max_every: int | None = attrs.field(default=None)
     semitones: float = attrs.field(default=DEFAULT_SEMITONES, converter=check_semitones)  # voice = "disguise" sources
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_every is None:
+            object.__setattr__(self, "max_every", max(LIVE_MAX_EVERY, self.deid.every))
+        m = self.max_every
+        if isinstance(m, bool) or not isinstance(m, int) or not self.deid.every <= m <= 30:
+            raise ConfigError(f"deid max_every must be an integer from every ({self.deid.every}) to 30 (the slowest "
+                              f"detector cadence, frames), got {m!r}")
 
     @slot.validator
     def _check_slot(self, attribute: attrs.Attribute, value: Any) -> None:
@@ -126,8 +144,18 @@ class LiveDeidSettings:
     def temporal(self, width: int, height: int) -> TemporalFilter:
         """A fresh temporal stage for a ``width x height`` picture (its edges are the scan region's)."""
         d = self.deid
-        return TemporalFilter(carry=d.carry, max_gap=d.max_gap, every=d.every, bounds=((0, 0, width, height),),
+        return TemporalFilter(carry=d.carry, max_gap=d.max_gap, every=self.slowest, bounds=((0, 0, width, height),),
                               edge_carry=self.edge_carry)
+
+    @property
+    def slowest(self) -> int:
+        """The slowest cadence (``max_every``, resolved)."""
+        assert self.max_every is not None
+        return self.max_every
+
+    def cadence(self, fps: float) -> Cadence:
+        """A fresh cadence controller for a source of ``fps`` frames per second."""
+        return Cadence(self.deid.every, self.slowest, fps)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings for the sidecar (the detector's own settings are added when it is built)."""
@@ -135,7 +163,7 @@ class LiveDeidSettings:
         detector = d.detector if isinstance(d.detector, str) else detector_label(d.detector)
         anonymizer = d.anonymizer if isinstance(d.anonymizer, str) else getattr(d.anonymizer, "name", "anonymizer")
         return {"detector": detector, "detector_options": dict(d.detector_factory_options()), "detect_scale": d.detect_scale,
-                "every": d.every, "carry": d.carry, "max_gap": d.max_gap, "edge_carry": self.edge_carry, "expand": d.expand,
+                "every": d.every, "max_every": self.slowest, "carry": d.carry, "max_gap": d.max_gap, "edge_carry": self.edge_carry, "expand": d.expand,
                 "feather": d.feather, "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
 
 
@@ -170,6 +198,8 @@ class LiveDeidSource(WrappedSource):
     _pending: collections.deque = attrs.field(factory=collections.deque, init=False, alias="_pending")
     _pushed: int = attrs.field(default=0, init=False, alias="_pushed")  # frames given to the temporal stage
     _next_index: int = attrs.field(default=0, init=False, alias="_next_index")
+    _cadence: Cadence | None = attrs.field(default=None, init=False, alias="_cadence")
+    _detects: list[int] = attrs.field(factory=list, init=False, alias="_detects")  # detect frames still needed, in order
     _status: dict[int, str] = attrs.field(factory=dict, init=False, alias="_status")  # detect frame -> status
     _early: dict[int, Any] = attrs.field(factory=dict, init=False, alias="_early")
     _tf: TemporalFilter | None = attrs.field(default=None, init=False, alias="_tf")
@@ -204,7 +234,8 @@ class LiveDeidSource(WrappedSource):
     def delay_s(self) -> float:
         """How long after its capture a frame leaves at the latest while detection keeps up:
         the temporal stage's lookahead plus ``latency_s`` plus one frame of slack."""
-        return (self.delay_frames + 1) / self.fps_or_default() + self.settings.latency_s
+        s = (self.delay_frames + 1) / self.fps_or_default() + self.settings.latency_s
+        return math.ceil(s * 1000 - 1e-6) / 1000  # whole milliseconds, rounded up (the recorder keeps ms)
 
     def sidecar_info(self) -> dict[str, Any]:
         """The sidecar's ``deid`` entry for this source: hidden live, with which settings."""
@@ -245,6 +276,7 @@ class LiveDeidSource(WrappedSource):
         except BaseException:
             self._close_detector()
             raise
+        self._cadence = self.settings.cadence(self.fps_or_default())
         self._worker = DetectorWorker(det, self.clock.now_ns)
         self._worker.start(self.name)
 
@@ -284,8 +316,10 @@ class LiveDeidSource(WrappedSource):
         frame = VideoFrame(self.name, item.capture_ns, img, item.seq)
         index = self._next_index
         self._next_index += 1
-        entry = _Pending(index, frame, index % self.settings.deid.every == 0)
+        assert self._cadence is not None
+        entry = _Pending(index, frame, not self._detects or index - self._detects[-1] >= self._cadence.every)
         if entry.detect:
+            self._detects.append(index)
             assert self._worker is not None and self._rect is not None
             if self._reformatter is None:
                 from av.video.reformatter import VideoReformatter
@@ -304,8 +338,12 @@ class LiveDeidSource(WrappedSource):
         assert self.clock is not None
         if self._worker is None or self._tf is None:
             return ended
-        for index, res in self._worker.take():
-            self._early[index] = res
+        assert self._cadence is not None
+        for index, res, seconds in self._worker.take():
+            if index >= self._pushed:  # (an answer for a frame that already failed closed is dropped)
+                self._early[index] = res
+            if seconds is not None:
+                self._cadence.observe(seconds)
         now = self.clock.now_ns()
         budget = round(self.settings.latency_s * NS_PER_S)
         finals = []
@@ -341,16 +379,16 @@ class LiveDeidSource(WrappedSource):
 
     def _unsafe(self, j: int) -> str | None:
         """Why frame ``j`` cannot be shown with only its faces hidden (``None``: it can)."""
-        every = self.settings.deid.every
-        a = j - j % every
         # the detections the temporal stage bridges this frame with: the bracketing detected
         # frames and one more on each side (a face one detection misses is interpolated or carried
         # from its neighbours, as in surgbox deid)
-        needed = [a - every, a, a + every] if a == j else [a - every, a, a + every, a + 2 * every]
-        for d in needed:
-            if d < 0:
-                continue  # nothing before the first frame
-            st = self._status.get(d)
+        d = self._detects
+        k = bisect.bisect_right(d, j)  # d[k - 1] <= j < d[k]
+        after = 1 if k and d[k - 1] == j else 2
+        if len(d) - k < after:
+            return "late"  # the detections after it are not there (the end of the recording)
+        for i in d[max(0, k - 2):k + after]:
+            st = self._status.get(i)
             if st is None:
                 return "late"  # not settled (the end of the recording) counts as late
             if st != "ok":
@@ -368,8 +406,11 @@ class LiveDeidSource(WrappedSource):
         elif regions:
             hide_regions(self._anon, e.frame.image, [self._rect], regions)
             self._counts["frames_faces_hidden"] += 1
-        for d in [k for k in self._status if k < j - 2 * self.settings.deid.every]:
+        horizon = j - 3 * self.settings.slowest
+        for d in [k for k in self._status if k < horizon]:
             del self._status[d]
+        while len(self._detects) > 2 and self._detects[1] < horizon:
+            del self._detects[0]
         self._counts["frames"] += 1
         assert self.clock is not None
         lat = (self.clock.now_ns() - e.frame.capture_ns) / NS_PER_S
@@ -404,7 +445,8 @@ class LiveDeidSource(WrappedSource):
         if changed or due or force:
             self._last_reading_ns = capture_ns
             values = {"hidden": float(reason is not None), "faces": float(faces),
-                      "late": float(reason == "late"), "error": float(reason == "error"), "busy": float(reason == "busy")}
+                      "late": float(reason == "late"), "error": float(reason == "error"), "busy": float(reason == "busy"),
+                      "every": float(self._cadence.every if self._cadence else self.settings.deid.every)}
             self.put(Reading(self.name, capture_ns, "deid", values))
             if changed:
                 (log.warning if reason else log.info)(
@@ -427,6 +469,7 @@ class LiveDeidSource(WrappedSource):
             "intervals": intervals, "latency_ms_mean": round(1000 * total / n, 1) if n else None,
             "latency_ms_max": round(1000 * peak, 1), "detector_busy_s": None if w is None else round(w.busy_s, 3),
             "detector_calls": None if w is None else w.calls, "delay_s": round(self.delay_s, 3),
+            "cadence": None if self._cadence is None else self._cadence.stats(),
         }
         return base
 
