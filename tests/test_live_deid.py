@@ -176,7 +176,8 @@ def adaptive_run(tmp_path, plugins, delay_s, deid=None, seconds=4.0):
     plugins, made = plugins
     video = tmp_path / "room.mp4"
     truth = write_video(video, int(seconds + 2) * FPS, face_frame)
-    rec, stats, clock = record(tmp_path, plugins, video, seconds, {"detector_options": {"delay_s": delay_s}, **(deid or {})})
+    table = {"detector_options": {"delay_s": delay_s}, "latency_s": 0.6, **(deid or {})}  # (0.6 s: slack for a loaded machine)
+    rec, stats, clock = record(tmp_path, plugins, video, seconds, table)
     assert stats["frames"] == round(seconds * FPS) and stats["skipped_ticks"] == 0
     return stats["sources"]["room"]["source"]["deid"], made[-1], frames_by_code(tmp_path / "rec.mp4"), truth, decode_luma(video)
 
@@ -211,9 +212,9 @@ def test_slow_detector_at_a_fixed_cadence_fails_closed(tmp_path, plugins):
 
 
 def test_detector_too_slow_even_for_the_slowest_cadence_fails_closed(tmp_path, plugins):
-    """0.4 s a call is longer than latency_s (0.25 s): no cadence helps; every frame after the
-    first answers leaves with the slot hidden whole, reason late."""
-    deid, det, frames, truth, raw = adaptive_run(tmp_path, plugins, 0.4, seconds=3.0)
+    """0.8 s a call is longer than latency_s (0.6 s): no cadence helps; every frame leaves with
+    the slot hidden whole, reason late."""
+    deid, det, frames, truth, raw = adaptive_run(tmp_path, plugins, 0.8, seconds=3.0)
     assert deid["cadence"]["every"] == 6
     assert sum(c is None for c, _ in frames) >= 0.95 * len(frames)
     assert deid["intervals"][0]["reason"] in ("late", "busy") and deid["frames_faces_hidden"] <= 0.05 * deid["frames"]

@@ -63,7 +63,7 @@ from .users import Scope, scope
 log = logging.getLogger(__name__)
 
 MAX_KEEP_DAYS = _retention.MAX_KEEP_DAYS
-_RECORDING_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data"}
+_RECORDING_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data", "raw": "raw"}
 
 
 @attrs.define(eq=False)
@@ -341,9 +341,17 @@ class EventManager:
         nothing is decrypted to disk (``av.open(f)`` plays it)."""
         ev = self._authorized("view", event_id, "file.read")
         rec = ev.file(name)
+        self._check_raw(ev, [rec], "file.read")
         self._cat.audit.record(self._actor(), "file.read", ev.id, "ok", {"file_id": rec.id})
         with self._files(ev.id) as files, files.reader(rec.store_key) as r:
             yield r
+
+    def _check_raw(self, ev: Event, recs: Sequence[FileRecord], operation: str) -> None:
+        """Raw copies (kind ``raw``) need ``view_raw`` besides the action itself (audited when denied)."""
+        if any(r.kind == "raw" for r in recs):
+            self.session.authorize("view_raw", ev, operation=operation,
+                                   hint="raw copies of sources hidden live are readable only by roles with the "
+                                        "view_raw permission (docs/security.md); ask an admin")
 
     # ---- export / play ---------------------------------------------------------------------
     def _outside_home(self, path: str | os.PathLike[str], what: str) -> Path:
@@ -364,6 +372,9 @@ class EventManager:
         verified (temporary name + rename), with mode ``file_mode`` (default 0600: owner only). The
         directory must not lie inside SURGBOX_HOME."""
         ev = self._authorized("export", event_id, "event.export")
+        if names is None and not self.session.can("view_raw", ev):  # everything the user may read
+            names = [f.name for f in ev.files if f.kind != "raw"]
+        self._check_raw(ev, _export.select_files(ev, names), "event.export")
         dest = self._outside_home(directory, "export folder")
         mode = _export.check_file_mode(file_mode)
         with self._files(ev.id) as files:
@@ -383,6 +394,7 @@ class EventManager:
         the first installed one of those."""
         ev = self._authorized("view", event_id, "event.play")
         recs = _export.playable(ev, names)
+        self._check_raw(ev, recs, "event.play")
         vetted = _export.vetted_players(self._cat.home.play_settings().get("players"))
         cmd = _export.choose_player(player, vetted)
         if cmd not in vetted and not self.session.can("export", ev):
@@ -406,6 +418,7 @@ class EventManager:
         ev = self._authorized("deidentify", event_id, "event.deidentify")
         self.session.authorize("view", ev, operation="event.deidentify")
         recs = _deid.sources(ev, names)
+        self._check_raw(ev, recs, "event.deidentify")
 
         def register(src: FileRecord, name: str, key: str, size: int, sha256: str, result: Any,
                      replaced: list[FileRecord]) -> FileRecord:

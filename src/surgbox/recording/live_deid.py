@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ..clock import NS_PER_S
+from ..deid import defaults
 from ..deid.anonymize import Anonymizer, make_anonymizer
 from ..deid.crop import crop_rgb
 from ..deid.detect import detector_info, detector_label
@@ -58,6 +59,7 @@ from ..interfaces import Source
 from ..types import Detections, Reading, Rect, VideoFrame
 from .live_cadence import Cadence
 from .live_worker import DetectorWorker
+from .raw_copy import RAW_ENCODER, RAW_OPTIONS, RawCopy
 from .wrapped import WrappedSource
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ STATUS_EVERY_S = 1.0  # a deid reading at least this often while the state does 
 # encoder, queue sizes, are about files); plus the live-only names below.
 DEID_NAMES = ("detector", "detector_options", "threshold", "detector_threads", "detect_scale", "every", "carry", "max_gap",
               "expand", "feather", "anonymizer", "anonymizer_options")
-LIVE_NAMES = ("latency_s", "slot", "edge_carry", "max_every", "semitones")
+LIVE_NAMES = ("latency_s", "slot", "edge_carry", "max_every", "light", "semitones")
 
 
 def _latency(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -133,6 +135,15 @@ class LiveDeidSettings:
         if unknown:
             raise ConfigError(f"unknown key(s) {where}.{f', {where}.'.join(unknown)}; live de-identification takes: {', '.join(known)}")
         live = {k: m.pop(k) for k in LIVE_NAMES if k in m}
+        light = live.pop("light", False)
+        if not isinstance(light, bool):
+            raise ConfigError(f"{where}.light must be true or false (the default ensemble without its native-size "
+                              f"member, for a slow machine), got {light!r}")
+        if light:
+            if m.get("detector", "ensemble") != "ensemble" or "detector_options" in m:
+                raise ConfigError(f"{where}.light = true picks the detector itself (the default ensemble's lighter "
+                                  f"members); drop {where}.detector / {where}.detector_options, or light")
+            m["detector"], m["detector_options"] = "ensemble", {"members": light_members()}
         m.setdefault("every", LIVE_EVERY)
         m.setdefault("max_gap", max(LIVE_MAX_GAP, 2 * m["every"] - 1) if isinstance(m["every"], int) else LIVE_MAX_GAP)
         try:
@@ -167,6 +178,21 @@ class LiveDeidSettings:
                 "feather": d.feather, "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
 
 
+def light_members() -> list[dict[str, Any]]:
+    """The members of ``[deid] light = true``: the default ensemble's members
+    (:mod:`surgbox.deid.defaults`) without the native-size pass (the smallest ``min_face``; it
+    costs about 2.5x the other members together, docs/deid.md "Live"), the first remaining
+    member on every detection, the others on alternate ones."""
+    members = [dict(m) for m in defaults.detector_options("ensemble").get("members") or []]
+    if len(members) < 2:
+        return members
+    smallest = min(m.get("min_face", 0) for m in members)
+    rest = [m for m in members if m.get("min_face", 0) != smallest] or members
+    for i, m in enumerate(rest):
+        m["every"], m["phase"] = (1, 0) if i == 0 else (2, i % 2)
+    return rest
+
+
 @attrs.define(eq=False)
 class _Pending:
     index: int
@@ -182,7 +208,9 @@ class LiveDeidSource(WrappedSource):
 
     ``settings``: :class:`LiveDeidSettings`; ``plugins``: the plugin manager the detector is
     built from by name (``None``: the process-wide one); ``detector``: an already built detector
-    (instead of the settings' name). The name, frame rate and size are ``inner``'s. Its items:
+    (instead of the settings' name); ``keep_raw``: the purpose of an encrypted raw copy of the
+    source (``None``: none; :mod:`surgbox.recording.raw_copy`; the recorder hands over its
+    destination through :meth:`attach_sink` and finishes the copy with :meth:`finish_outputs`). The name, frame rate and size are ``inner``'s. Its items:
     hidden :class:`~surgbox.types.VideoFrame` s (``yuv420p``, capture times unchanged) and
     ``deid`` :class:`~surgbox.types.Reading` s (the recorder writes them to the data track).
     """
@@ -193,6 +221,8 @@ class LiveDeidSource(WrappedSource):
     settings: LiveDeidSettings = attrs.field(factory=LiveDeidSettings, kw_only=True)
     plugins: Any = attrs.field(default=None, kw_only=True)
     detector: Any = attrs.field(default=None, kw_only=True)
+    keep_raw: str | None = attrs.field(default=None, kw_only=True)
+    _raw: RawCopy | None = attrs.field(default=None, init=False, alias="_raw")
     _worker: DetectorWorker | None = attrs.field(default=None, init=False, alias="_worker")
     _owns_detector: bool = attrs.field(default=False, init=False, alias="_owns_detector")
     _pending: collections.deque = attrs.field(factory=collections.deque, init=False, alias="_pending")
@@ -238,8 +268,33 @@ class LiveDeidSource(WrappedSource):
         return math.ceil(s * 1000 - 1e-6) / 1000  # whole milliseconds, rounded up (the recorder keeps ms)
 
     def sidecar_info(self) -> dict[str, Any]:
-        """The sidecar's ``deid`` entry for this source: hidden live, with which settings."""
-        return {"deid": {"live": True, **self.settings.to_dict(), **self._info}}
+        """The sidecar's ``deid`` entry for this source: hidden live, with which settings (and
+        the encrypted raw copy's file and purpose, when one is kept)."""
+        raw = {} if self._raw is None else {"raw_copy": {"file": self._raw.name, "purpose": self.keep_raw}}
+        return {"deid": {"live": True, **self.settings.to_dict(), **self._info, **raw}}
+
+    def attach_sink(self, sink: Any) -> None:
+        """The recorder's destination, before the source starts: opens the raw copy's file
+        (``keep_raw``; a sink that is not encrypted refuses it with a ConfigError)."""
+        if self.keep_raw is None or self._raw is not None:
+            return
+        name, target = sink.raw_target(self.name)
+        plugins = self.plugins
+        if plugins is None:
+            from ..plugins import get_plugins
+
+            plugins = get_plugins()
+        try:
+            encoder = plugins.create("encoder", RAW_ENCODER, **RAW_OPTIONS)
+        except BaseException:
+            target.abort() if hasattr(target, "abort") else target.close()
+            raise
+        self._raw = RawCopy(target, name, encoder)
+
+    def finish_outputs(self) -> None:
+        """Finish the raw copy (the recorder calls it before its destination closes)."""
+        if self._raw is not None:
+            self._raw.close()
 
     # -- ThreadedSource ---------------------------------------------------------------------------
     def _open(self) -> None:
@@ -292,6 +347,7 @@ class LiveDeidSource(WrappedSource):
 
     def _close(self) -> None:
         try:
+            self.finish_outputs()  # (normally done by the recorder already)
             self.inner.stop()
         finally:
             if self._worker is not None and not self._worker.stop():
@@ -313,6 +369,8 @@ class LiveDeidSource(WrappedSource):
         if self._tf is None:
             self._rect = Rect(0, 0, img.width, img.height)
             self._tf = self.settings.temporal(img.width, img.height)
+        if self._raw is not None:  # the raw pixels, before anything is hidden in place
+            self._raw.write(img, item.capture_ns, self.fps_or_default())
         frame = VideoFrame(self.name, item.capture_ns, img, item.seq)
         index = self._next_index
         self._next_index += 1
@@ -470,6 +528,7 @@ class LiveDeidSource(WrappedSource):
             "latency_ms_max": round(1000 * peak, 1), "detector_busy_s": None if w is None else round(w.busy_s, 3),
             "detector_calls": None if w is None else w.calls, "delay_s": round(self.delay_s, 3),
             "cadence": None if self._cadence is None else self._cadence.stats(),
+            "raw_copy": None if self._raw is None else self._raw.stats(),
         }
         return base
 
