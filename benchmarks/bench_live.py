@@ -27,7 +27,11 @@ Each scene is recorded once per mode, in the same run: ``plain`` (no live hiding
   and the ratio to ``plain``; budget: the whole recorder <= 2 cores (<= 2.0 s/s);
 * capture-to-composite latency of the room view, and the tick jitter: how much later than the
   median each tick is composed after its time, std / p99 / max (the recorder's clock steadiness);
-* the live source's own stats: frames hidden whole, the cadence it settled on, detector calls.
+* the live source's own stats: frames hidden whole, the cadence it settled on, detector calls;
+* thread or process (modes ``plain + detector thread`` / ``plain + detector process``): a plain
+  recording with the default detector running beside it at the live cadence on a thread of the
+  recorder's process or in a child process; their tick jitter against ``plain`` is what the
+  detector's hold on the GIL costs the recorder's clock.
 
 Run: ``pytest benchmarks/bench_live.py --benchmark-only -s`` or ``python benchmarks/bench_live.py
 [--scene shared|synthetic] [--modes plain,live]`` (``SURGBOX_BENCH_LIVE_S`` seconds per
@@ -69,7 +73,14 @@ MODES: dict[str, dict[str, Any] | None] = {
     "live fixed every 3": {"max_every": 3},
     # the default ensemble without its native-size CenterFace member (the costliest: see docs/deid.md "Live")
     "live light": {"light": True},
+    # thread or process worker: a plain recording with the default detector working beside it at the
+    # live cadence (10 calls/s on the room video's frames) on a thread of the recorder's process, or
+    # in a child process: the difference in tick jitter is what the GIL costs the recorder's clock
+    "plain + detector thread": None,
+    "plain + detector process": None,
 }
+NEIGHBOURS = {"plain + detector thread": "thread", "plain + detector process": "process"}
+NEIGHBOUR_RATE = 10.0  # detector calls per second (every 3rd frame of 30 fps)
 DEFAULT_MODES = "plain,live"
 
 
@@ -185,6 +196,61 @@ def write_room(path: Path, scene: Any, frames: int) -> None:
             out.mux(p)
 
 
+# -- thread or process ----------------------------------------------------------------------------
+def _neighbour_loop(images: list, stop: Any, calls: Any, cpu: Any) -> None:
+    """Run the default detector on ``images`` in turn at :data:`NEIGHBOUR_RATE` until ``stop`` is
+    set; ``calls`` and ``cpu`` (this process's CPU seconds, after each call) are shared values."""
+    from surgbox.deid import defaults
+    from surgbox.plugins import get_plugins
+
+    det = get_plugins().create("detector", defaults.DETECTOR, **defaults.detector_options(defaults.DETECTOR))
+    det.open()
+    k, t = 0, time.monotonic()
+    while not stop.is_set():
+        det.detect_frames([images[k % len(images)]], [k])
+        k += 1
+        calls.value = k
+        cpu.value = time.process_time()
+        t += 1 / NEIGHBOUR_RATE
+        stop.wait(max(0.0, t - time.monotonic()))
+    det.close()
+
+
+class Neighbour:
+    """The default detector at the live cadence beside a recording, on a thread or in a child process."""
+
+    def __init__(self, kind: str, video: Path):
+        import multiprocessing
+
+        import av
+
+        with av.open(str(video)) as c:
+            self.images = [f.to_ndarray(format="rgb24") for _, f in zip(range(30), c.decode(video=0))]
+        self.kind, self.ctx = kind, multiprocessing.get_context("spawn")
+        self.stop, self.calls, self.cpu = self.ctx.Event(), self.ctx.Value("l", 0), self.ctx.Value("d", 0.0)
+        if kind == "thread":
+            import threading
+
+            self.worker: Any = threading.Thread(target=_neighbour_loop, args=(self.images, self.stop, self.calls, self.cpu), daemon=True)
+        else:
+            self.worker = self.ctx.Process(target=_neighbour_loop, args=(self.images, self.stop, self.calls, self.cpu), daemon=True)
+
+    def start(self) -> None:
+        self.worker.start()
+        deadline = time.monotonic() + 120
+        while self.calls.value < 3 and time.monotonic() < deadline:  # the detector is open and running
+            time.sleep(0.1)
+
+    def child_cpu(self) -> float:
+        """The child process's CPU seconds so far (0 for a thread: this process's time counts it)."""
+        return float(self.cpu.value) if self.kind == "process" else 0.0
+
+    def finish(self) -> int:
+        self.stop.set()
+        self.worker.join(30)
+        return int(self.calls.value)
+
+
 # -- recording ------------------------------------------------------------------------------------
 class TimedCompositor(DefaultCompositor):
     """The default compositor, noting for each tick which room file frame it shows, how old that
@@ -211,10 +277,11 @@ def _cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def record(out: Path, video: Path, deid: dict[str, Any] | None) -> dict:
+def record(out: Path, video: Path, deid: dict[str, Any] | None, neighbour: str | None = None) -> dict:
     """Record ``SECONDS`` of the paper layout with ``video`` as the room camera (hidden live with
-    the ``deid`` table; ``None``: not hidden); the measurements and, under ``shown``, the room file
-    frame of each output frame."""
+    the ``deid`` table; ``None``: not hidden; ``neighbour``: ``thread`` / ``process``, the default
+    detector working beside it, see :class:`Neighbour`); the measurements and, under ``shown``,
+    the room file frame of each output frame."""
     room: dict[str, Any] = {"plugin": "file", "path": str(video), "anchor": "start", "deidentify": deid is not None}
     cfg = RecordConfig.from_mapping({
         "fps": FPS,
@@ -227,10 +294,14 @@ def record(out: Path, video: Path, deid: dict[str, Any] | None) -> dict:
     comp = TimedCompositor(clock)
     rec = cfg.build_recorder(output=out, duration=SECONDS, clock=clock, overwrite=True)
     rec.compositor = comp  # the default compositor, timed
+    side = Neighbour(neighbour, video) if neighbour else None
+    if side is not None:
+        side.start()
     rec.start()  # sources (and the detector) open here: not counted
-    c0, t0 = _cpu(), time.monotonic()
+    c0, t0 = _cpu() + (side.child_cpu() if side else 0.0), time.monotonic()
     rec.wait(SECONDS * 10 + 60)
-    c1, t1 = _cpu(), time.monotonic()
+    c1, t1 = _cpu() + (side.child_cpu() if side else 0.0), time.monotonic()
+    side_calls = None if side is None else side.finish()
     stats = rec.stop()
     ages = sorted(comp.ages)
     late = np.array(comp.lateness[FPS:])  # (the first second: sources opening)
@@ -244,6 +315,8 @@ def record(out: Path, video: Path, deid: dict[str, Any] | None) -> dict:
                            "max": round(1000 * float(late.max()), 2)} if len(late) else None,
         "recorder_latency_s": rec.latency_s, "shown": comp.shown,
     }
+    if side_calls is not None:
+        res["neighbour_calls"] = side_calls
     d = (rs.get("source") or {}).get("deid")
     if d:
         res["deid"] = {k: d.get(k) for k in ("frames", "frames_slot_hidden", "frames_faces_hidden", "hidden_intervals",
@@ -287,7 +360,7 @@ def run_scene(scene: Any, tmp: Path, modes: list[str], log: Callable[[str], None
     results: dict[str, dict] = {}
     for mode in modes:
         out = tmp / f"rec-{scene.name}-{mode.replace(' ', '_')}.mp4"
-        r = record(out, video, MODES[mode])
+        r = record(out, video, MODES[mode], NEIGHBOURS.get(mode))
         shown = r.pop("shown")
         r.update(score(scene, out, shown))
         if mode != "plain" and getattr(scene, "deid_score", None) is not None:

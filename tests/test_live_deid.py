@@ -124,7 +124,7 @@ def test_stalled_detector_hides_the_slot_for_the_stall_and_recovers(tmp_path, pl
     again the whole slot is hidden (the decoy's texture is gone too), the face is never shown, and
     the data track, the stats and the sidecar record one hidden interval of about 2 s, reason late."""
     video = tmp_path / "room.mp4"
-    truth = write_video(video, 6 * FPS, face_frame)
+    truth = write_video(video, 8 * FPS, face_frame)  # (its end, hidden whole, well after the recording's)
     rec, stats, clock = record(tmp_path, plugins, video, 5.5, {"detector_options": {"stall_at": 20, "stall_s": 2.0}})
     assert stats["frames"] == round(5.5 * FPS) and stats["skipped_ticks"] == 0
     det = made[0]

@@ -224,28 +224,11 @@ _V4_DEID_TASKS = (
     "CREATE INDEX deid_tasks_source ON deid_tasks(source_file_id)",
 )
 
-# Live de-identification's encrypted raw copy (``keep_raw``, docs/deid.md "Live"): file kind
-# ``raw``, which only roles with the ``view_raw`` permission read. SQLite cannot change a CHECK
-# constraint, so the files table is rebuilt with the same rows (as version 2 did).
+# Raw copies of live-hidden sources (file kind raw, read with view_raw): version 2's files table, rebuilt with the kind.
 _V5_RAW_FILES = (
-    """CREATE TABLE files_v5(
-        id INTEGER PRIMARY KEY,
-        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
-        kind TEXT NOT NULL CHECK (kind IN ('segment', 'snapshot', 'data', 'report', 'deid', 'raw')),
-        name_enc BLOB,
-        legacy_name TEXT,
-        store_key TEXT NOT NULL UNIQUE,
-        size INTEGER NOT NULL CHECK (size >= 0),
-        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
-        key_id TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        CHECK (name_enc IS NOT NULL OR legacy_name IS NOT NULL)
-    )""",
-    "INSERT INTO files_v5(id, event_id, kind, name_enc, legacy_name, store_key, size, sha256, key_id, created_at)"
-    " SELECT id, event_id, kind, name_enc, legacy_name, store_key, size, sha256, key_id, created_at FROM files",
-    "DROP TABLE files",
-    "ALTER TABLE files_v5 RENAME TO files",
-    "CREATE INDEX files_event ON files(event_id)",
+    _V2[0].replace("files_v2", "files_v5").replace("'deid')", "'deid', 'raw')"),
+    "INSERT INTO files_v5 SELECT id, event_id, kind, name_enc, legacy_name, store_key, size, sha256, key_id, created_at FROM files",
+    "DROP TABLE files", "ALTER TABLE files_v5 RENAME TO files", "CREATE INDEX files_event ON files(event_id)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -340,18 +340,10 @@ class EventManager:
         """``with events.open_file(id, name) as f:`` a seekable plaintext stream (``view``);
         nothing is decrypted to disk (``av.open(f)`` plays it)."""
         ev = self._authorized("view", event_id, "file.read")
-        rec = ev.file(name)
-        self._check_raw(ev, [rec], "file.read")
+        rec = _export.checked(self.session, ev, [ev.file(name)], "file.read")[0]
         self._cat.audit.record(self._actor(), "file.read", ev.id, "ok", {"file_id": rec.id})
         with self._files(ev.id) as files, files.reader(rec.store_key) as r:
             yield r
-
-    def _check_raw(self, ev: Event, recs: Sequence[FileRecord], operation: str) -> None:
-        """Raw copies (kind ``raw``) need ``view_raw`` besides the action itself (audited when denied)."""
-        if any(r.kind == "raw" for r in recs):
-            self.session.authorize("view_raw", ev, operation=operation,
-                                   hint="raw copies of sources hidden live are readable only by roles with the "
-                                        "view_raw permission (docs/security.md); ask an admin")
 
     # ---- export / play ---------------------------------------------------------------------
     def _outside_home(self, path: str | os.PathLike[str], what: str) -> Path:
@@ -372,11 +364,8 @@ class EventManager:
         verified (temporary name + rename), with mode ``file_mode`` (default 0600: owner only). The
         directory must not lie inside SURGBOX_HOME."""
         ev = self._authorized("export", event_id, "event.export")
-        if names is None and not self.session.can("view_raw", ev):  # everything the user may read
-            names = [f.name for f in ev.files if f.kind != "raw"]
-        self._check_raw(ev, _export.select_files(ev, names), "event.export")
         dest = self._outside_home(directory, "export folder")
-        mode = _export.check_file_mode(file_mode)
+        names, mode = _export.readable(self.session, ev, names, "event.export"), _export.check_file_mode(file_mode)
         with self._files(ev.id) as files:
             written, total, n = _export.export_files(ev, files, dest, key_file=key_file, names=names, mode=mode)
         self._cat.audit.record(self._actor(), "event.export", ev.id, "ok",
@@ -393,8 +382,7 @@ class EventManager:
         :data:`~surgbox.catalog.export.DEFAULT_PLAYERS`), argument for argument. ``player`` None:
         the first installed one of those."""
         ev = self._authorized("view", event_id, "event.play")
-        recs = _export.playable(ev, names)
-        self._check_raw(ev, recs, "event.play")
+        recs = _export.checked(self.session, ev, _export.playable(ev, names), "event.play")
         vetted = _export.vetted_players(self._cat.home.play_settings().get("players"))
         cmd = _export.choose_player(player, vetted)
         if cmd not in vetted and not self.session.can("export", ev):
@@ -417,8 +405,7 @@ class EventManager:
         replaces earlier copies (both audited); ``runner``: see :func:`.deid.run`. Returns the new file records."""
         ev = self._authorized("deidentify", event_id, "event.deidentify")
         self.session.authorize("view", ev, operation="event.deidentify")
-        recs = _deid.sources(ev, names)
-        self._check_raw(ev, recs, "event.deidentify")
+        recs = _export.checked(self.session, ev, _deid.sources(ev, names), "event.deidentify")
 
         def register(src: FileRecord, name: str, key: str, size: int, sha256: str, result: Any,
                      replaced: list[FileRecord]) -> FileRecord:
