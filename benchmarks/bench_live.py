@@ -311,7 +311,7 @@ def record(out: Path, video: Path, deid: dict[str, Any] | None, neighbour: str |
         "cpu_per_s": round((c1 - c0) / max(t1 - t0, 1e-9), 3), "frames": stats["frames"], "skipped_ticks": stats["skipped_ticks"],
         "room_dropped": rs.get("dropped"), "room_repeated": rs.get("duplicated"),
         "latency_ms_mean": round(1000 * sum(ages) / max(len(ages), 1), 1), "latency_ms_max": round(1000 * ages[-1], 1) if ages else None,
-        "tick_jitter_ms": {"std": round(1000 * float(late.std()), 2), "p99_minus_p50": round(1000 * float(np.percentile(late, 99)), 2),
+        "tick_jitter_ms": {"std": round(1000 * float(late.std()), 2), "p99": round(1000 * float(np.percentile(late, 99)), 2),
                            "max": round(1000 * float(late.max()), 2)} if len(late) else None,
         "recorder_latency_s": rec.latency_s, "shown": comp.shown,
     }
@@ -378,7 +378,7 @@ def run_scene(scene: Any, tmp: Path, modes: list[str], log: Callable[[str], None
 
 def table(all_results: dict[str, dict[str, dict]]) -> str:
     rows = ["scene      mode                  recall  exposed-frames longest-s (latency_s) skipped cpu s/s (ratio) "
-            "jitter std/p99-p50/max ms  slot-hidden cadence"]
+            "jitter std/p99/max ms  slot-hidden cadence"]
     for sname, res in all_results.items():
         for mode, r in res.items():
             j = r.get("tick_jitter_ms") or {}
@@ -387,7 +387,7 @@ def table(all_results: dict[str, dict[str, dict]]) -> str:
             rows.append(f"{sname:10s} {mode:21s} {r['recall']:.4f}  {r['frames_with_exposed_face']:5d}/{r['frames']:<5d}     "
                         f"{r['longest_exposure_s']:6.3f} ({r.get('latency_s', '-')})  {r['skipped_ticks']:5d}   "
                         f"{r['cpu_per_s']:.2f} ({r.get('cpu_ratio_to_plain', 1.0):.2f})  "
-                        f"{j.get('std')}/{j.get('p99_minus_p50')}/{j.get('max')}  "
+                        f"{j.get('std')}/{j.get('p99')}/{j.get('max')}  "
                         f"{d.get('frames_slot_hidden', '-')}/{d.get('frames', '-')}  {cad.get('every', '-')}")
     return "\n".join(rows)
 

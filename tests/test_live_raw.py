@@ -158,3 +158,23 @@ def test_a_v4_catalog_takes_raw_files_after_the_upgrade(tmp_path, monkeypatch):
     assert [tuple(r) for r in db.query("SELECT kind, store_key FROM files ORDER BY id")] == [("segment", "k1"), ("raw", "k2")]
     assert db.check() == []
     db.close()
+
+
+def test_keep_raw_reaches_a_live_source_inside_another_wrapper(tmp_path, plugins):  # noqa: F811
+    """deidentify + out_of_body on one source: the out-of-body wrapper hands the destination on,
+    so a plain-file output still refuses keep_raw, and the sidecar keeps both entries."""
+    plugins, _ = plugins
+    video = tmp_path / "room.mp4"
+    write_video(video, FPS, face_frame)
+    cfg = RecordConfig.from_mapping({**_mapping(video), "sources": {"room": {"plugin": "file", "path": str(video),
+                                     "deidentify": True, "out_of_body": True, "keep_raw": "review"}}})
+    rec = cfg.build_recorder(plugins=plugins, output=tmp_path / "rec.mp4", duration=1.0)
+    with pytest.raises(ConfigError, match="keep_raw needs an encrypted destination"):
+        rec.start()
+    src = rec.sources[0]
+    assert set(src.sidecar_info()) == {"deid", "out_of_body"}
+
+
+def _mapping(video):
+    return {"fps": FPS, "layout": {"slots": [s.to_dict() for s in room_layout().slots], "width": W, "height": H},
+            "encoder": {"plugin": "libx264", "preset": "ultrafast", "crf": 18}, "deid": {"detector": "magenta"}}
