@@ -81,7 +81,7 @@ MODES: dict[str, dict[str, Any] | None] = {
 }
 NEIGHBOURS = {"plain + detector thread": "thread", "plain + detector process": "process"}
 NEIGHBOUR_RATE = 10.0  # detector calls per second (every 3rd frame of 30 fps)
-DEFAULT_MODES = "plain,live"
+DEFAULT_MODES = "plain,live,live light,plain + detector thread,plain + detector process"
 
 
 # -- scenes ---------------------------------------------------------------------------------------

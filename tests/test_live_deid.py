@@ -215,7 +215,7 @@ def test_detector_too_slow_even_for_the_slowest_cadence_fails_closed(tmp_path, p
     """0.8 s a call is longer than latency_s (0.6 s): no cadence helps; every frame leaves with
     the slot hidden whole, reason late."""
     deid, det, frames, truth, raw = adaptive_run(tmp_path, plugins, 0.8, seconds=3.0)
-    assert deid["cadence"]["every"] == 6
+    assert deid["cadence"]["every"] == 6 and deid["cadence"]["behind"] is True
     assert sum(c is None for c, _ in frames) >= 0.95 * len(frames)
     assert deid["intervals"][0]["reason"] in ("late", "busy") and deid["frames_faces_hidden"] <= 0.05 * deid["frames"]
 

@@ -95,4 +95,4 @@ class Cadence:
         ordered = sorted(self._recent)
         return {"every": self.every, "fastest": self.fastest, "slowest": self.slowest, "calls": self._calls,
                 "call_ms_median": round(1000 * ordered[len(ordered) // 2], 1) if ordered else None,
-                "changes": len(self.changes), "history": [list(c) for c in self.changes[-10:]]}
+                "behind": self.behind, "changes": len(self.changes), "history": [list(c) for c in self.changes[-10:]]}
