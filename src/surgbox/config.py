@@ -29,6 +29,7 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     plugin = "testsrc"           # other keys are the plugin's options
     optional = false             # true: a source that fails to start shows NO SIGNAL
     deidentify = false           # true: faces hidden live, the raw frames never recorded
+    # keep_raw = "case review"   # with deidentify: an encrypted raw copy, readable by view_raw roles
     # voice = "disguise"         # an audio source: keep | disguise | mute voices live
     # out_of_body = true         # the endoscope: hidden whole while it films the room
     fps = 30
@@ -66,6 +67,7 @@ from .recording.display import DisplayOutput
 from .recording.live_deid import LiveDeidSettings, LiveDeidSource
 from .recording.live_outofbody import LiveOutOfBodySource
 from .recording.live_voice import LiveVoiceSource
+from .recording.raw_copy import check_purpose
 from .types import Layout, parse_rate
 
 TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid", "display"}
@@ -90,6 +92,7 @@ class SourceSpec:
     deidentify: bool = False  # hide its faces live (docs/deid.md "Live de-identification")
     voice: str = "keep"  # an audio source: keep, disguise or mute voices live
     out_of_body: bool = False  # an endoscope source: hidden whole while it films the room
+    keep_raw: str | None = None  # hidden live: the purpose of an encrypted raw copy (None: no copy)
 
 
 def _table(m: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -179,7 +182,11 @@ class RecordConfig:
             if not isinstance(oob, bool):
                 raise ConfigError(f"sources.{name}.out_of_body must be true or false (hide the endoscope view while it "
                                   f"films the room), got {oob!r}")
-            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice, oob))
+            keep_raw = check_purpose(t.pop("keep_raw", None), f"sources.{name}")
+            if keep_raw is not None and not deidentify:
+                raise ConfigError(f"sources.{name}.keep_raw applies to a source hidden live: set deidentify = true "
+                                  f"(without it the source is recorded as it is), or drop keep_raw")
+            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice, oob, keep_raw))
         layout = cls._layout(_table(m, "layout", ""))
         out = _table(m, "output", "")
         unknown = sorted(set(out) - {"path"})
@@ -253,7 +260,7 @@ class RecordConfig:
                 raise ConfigError(f"sources.{spec.name}: plugin {spec.plugin!r} rejected its options ({exc}); check the option names and values") from exc
             src = self.resolve_paths(src)
             if spec.deidentify:
-                src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins)
+                src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins, keep_raw=spec.keep_raw)
             if spec.out_of_body:
                 src = LiveOutOfBodySource(inner=src, anonymizer=self.deid.deid.make_anonymizer())
             if spec.voice != "keep":

@@ -60,6 +60,8 @@ def status_line(st: dict[str, Any]) -> str:
         deid = (s.get("source") or {}).get("deid")  # hidden live (docs/deid.md "Live de-identification")
         if deid:
             state += f" SLOT HIDDEN ({deid['hidden']})" if deid.get("hidden") else " faces hidden"
+            every = (deid.get("cadence") or {}).get("every")
+            state += f" detect 1/{every}" if every else ""
         parts.append(f"{name} {s.get('fps_in', 0):.1f} in d{s.get('dropped', 0)}/u{s.get('duplicated', 0)}{state}")
     audio = st.get("audio")
     if audio:

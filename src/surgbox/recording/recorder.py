@@ -200,6 +200,14 @@ class Recorder:
         self.compositor.configure(self.layout)
         clock = self.clock = self.clock or Clock()
         self._sink.open()  # a bad destination fails before any device opens
+        try:  # sources that write files of their own (live hiding's encrypted raw copy)
+            for src in self.sources:
+                attach = getattr(src, "attach_sink", None)
+                if callable(attach):
+                    attach(self._sink)
+        except BaseException:
+            self._sink.abort()
+            raise
         for src in self.sources:
             self._size_queue(src)
             try:
@@ -424,6 +432,10 @@ class Recorder:
             self._note_error("writing the video", writer.error)
         self._step("closing the encoder", self.encoder.close)
         finished = self._step("finishing the video", self._sink.finish_video)  # fsync / commit, even after an error
+        for src in self._started:  # a source's own files (the raw copy) close before the destination
+            fin = getattr(src, "finish_outputs", None)
+            if callable(fin):
+                self._step(f"finishing the files of source {src.name!r}", fin)
         for frag in writer.take_durable() + (writer.take_unsynced() if finished else []):
             loop.announce(frag)
         duration_ns = loop.ticks.output_ns(k)
