@@ -11,6 +11,12 @@ Two levels, each measured against its PyAV baseline in the same run:
   ``gst_x264``, GStreamer sources (``gst_testsrc``) + ``gst_x264``. Reported: core-seconds
   (user + system of the recorder) per recorded second and the output frame rate, as ratios to
   the baseline.
+* **De-identification decode**: a 1080p composite clip (4 s, ``libx264`` with B-frames) decoded
+  alone by PyAV (software) and by GStreamer ``cpu`` (``GstVideoReader``), pictures per second,
+  and the same whole ``deidentify()`` run (the default detector on the room-camera slot) with
+  ``decoder="pyav:software"`` and ``decoder="gstreamer:cpu"``: wall seconds, GStreamer / PyAV.
+* **NVIDIA** (skipped with the reason where there is no NVIDIA GPU): NVDEC decode fps vs
+  software in the same run, and whether NVENC opens.
 
 Run (the numbers mean something only on a quiet machine):
 ``pytest benchmarks/bench_backends.py --benchmark-only -s``.
@@ -155,3 +161,105 @@ def test_record(benchmark, tmp_path, encoder, source):
         line += (f" | vs PyAV: CPU {got[0]['core_s_per_s'] / base['core_s_per_s']:.2f}x, "
                  f"frames {got[0]['frames'] / max(1, base['frames']):.2f}x")
     print(line)
+
+
+# ---- de-identification decoders -------------------------------------------------------------------
+
+DEID_FRAMES = 120
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, composites) -> Path:
+    """4 s of the 1080p composite, as a recording's encoder would write it but with B-frames."""
+    import av
+
+    out = tmp_path_factory.mktemp("decode") / "composite.mp4"
+    with av.open(str(out), "w") as c:
+        s = c.add_stream("libx264", rate=30, options={"preset": "veryfast", "bf": "2", "g": "30"})
+        s.width, s.height, s.pix_fmt = 1920, 1080, "yuv420p"
+        for k in range(DEID_FRAMES):
+            f = composites[k % len(composites)]
+            f = f.reformat(format="yuv420p") if hasattr(f, "reformat") else av.VideoFrame.from_ndarray(f, format="rgb24")
+            f.pts = k
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return out
+
+
+def _decode_pyav(path: Path, hwaccel=None) -> int:
+    import av
+
+    with av.open(str(path), hwaccel=hwaccel) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _decode_gst(path: Path) -> int:
+    import av
+
+    from surgbox_ext.gst.decoder import GstVideoReader
+
+    with av.open(str(path)) as c:
+        tb = c.streams.video[0].time_base
+    with GstVideoReader(str(path), tb, "cpu") as reader:
+        return sum(1 for _ in reader.frames())
+
+
+def _timed(benchmark, key: str, fn, frames: int, rounds: int = 3) -> None:
+    n: list[int] = []
+    benchmark.pedantic(lambda: n.append(fn()), rounds=rounds, iterations=1, warmup_rounds=1)
+    assert n[-1] == frames
+    RESULTS[key] = {"fps": frames / benchmark.stats.stats.mean, "seconds": benchmark.stats.stats.mean}
+    benchmark.extra_info.update(RESULTS[key])
+    print(f"\n{key}: {RESULTS[key]['fps']:.1f} fps ({RESULTS[key]['seconds']:.2f} s)")
+
+
+def _ratio(key: str, base: str, what: str = "fps") -> None:
+    if base in RESULTS and key in RESULTS:
+        print(f"{key} / {base}: {what} {RESULTS[key][what] / RESULTS[base][what]:.2f}x")
+
+
+def test_decode_pyav_software_baseline(benchmark, clip):
+    _timed(benchmark, "decode_pyav", lambda: _decode_pyav(clip), DEID_FRAMES)
+
+
+def test_decode_gstreamer_cpu(benchmark, clip):
+    _timed(benchmark, "decode_gst", lambda: _decode_gst(clip), DEID_FRAMES)
+    _ratio("decode_gst", "decode_pyav")
+
+
+def _deid(clip: Path, out: Path, decoder: str) -> int:
+    from surgbox import layouts
+    from surgbox.deid import deidentify
+
+    room = next(s for s in layouts.paper().slots if s.name == "room")
+    region = ",".join(str(v) for v in room.rect.as_xywh())
+    return deidentify(clip, out, region=region, decoder=decoder, overwrite=True).frames
+
+
+@pytest.mark.parametrize("decoder", ["pyav:software", "gstreamer:cpu"])
+def test_deid(benchmark, clip, tmp_path, decoder):
+    key = f"deid_{decoder.replace(':', '_')}"
+    _timed(benchmark, key, lambda: _deid(clip, tmp_path / "out.mp4", decoder), DEID_FRAMES, rounds=1)
+    _ratio(key, "deid_pyav_software", "seconds") if decoder != "pyav:software" else None
+
+
+def test_nvdec_vs_software_decode(benchmark, clip):
+    from surgbox import nvidia
+    from surgbox.deid.decoders import nvdec_absence
+
+    why = nvdec_absence(nvidia.probe())
+    if why is not None:
+        pytest.skip(f"NVDEC not measured: {why}")
+    from av.codec.hwaccel import HWAccel
+
+    _timed(benchmark, "decode_nvdec", lambda: _decode_pyav(clip, HWAccel("cuda", allow_software_fallback=False)), DEID_FRAMES)
+    _ratio("decode_nvdec", "decode_pyav")
+
+
+def test_nvenc_exists():
+    from surgbox_ext.encoders import nvenc_check
+
+    why = nvenc_check()
+    if why is not None:
+        pytest.skip(f"NVENC not measured: {why}")
+    print("\nNVENC: a tiny h264_nvenc encoder opened and encoded a frame")

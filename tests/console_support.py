@@ -3,7 +3,11 @@ loopback recording simulated sources, and an HTTP client that logs in like a bro
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,10 @@ width = 320
 height = 180
 fps = 10
 """
+
+#: Debian's Chromium (never a browser Playwright downloads); SURGBOX_CHROMIUM overrides it
+CHROMIUM = os.environ.get("SURGBOX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = os.access(CHROMIUM, os.X_OK)
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -82,11 +90,13 @@ class Client:
         self.http.close()
 
 
-def start_server(home: Any, tmp: Path, **options: Any) -> Any:
+def start_server(home: Any, tmp: Path, *, bis_url: str | None = None, **options: Any) -> Any:
+    """A console on a free loopback port recording :data:`RECORD_TOML` (with ``bis_url``: also a
+    BIS monitor there, e.g. ``SimulatedBIS().url``, whose readings go to the data track)."""
     from surgbox.console import ConsoleServer
 
     cfg = tmp / "record.toml"
-    cfg.write_text(RECORD_TOML)
+    cfg.write_text(RECORD_TOML + (f'[sources.bis]\nplugin = "bis"\nurl = "{bis_url}"\n' if bis_url else ""))
     return ConsoleServer.for_home(home.path, config=cfg, port=0, **options).start()
 
 
@@ -100,3 +110,16 @@ def stop_and_open_event(page: Any) -> None:
     if page.locator("#last-event").count():
         page.click("#last-event")
     page.wait_for_selector("#event-id")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (:data:`CHROMIUM`) driven by Playwright, allowed to autoplay."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        try:
+            yield b
+        finally:
+            b.close()

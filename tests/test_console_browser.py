@@ -11,18 +11,15 @@ or Playwright is missing."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 
 import pytest
 
 pytest.importorskip("starlette")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 
-from console_support import PASSWORD, ROLES_USERS, make_home, start_server, stop_and_open_event  # noqa: E402
+from console_support import HAVE_CHROMIUM, PASSWORD, ROLES_USERS, chromium, make_home, start_server, stop_and_open_event  # noqa: E402
 
-CHROMIUM = os.environ.get("SURGBOX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not os.access(CHROMIUM, os.X_OK):
+if not HAVE_CHROMIUM:
     pytest.skip("Chromium is not installed (apt-get install chromium; scripts/install.sh does it)", allow_module_level=True)
 
 KIOSK = {"width": 1920, "height": 1080}
@@ -40,10 +37,8 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def login(browser, env, role: str, password: str = PASSWORD, viewport=KIOSK):

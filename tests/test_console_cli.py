@@ -1,4 +1,4 @@
-"""``surgbox console`` as a real subprocess: one-line errors, the kiosk command line, clean SIGTERM;
+"""``surgbox serve`` as a real subprocess: one-line errors, the kiosk command line, clean SIGTERM;
 HTTPS with a self-signed certificate gives Secure cookies."""
 
 from __future__ import annotations
@@ -35,25 +35,25 @@ def home(tmp_path_factory):
     (("--tls-cert", "c.pem", "--tls-key", "k.pem"), "TLS file c.pem does not exist"),
 ])
 def test_bad_options_get_one_line(home, args, message):
-    r = surgbox("console", "--port", "0", *args, home=home.path)
+    r = surgbox("serve", "--port", "0", *args, home=home.path)
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert r.stderr.startswith("surgbox: error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [("--port", "99999"), ("--port", "http"), ("--idle-minutes", "0"), ("--idle-minutes", "nan")])
 def test_bad_numbers_are_refused_by_the_parser(home, args):
-    r = surgbox("console", *args, home=home.path)
+    r = surgbox("serve", *args, home=home.path)
     assert r.returncode == 2 and "must be" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_not_a_home(tmp_path):
-    r = surgbox("console", "--port", "0", home=tmp_path / "nothing")
+    r = surgbox("serve", "--port", "0", home=tmp_path / "nothing")
     assert r.returncode == 1 and "is not a surgbox home" in r.stderr
 
 
 def test_serves_prints_the_kiosk_command_and_stops_on_sigterm(home):
     env = {**os.environ, "SURGBOX_HOME": str(home.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "console", "--port", "0", "--kiosk"],
+    proc = subprocess.Popen([sys.executable, "-m", "surgbox", "serve", "--port", "0", "--kiosk"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = re.search(r"console on (http://127\.0\.0\.1:\d+)", proc.stderr.readline())[1]

@@ -20,12 +20,15 @@ from surgbox.catalog import Catalog  # noqa: E402
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    from surgbox.cli.demo import SimulatedBIS
+
     tmp = tmp_path_factory.mktemp("console")
     home = make_home(tmp / "home")
     (tmp / "usb").mkdir()
-    server = start_server(home, tmp, export_dirs=[tmp / "usb"], deid_options={"detector": "centerface"})
-    yield {"home": home, "server": server, "url": server.url, "tmp": tmp}
-    server.stop()
+    with SimulatedBIS(rate=4.0, course_s=30) as bis:  # a BIS monitor on a pty: readings go to the data track
+        server = start_server(home, tmp, bis_url=bis.url, export_dirs=[tmp / "usb"], deid_options={"detector": "centerface"})
+        yield {"home": home, "server": server, "url": server.url, "tmp": tmp}
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +113,7 @@ DENIED = {
     "/events/{event_id}/delete": ("viewer", {}),
     "/events/{event_id}/export": ("operator", {"target": "0"}),
     "/events/{event_id}/deidentify": ("viewer", {}),
+    "/events/{event_id}/upload": ("viewer", {"remote": "nas"}),
 }
 # Routes any visitor may post to: their protection is a password or the CSRF token alone.
 UNPRIVILEGED = {"/login", "/logout", "/lang"}
@@ -341,3 +345,79 @@ def test_idle_sessions_end_without_a_request():
     now[0] = 61
     store.create(object())  # a login sweeps: the first browser never came back
     assert ended == [a] and len(store) == 1 and store.get(a.token, touch=True) is None
+
+
+def _chart_points(html: str) -> tuple[int, int, int]:
+    """``(data-points, vertices drawn, lines drawn)`` of the page's BIS chart."""
+    svg = re.search(r'<svg id="bis-chart"[^>]*data-points="(\d+)"[^>]*>(.*?)</svg>', html, re.S)
+    assert svg, "no BIS chart on the page"
+    lines = re.findall(r'<polyline class="series" points="([^"]+)"', svg[2])
+    dots = re.findall(r'<circle class="series-dot"', svg[2])
+    return int(svg[1]), sum(len(p.split()) for p in lines) + len(dots), len(lines) + len(dots)
+
+
+def test_event_page_draws_the_recorded_bis_trend(env, recorded):
+    from surgbox.readings import read_data_track
+
+    with Catalog.at(env["home"].path) as cat:
+        events = cat.login("admin", PASSWORD).events
+        track = next(f.name for f in events.get(recorded).files if f.name.endswith(".data.jsonl"))
+        with events.open_file(recorded, track) as f:
+            series = read_data_track(f).series("BIS")
+    valid = [v for _, v in series if v is not None]
+    assert len(valid) >= 3, series  # 4 readings a second for about 2 s
+    page = client(env, "viewer").get(f"/events/{recorded}").text
+    declared, drawn, _ = _chart_points(page)
+    assert declared == drawn == len(valid)
+    assert 'id="bis-none"' not in page and ">BIS<" in page and "seconds" in page  # axis and unit labels
+
+
+def test_bis_trend_breaks_at_missing_values_and_pauses_and_shows_an_empty_state(env):
+    import json
+
+    admin = Catalog.at(env["home"].path).open()
+    try:
+        events = admin.login("admin", PASSWORD).events
+        quiet = events.create(patient="No Monitor", medical_record="MRN-Q", procedure="No BIS here")
+        ev = events.create(patient="Gappy Trend", medical_record="MRN-G", procedure="Gaps")
+        events.start_event(ev.id)
+        lines = [{"format": "surgbox-data-track", "version": 1, "start_ns": 0}]
+        values = [(float(t), 60.0 - t / 10) for t in range(0, 300)]  # 5 min at 1 Hz ...
+        values[100:103] = [(100.0, None), (101.0, None), (102.0, None)]  # ... the monitor marks 3 invalid
+        values = values[:200] + values[260:]  # ... and sends nothing for a minute
+        lines += [{"t": t, "source": "bis", "kind": "bis", "values": {"BIS": v}} for t, v in values]
+        events.write_file(ev.id, "data", "segment-0001.mp4.data.jsonl",
+                          "".join(json.dumps(x) + "\n" for x in lines).encode())
+        events.stop_event(ev.id, report=False)
+    finally:
+        admin.close()
+    c = client(env, "viewer")
+    declared, drawn, runs = _chart_points(c.get(f"/events/{ev.id}").text)
+    assert declared == drawn == 300 - 3 - 60 and runs == 3
+    page = c.get(f"/events/{quiet.id}").text
+    assert 'id="bis-none"' in page and 'id="bis-chart"' not in page
+
+
+def test_trend_chart_layout():
+    from surgbox.console.chart import MAX_POINTS, trend_chart
+
+    assert trend_chart([]) is None and trend_chart([(0.0, None), (1.0, None)]) is None
+    c = trend_chart([(t * 1.0, 50.0) for t in range(3 * 3600)])  # 3 h at 1 Hz: averaged to at most MAX_POINTS
+    assert c.points <= MAX_POINTS and c.gaps == 0 and c.x_unit == "min" and c.minutes == pytest.approx(180, abs=0.1)
+    assert [label for _, label in c.x_ticks] == ["0", "50", "100", "150"] and [lab for _, lab in c.y_ticks] == ["0", "20", "40", "60", "80", "100"]
+    (line,) = c.lines
+    x0, y0, x1, y1 = c.area
+    assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in line) and list(line) == sorted(line)
+    assert all(y == pytest.approx((y0 + y1) / 2, abs=0.1) for _, y in line)  # BIS 50: half way up
+    assert c.band_y[0] < c.band_y[1]  # BIS 60 above BIS 40
+
+
+def test_uploads_and_deidentification_wait_until_the_recording_ends(env, recorded):
+    c = client(env, "operator")
+    assert c.post("/record/start", {"patient": "Busy Box", "medical_record": "MRN-B", "procedure": "Busy"}).status_code == 303
+    try:
+        for path, data in ((f"/events/{recorded}/upload", {"remote": "nas"}), (f"/events/{recorded}/deidentify", {})):
+            r = c.post(path, data)
+            assert r.status_code == 400 and "a recording is running" in r.text, (path, r.status_code)
+    finally:
+        assert c.post("/record/stop").status_code == 303

@@ -99,3 +99,50 @@ def test_docs_show_the_exact_encoder_strings_and_say_which_are_not_hardware_test
     for profile, desc in ENCODERS_1080P30.items():
         assert desc in " ".join(text.split()), f"docs/backends.md lacks the {profile} encoder pipeline"
     assert re.search(r"not hardware-tested", text, re.I)
+
+
+DECODERS = {
+    "cpu": "avdec_h264 ! videoconvert",
+    "jetson": "nvv4l2decoder ! nvvidconv",
+    "nvidia": "nvh264dec ! videoconvert",
+}
+DEC_SINK = "video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=4 drop=false emit-signals=false"
+APPSRC_1080P30 = ('appsrc name=src format=time is-live=true do-timestamp=false block=false '
+                  'caps="video/x-raw,format=I420,width=1920,height=1080,framerate=30/1"')
+DISPLAYS_1080P30 = {
+    "cpu": f"{APPSRC_1080P30} ! videoconvert ! autovideosink sync=false",
+    "jetson": f"{APPSRC_1080P30} ! nvvidconv ! video/x-raw(memory:NVMM) ! nveglglessink sync=false",
+    "nvidia": f"{APPSRC_1080P30} ! videoconvert ! autovideosink sync=false",
+}
+
+
+@pytest.mark.parametrize("profile", sorted(DECODERS))
+def test_decoder_pipeline_of_each_profile(profile):
+    got = pipelines.decoder_pipeline(profile)
+    assert got == f"filesrc name=file ! qtdemux name=demux demux.video_0 ! h264parse ! {DECODERS[profile]} ! {DEC_SINK}"
+    for element in get_profile(profile).needed("decoder"):  # the profile probes exactly what the string uses
+        assert element in got
+    assert pipelines.decoder_pipeline(profile, location="/srv/or 3/case.mp4").startswith('filesrc name=file location="/srv/or 3/case.mp4" ! ')
+
+
+@pytest.mark.parametrize("profile", sorted(DISPLAYS_1080P30))
+def test_display_pipeline_of_each_profile(profile):
+    got = pipelines.display_pipeline(profile, width=1920, height=1080, fps=Fraction(30))
+    assert got == DISPLAYS_1080P30[profile]
+    for element in get_profile(profile).needed("display"):
+        assert element in got
+
+
+def test_display_pipeline_with_a_sink_of_your_own():
+    kw = dict(width=1920, height=1080, fps=Fraction(30))
+    assert pipelines.display_pipeline("cpu", sink="kmssink", **kw).endswith("! videoconvert ! kmssink sync=false")
+    assert pipelines.display_pipeline("jetson", sink="kmssink", **kw).endswith("! videoconvert ! kmssink sync=false")
+    assert pipelines.display_pipeline("cpu", sink="fakesink sync=true", **kw).endswith("! fakesink sync=true")
+    assert "nvvidconv ! video/x-raw(memory:NVMM) ! nv3dsink" in pipelines.display_pipeline("jetson", sink="nv3dsink", **kw)
+
+
+def test_docs_show_the_decoder_and_display_strings():
+    text = " ".join(DOCS.read_text().split())
+    for profile in DECODERS:
+        assert pipelines.decoder_pipeline(profile) in text
+        assert DISPLAYS_1080P30[profile] in text

@@ -44,25 +44,31 @@ def face_frame(n: int):
 
 
 class MagentaDetector(Detector):
-    """Finds the magenta-framed square; ``stall_at``: the first call on a frame at or after this
-    index blocks for ``stall_s`` (a detector that stops answering)."""
+    """Finds the magenta-framed square; ``stall_at``: the first call from this detection on (the
+    frame context of the live worker: 0, 1, 2, ... over its detections) blocks for ``stall_s`` (a
+    detector that stops answering); ``delay_s``: every call takes this long (a slow detector).
+    ``codes``: the file frame numbers (read from the barcode) of the images it was given."""
 
     name = "magenta"
 
-    def __init__(self, stall_at: int | None = None, stall_s: float = 2.0):
-        self.stall_at, self.stall_s, self.stalled_at = stall_at, stall_s, None
-        self.calls = 0
+    def __init__(self, stall_at: int | None = None, stall_s: float = 2.0, delay_s: float = 0.0):
+        self.stall_at, self.stall_s, self.stalled_at, self.delay_s = stall_at, stall_s, None, delay_s
+        self.calls, self.codes = 0, []
 
     def detect_frames(self, images, frame_indices):
         if self.stall_at is not None and self.stalled_at is None and frame_indices[0] >= self.stall_at:
             self.stalled_at, self.stalled_ns = frame_indices[0], time.monotonic_ns()  # the master clock's base
             time.sleep(self.stall_s)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         return self.detect(images)
 
     def detect(self, images):
         self.calls += 1
         out = []
         for im in images:
+            if im.shape[:2] == (H, W):
+                self.codes.append(read_code(im.mean(axis=2)))
             m = (im[..., 0] > 180) & (im[..., 1] < 90) & (im[..., 2] > 180)
             ys, xs = np.nonzero(m)
             if len(xs) < 20:
@@ -113,16 +119,16 @@ def frames_by_code(path):
 
 def test_stalled_detector_hides_the_slot_for_the_stall_and_recovers(tmp_path, plugins):
     plugins, made = plugins
-    """The detector blocks for 2 s on the 60th frame it is given (about 2 s into the file; a file
+    """The detector blocks for 2 s on its 20th detection (frame 60 at every 3rd frame: about 2 s into the file; a file
     source starts at the clock's time, so the first frames can be skipped): from then until it answers
     again the whole slot is hidden (the decoy's texture is gone too), the face is never shown, and
     the data track, the stats and the sidecar record one hidden interval of about 2 s, reason late."""
     video = tmp_path / "room.mp4"
-    truth = write_video(video, 6 * FPS, face_frame)
-    rec, stats, clock = record(tmp_path, plugins, video, 5.5, {"detector_options": {"stall_at": 60, "stall_s": 2.0}})
+    truth = write_video(video, 8 * FPS, face_frame)  # (its end, hidden whole, well after the recording's)
+    rec, stats, clock = record(tmp_path, plugins, video, 5.5, {"detector_options": {"stall_at": 20, "stall_s": 2.0}})
     assert stats["frames"] == round(5.5 * FPS) and stats["skipped_ticks"] == 0
     det = made[0]
-    assert det.stalled_at is not None and 60 <= det.stalled_at < 66
+    assert det.stalled_at is not None and 20 <= det.stalled_at < 22
     raw = {n: y for n, y in enumerate(decode_luma(video))}
 
     deid = stats["sources"]["room"]["source"]["deid"]
@@ -163,6 +169,55 @@ def test_stalled_detector_hides_the_slot_for_the_stall_and_recovers(tmp_path, pl
     assert room["deid"]["live"] is True and room["deid"]["detector"] == "magenta"
     assert room["deid"]["detector_info"]["name"] == "magenta" and room["deid"]["latency_s"] == 0.25
     assert side["stats"]["sources"]["room"]["source"]["deid"]["intervals"][0]["reason"] == iv["reason"]
+
+
+def adaptive_run(tmp_path, plugins, delay_s, deid=None, seconds=4.0):
+    """Record the moving face with a detector taking ``delay_s`` a call: (stats' deid, detector, frames by code, truth, raw)."""
+    plugins, made = plugins
+    video = tmp_path / "room.mp4"
+    truth = write_video(video, int(seconds + 2) * FPS, face_frame)
+    table = {"detector_options": {"delay_s": delay_s}, "latency_s": 0.6, **(deid or {})}  # (0.6 s: slack for a loaded machine)
+    rec, stats, clock = record(tmp_path, plugins, video, seconds, table)
+    assert stats["frames"] == round(seconds * FPS) and stats["skipped_ticks"] == 0
+    return stats["sources"]["room"]["source"]["deid"], made[-1], frames_by_code(tmp_path / "rec.mp4"), truth, decode_luma(video)
+
+
+def test_slow_detector_the_cadence_adapts_and_tracking_covers_the_frames_between(tmp_path, plugins):
+    """A detector taking 0.15 s a call cannot run on every 3rd frame (10 calls/s = 1.5 s of work a
+    second): the cadence goes to the slowest allowed (every 6th frame, 75 % busy), detection keeps
+    up, so the slot is (almost) never hidden whole, and the face is hidden in every shown frame,
+    most of which the detector never saw (the temporal stage's tracks carry it between)."""
+    deid, det, frames, truth, raw = adaptive_run(tmp_path, plugins, 0.15)
+    cad = deid["cadence"]
+    assert cad["every"] == 6 and cad["fastest"] == 3 and cad["slowest"] == 6 and cad["changes"] >= 1, cad
+    assert 0.1 <= cad["call_ms_median"] / 1000 < 0.25
+    shown = [(c, y) for c, y in frames if c is not None]
+    assert len(shown) >= 0.85 * len(frames), (len(shown), len(frames), deid["intervals"])
+    seen = set(det.codes)
+    between = [c for c, _ in shown if c not in seen]
+    assert len(between) >= 0.7 * len(shown), (len(between), len(shown))
+    for c, y in shown:
+        assert not exposed(y, raw[c], truth[c][0]), f"face exposed in file frame {c} (detected: {c in seen})"
+
+
+def test_slow_detector_at_a_fixed_cadence_fails_closed(tmp_path, plugins):
+    """The control: the same detector with the cadence fixed at every 3rd frame (max_every = 3)
+    falls behind, and the slot is hidden whole for much of the recording (never shown raw)."""
+    deid, det, frames, truth, raw = adaptive_run(tmp_path, plugins, 0.15, {"max_every": 3})
+    assert deid["cadence"]["every"] == 3 and deid["cadence"]["changes"] == 0
+    hidden = sum(c is None for c, _ in frames)
+    assert hidden >= 0.3 * len(frames), (hidden, len(frames))
+    assert deid["frames_slot_hidden"] >= 0.3 * deid["frames"]
+    assert all(not exposed(y, raw[c], truth[c][0]) for c, y in frames if c is not None)
+
+
+def test_detector_too_slow_even_for_the_slowest_cadence_fails_closed(tmp_path, plugins):
+    """0.8 s a call is longer than latency_s (0.6 s): no cadence helps; every frame leaves with
+    the slot hidden whole, reason late."""
+    deid, det, frames, truth, raw = adaptive_run(tmp_path, plugins, 0.8, seconds=3.0)
+    assert deid["cadence"]["every"] == 6 and deid["cadence"]["behind"] is True
+    assert sum(c is None for c, _ in frames) >= 0.95 * len(frames)
+    assert deid["intervals"][0]["reason"] in ("late", "busy") and deid["frames_faces_hidden"] <= 0.05 * deid["frames"]
 
 
 def test_without_live_hiding_the_face_is_recorded(tmp_path, plugins):
@@ -211,6 +266,8 @@ def test_recorder_latency_covers_the_live_delay(tmp_path, plugins):
     ({"latency_s": 0}, "latency_s must be seconds in (0, 5]"),
     ({"slot": "pink"}, "slot must be one of blur, fill"),
     ({"every": 0}, "every must be an integer in [1, 30]"),
+    ({"every": 4, "max_every": 3}, "max_every must be an integer from every (4) to 30"),
+    ({"max_every": 2.5}, "max_every must be an integer"),
     ({"region": "full"}, "unknown key(s) deid.region"),
 ])
 def test_bad_deid_tables_are_one_line_errors(table, message):

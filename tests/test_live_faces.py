@@ -43,7 +43,7 @@ def exposures(path, raw, truth, limit=None):
 
 def test_live_hiding_hides_what_surgbox_deid_hides(tmp_path, default_plugins):
     """The live path is the same detector -> temporal -> mask stages as ``surgbox deid``: with the
-    default detector on the same frames (every 3rd), (almost) no face is exposed live that
+    default detector on the same frames (every 3rd: the cadence fixed, ``max_every = 3``), (almost) no face is exposed live that
     ``surgbox deid --every 3`` hides, frames the detector answered late are hidden whole, no tick is lost,
     and the sidecar names the detector. (How many faces the default detector itself misses on
     this drawn scene is measured in docs/deid.md, not asserted here.)"""
@@ -54,6 +54,7 @@ def test_live_hiding_hides_what_surgbox_deid_hides(tmp_path, default_plugins):
         "sources": {"room": {"plugin": "file", "path": str(video), "anchor": "start", "deidentify": True}},
         "layout": {"slots": [s.to_dict() for s in room_layout().slots], "width": W, "height": H},
         "encoder": {"plugin": "libx264", "preset": "ultrafast", "crf": 18},
+        "deid": {"max_every": 3},  # a fixed cadence: the frames surgbox deid --every 3 detects
     })
     rec = cfg.build_recorder(plugins=default_plugins, output=tmp_path / "rec.mp4", duration=SECONDS, clock=Clock(),
                              max_behind_s=30.0)

@@ -30,13 +30,13 @@ from surgbox.catalog import (
 SPEC = {
     "admin": dict.fromkeys(ACTIONS, "all"),
     "surgeon": {"record": "own", "view": "own", "export": "own", "deidentify": "own", "upload": "own",
-                "delete": None, "manage_users": None, "view_audit": None},
+                "delete": None, "manage_users": None, "view_audit": None, "view_raw": None},
     "operator": {"record": "all", "view": "all", "export": None, "deidentify": "all", "upload": "all",
-                 "delete": None, "manage_users": None, "view_audit": None},
+                 "delete": None, "manage_users": None, "view_audit": None, "view_raw": None},
     "viewer": {"record": None, "view": "all", "export": None, "deidentify": None, "upload": None,
-               "delete": None, "manage_users": None, "view_audit": None},
+               "delete": None, "manage_users": None, "view_audit": None, "view_raw": None},
     "auditor": {"record": None, "view": None, "export": None, "deidentify": None, "upload": None,
-                "delete": None, "manage_users": None, "view_audit": "all"},
+                "delete": None, "manage_users": None, "view_audit": "all", "view_raw": None},
 }
 MATRIX = [(r, a) for r in ROLES for a in ACTIONS]
 FAST = PasswordPolicy(time_cost=1, memory_kib=8192, parallelism=1)
@@ -44,7 +44,8 @@ FAST = PasswordPolicy(time_cost=1, memory_kib=8192, parallelism=1)
 
 def test_spec_covers_every_role_and_action():
     assert set(SPEC) == set(ROLES) == {"admin", "surgeon", "operator", "viewer", "auditor"}
-    assert set(ACTIONS) == {"record", "view", "export", "deidentify", "upload", "delete", "manage_users", "view_audit"}
+    assert set(ACTIONS) == {"record", "view", "export", "deidentify", "upload", "delete", "manage_users", "view_audit",
+                            "view_raw"}
 
 
 @pytest.mark.parametrize("role,action", MATRIX)
@@ -96,6 +97,8 @@ def attempt(session, action, ev, tmp_path):
         return session.users.list()
     if action == "view_audit":
         return session.audit.verify()
+    if action == "view_raw":  # open_file/export/play of a raw copy check it (tests/test_live_raw.py)
+        return session.authorize("view_raw", ev.id, operation="file.read")
     raise AssertionError(action)
 
 
@@ -104,7 +107,7 @@ def attempt(session, action, ev, tmp_path):
 def test_permission_matrix_through_the_api(world, tmp_path, role, action, owned):
     cat, admin, sessions = world
     s = sessions[role]
-    event_actions = {"record", "view", "export", "deidentify", "upload", "delete"}
+    event_actions = {"record", "view", "export", "deidentify", "upload", "delete", "view_raw"}
     ev = new_event(admin, ["Dr. Mia Sands"] if owned else ["Dr. Someone Else"]) if action in event_actions else None
     want = SPEC[role][action]
     ok = want == "all" or (want == "own" and (owned or ev is None))

@@ -29,12 +29,16 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
     plugin = "testsrc"           # other keys are the plugin's options
     optional = false             # true: a source that fails to start shows NO SIGNAL
     deidentify = false           # true: faces hidden live, the raw frames never recorded
+    # keep_raw = "case review"   # with deidentify: an encrypted raw copy, readable by view_raw roles
     # voice = "disguise"         # an audio source: keep | disguise | mute voices live
     # out_of_body = true         # the endoscope: hidden whole while it films the room
     fps = 30
 
     [deid]                       # live de-identification (surgbox deid's option names)
     every = 3                    # + latency_s, slot, edge_carry, semitones (docs/deid.md "Live")
+
+    [display]                    # the composite on a monitor (docs/backends.md "Live display")
+    sink = "kmssink"             # + profile, queue_frames, max_fps, enabled
 
 Paths: every path in the file -- ``[output] path`` and the path options of sources (a ``file``
 source's ``path``, a serial ``port`` or ``url`` that is not a URL, a device path) -- is relative
@@ -59,12 +63,14 @@ from .errors import ConfigError
 from .plugins import get_plugins
 from .recording import Recorder
 from .deid.voice import VOICE_MODES, VoiceSettings
+from .recording.display import DisplayOutput
 from .recording.live_deid import LiveDeidSettings, LiveDeidSource
 from .recording.live_outofbody import LiveOutOfBodySource
 from .recording.live_voice import LiveVoiceSource
+from .recording.raw_copy import check_purpose
 from .types import Layout, parse_rate
 
-TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid"}
+TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid", "display"}
 
 
 @attrs.frozen
@@ -86,6 +92,7 @@ class SourceSpec:
     deidentify: bool = False  # hide its faces live (docs/deid.md "Live de-identification")
     voice: str = "keep"  # an audio source: keep, disguise or mute voices live
     out_of_body: bool = False  # an endoscope source: hidden whole while it films the room
+    keep_raw: str | None = None  # hidden live: the purpose of an encrypted raw copy (None: no copy)
 
 
 def _table(m: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -134,6 +141,7 @@ class RecordConfig:
     event: Mapping[str, Any] = attrs.field(factory=dict)
     base_dir: Path | None = None
     deid: LiveDeidSettings = attrs.field(factory=LiveDeidSettings)
+    display: DisplayOutput | None = None  # [display]: a fresh copy per recorder (build_recorder)
 
     @classmethod
     def load(cls, path: str | Path) -> RecordConfig:
@@ -174,7 +182,11 @@ class RecordConfig:
             if not isinstance(oob, bool):
                 raise ConfigError(f"sources.{name}.out_of_body must be true or false (hide the endoscope view while it "
                                   f"films the room), got {oob!r}")
-            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice, oob))
+            keep_raw = check_purpose(t.pop("keep_raw", None), f"sources.{name}")
+            if keep_raw is not None and not deidentify:
+                raise ConfigError(f"sources.{name}.keep_raw applies to a source hidden live: set deidentify = true "
+                                  f"(without it the source is recorded as it is), or drop keep_raw")
+            sources.append(SourceSpec(str(name), plugin, t, optional, deidentify, voice, oob, keep_raw))
         layout = cls._layout(_table(m, "layout", ""))
         out = _table(m, "output", "")
         unknown = sorted(set(out) - {"path"})
@@ -210,6 +222,7 @@ class RecordConfig:
             event=_table(m, "event", ""),
             base_dir=base_dir,
             deid=LiveDeidSettings.from_mapping(_table(m, "deid", "")),
+            display=DisplayOutput.from_mapping(_table(m, "display", "")) if "display" in m else None,
         )
 
     @staticmethod
@@ -247,7 +260,7 @@ class RecordConfig:
                 raise ConfigError(f"sources.{spec.name}: plugin {spec.plugin!r} rejected its options ({exc}); check the option names and values") from exc
             src = self.resolve_paths(src)
             if spec.deidentify:
-                src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins)
+                src = LiveDeidSource(inner=src, settings=self.deid, plugins=plugins, keep_raw=spec.keep_raw)
             if spec.out_of_body:
                 src = LiveOutOfBodySource(inner=src, anonymizer=self.deid.deid.make_anonymizer())
             if spec.voice != "keep":
@@ -287,6 +300,10 @@ class RecordConfig:
             compositor = plugins.create("compositor", self.compositor.plugin, **self.compositor.options)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"compositor: plugin {self.compositor.plugin!r} rejected its options ({exc})") from exc
+        if self.display is not None and "display" not in kwargs:
+            kwargs["display"] = attrs.evolve(self.display)  # its counters are per recording
+        if kwargs.get("display") is not None:
+            kwargs["display"].check()  # a missing sink element is an error before anything starts
         sources = self.build_sources(plugins)
         info = {s.name: {"plugin": s.plugin} for s in self.sources}
         return Recorder(

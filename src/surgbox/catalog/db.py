@@ -224,11 +224,19 @@ _V4_DEID_TASKS = (
     "CREATE INDEX deid_tasks_source ON deid_tasks(source_file_id)",
 )
 
+# Raw copies of live-hidden sources (file kind raw, read with view_raw): version 2's files table, rebuilt with the kind.
+_V5_RAW_FILES = (
+    _V2[0].replace("files_v2", "files_v5").replace("'deid')", "'deid', 'raw')"),
+    "INSERT INTO files_v5 SELECT id, event_id, kind, name_enc, legacy_name, store_key, size, sha256, key_id, created_at FROM files",
+    "DROP TABLE files", "ALTER TABLE files_v5 RENAME TO files", "CREATE INDEX files_event ON files(event_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, files, users, audit", _V1),
     Migration(2, "encrypted file names, report errors", _V2),
     Migration(3, "upload remotes, jobs and uploaded files", _V3),
     Migration(4, "deid-batch task state", _V4_DEID_TASKS),
+    Migration(5, "raw copies of sources hidden live (file kind raw)", _V5_RAW_FILES),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

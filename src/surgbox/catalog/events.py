@@ -63,7 +63,7 @@ from .users import Scope, scope
 log = logging.getLogger(__name__)
 
 MAX_KEEP_DAYS = _retention.MAX_KEEP_DAYS
-_RECORDING_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data"}
+_RECORDING_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data", "raw": "raw"}
 
 
 @attrs.define(eq=False)
@@ -340,7 +340,7 @@ class EventManager:
         """``with events.open_file(id, name) as f:`` a seekable plaintext stream (``view``);
         nothing is decrypted to disk (``av.open(f)`` plays it)."""
         ev = self._authorized("view", event_id, "file.read")
-        rec = ev.file(name)
+        rec = _export.checked(self.session, ev, [ev.file(name)], "file.read")[0]
         self._cat.audit.record(self._actor(), "file.read", ev.id, "ok", {"file_id": rec.id})
         with self._files(ev.id) as files, files.reader(rec.store_key) as r:
             yield r
@@ -365,7 +365,7 @@ class EventManager:
         directory must not lie inside SURGBOX_HOME."""
         ev = self._authorized("export", event_id, "event.export")
         dest = self._outside_home(directory, "export folder")
-        mode = _export.check_file_mode(file_mode)
+        names, mode = _export.readable(self.session, ev, names, "event.export"), _export.check_file_mode(file_mode)
         with self._files(ev.id) as files:
             written, total, n = _export.export_files(ev, files, dest, key_file=key_file, names=names, mode=mode)
         self._cat.audit.record(self._actor(), "event.export", ev.id, "ok",
@@ -382,7 +382,7 @@ class EventManager:
         :data:`~surgbox.catalog.export.DEFAULT_PLAYERS`), argument for argument. ``player`` None:
         the first installed one of those."""
         ev = self._authorized("view", event_id, "event.play")
-        recs = _export.playable(ev, names)
+        recs = _export.checked(self.session, ev, _export.playable(ev, names), "event.play")
         vetted = _export.vetted_players(self._cat.home.play_settings().get("players"))
         cmd = _export.choose_player(player, vetted)
         if cmd not in vetted and not self.session.can("export", ev):
@@ -405,7 +405,7 @@ class EventManager:
         replaces earlier copies (both audited); ``runner``: see :func:`.deid.run`. Returns the new file records."""
         ev = self._authorized("deidentify", event_id, "event.deidentify")
         self.session.authorize("view", ev, operation="event.deidentify")
-        recs = _deid.sources(ev, names)
+        recs = _export.checked(self.session, ev, _deid.sources(ev, names), "event.deidentify")
 
         def register(src: FileRecord, name: str, key: str, size: int, sha256: str, result: Any,
                      replaced: list[FileRecord]) -> FileRecord:

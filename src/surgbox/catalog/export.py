@@ -91,6 +91,25 @@ def select_files(ev: Event, names: Sequence[str] | None) -> list[FileRecord]:
     return files
 
 
+def checked(session: Any, ev: Event, recs: Sequence[FileRecord], operation: str) -> Sequence[FileRecord]:
+    """``recs``, once allowed: raw copies (file kind ``raw``: a source hidden live kept unhidden,
+    ``keep_raw``) need ``view_raw`` besides the action itself (``session.authorize`` audits a refusal)."""
+    if any(r.kind == "raw" for r in recs):
+        session.authorize("view_raw", ev, operation=operation,
+                          hint="raw copies of sources hidden live are readable only by roles with the view_raw "
+                               "permission (docs/security.md); ask an admin")
+    return recs
+
+
+def readable(session: Any, ev: Event, names: Sequence[str] | None, operation: str) -> Sequence[str] | None:
+    """The files an export takes: ``names`` (raw ones checked), or, when ``None``, every file
+    the user may read (raw copies left out without ``view_raw``)."""
+    if names is None and not session.can("view_raw", ev):
+        names = [f.name for f in ev.files if f.kind != "raw"]
+    checked(session, ev, select_files(ev, names), operation)
+    return names
+
+
 def export_files(ev: Event, files: EventFiles, dest: Path, *, key_file: str | os.PathLike[str] | None,
                  names: Sequence[str] | None, mode: int = FILE_MODE) -> tuple[list[str], int, int]:
     """Write the event's files (``names``, default all), ``event.json`` and ``SHA256SUMS`` into

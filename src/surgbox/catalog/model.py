@@ -12,7 +12,7 @@ import attrs
 
 from .errors import CatalogError, NotFoundError
 
-FILE_KINDS = ("segment", "snapshot", "data", "report", "deid")
+FILE_KINDS = ("segment", "snapshot", "data", "report", "deid", "raw")  # raw: needs view_raw to read
 STATUSES = ("created", "recording", "stopped")
 PHI_FIELDS = ("patient", "medical_record", "physician", "notes")
 EVENT_ID = re.compile(r"^ev-\d{8}-[0-9a-f]{8}$")

@@ -25,7 +25,7 @@ from .errors import CatalogError
 log = logging.getLogger(__name__)
 
 SEGMENT_NAME = "segment-{n:04d}.mp4"
-_FILE_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data"}
+_FILE_KINDS = {"segment": "segment", "snapshot": "snapshot", "data": "data", "sidecar": "data", "raw": "raw"}
 
 
 STREAMED_SUFFIXES = ("", ".data.jsonl", ".json")  # the video, its data track, its sidecar

@@ -27,7 +27,9 @@ import attrs
 from .db import from_text
 
 ROLES = ("admin", "surgeon", "operator", "viewer", "auditor")
-ACTIONS = ("record", "view", "export", "deidentify", "upload", "delete", "manage_users", "view_audit")
+# view_raw: read, export or play an event's raw copies (file kind raw: a source hidden live kept
+# unhidden, encrypted, for a stated purpose; docs/security.md) -- only admins by default
+ACTIONS = ("record", "view", "export", "deidentify", "upload", "delete", "manage_users", "view_audit", "view_raw")
 
 
 class Scope(enum.Enum):

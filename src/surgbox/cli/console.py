@@ -1,4 +1,4 @@
-"""``surgbox console [--host 127.0.0.1] [--port 8080] [--config record.toml] [--export-dir DIR] [--kiosk [--launch]]``: the web console.
+"""``surgbox serve [--host 127.0.0.1] [--port 8080] [--config record.toml] [--export-dir DIR] [--kiosk [--launch]]``: the web console.
 
 Serves the console (docs/console.md) on the catalog and store of ``SURGBOX_HOME``, recording
 with ``--config``. Loopback only unless TLS is given (``--tls-cert``/``--tls-key``). ``--kiosk``
@@ -43,7 +43,7 @@ def _minutes(text: str) -> float:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "console",
+        "serve",
         help="serve the touch-screen web console (record, events, playback, system)",
         description="Serve the recorder's web console on the catalog and store of SURGBOX_HOME (docs/console.md).",
     )
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     browser = None
     try:
         server.start()
-        print(f"surgbox console on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        print(f"surgbox serve: console on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
         if args.kiosk:
             cmd = kiosk_command(server.url, browser=args.browser)
             print(shlex.join(cmd), flush=True)

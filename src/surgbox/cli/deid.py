@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..deid import defaults as D
+from ..deid.decoders import DECODERS
 from ..errors import ConfigError, SurgboxError
 
 _THRESHOLD = D.detector_options(D.DETECTOR).get("threshold")
@@ -93,6 +94,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-streams", choices=["refuse", "drop"], default=D.EXTRA_STREAMS,
                    help="streams besides the first video and audio (a second camera, data tracks): refuse the input "
                         "(default) or drop them (listed in the report)")
+    p.add_argument("--decoder", choices=DECODERS, default=D.DECODER,
+                   help="what decodes the input: auto (default: NVDEC on an NVIDIA GPU, GStreamer on a Jetson, else PyAV "
+                        "in software), pyav[:software|:nvdec] or gstreamer[:cpu|:jetson|:nvidia] (MP4/MOV files); the "
+                        "choice and its reason are printed (not with --quiet) and stored in the report, the --json "
+                        "summary and the audit sidecar")
     p.add_argument("--strict", action="store_true",
                    help="fail on an input that ends before its container says (cut or crashed); default: warn and "
                         "de-identify what can be read")
@@ -241,6 +247,7 @@ def deid_options(args: argparse.Namespace) -> Any:
         queue_size=args.queue_size, carry=args.carry, max_gap=args.max_gap, every=args.every, expand=args.expand,
         feather=args.feather, cut_threshold=args.cut_threshold or None, anonymizer=args.anonymizer,
         on_detector_error=args.on_detector_error, extra_streams=args.extra_streams, strict=args.strict,
+        decoder=getattr(args, "decoder", D.DECODER),
         out_of_body=args.out_of_body,
         overwrite=args.overwrite)
 
@@ -302,6 +309,9 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
     voice = None if args.voice == "keep" else _voice(args, Path(result.dst), paths["report"])
     if args.timing:
         print(StageTimes.from_dict(rep["timing"]).table(result.frames, result.seconds), file=sys.stderr)
+    if "decoder" in rep and not args.quiet:  # also in the report, the audit header and the --json summary
+        d = rep["decoder"]
+        print(f"{Path(src).name + ': ' if several else ''}decoder: {d['label']} ({d['reason']})", file=sys.stderr)
     for w in rep.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if not args.json:
@@ -312,7 +322,7 @@ def _one(args: argparse.Namespace, options: Any, src: str, dst: Path, several: b
             "frames_with_regions": rep["frames_with_regions"], "tracks": rep["tracks"], "detections": rep["detections"],
             "frames_region_hidden": rep["frames_region_hidden"], "seconds": round(result.seconds, 3),
             "realtime_factor": rep["realtime_factor"], "fps": rep["fps"], "input": rep["input"],
-            "warnings": rep["warnings"], **({"voice": voice} if voice else {}),
+            "warnings": rep["warnings"], "decoder": rep.get("decoder"), **({"voice": voice} if voice else {}),
             **{k: v for k, v in paths.items() if v is not None}}
 
 

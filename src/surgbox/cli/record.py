@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-stop", action="store_true", help="with --event: leave the event recording afterwards (no report yet)")
     add_auth_options(p)
     p.add_argument("--snapshot-source", metavar="NAME", help="source saved at native resolution with each CLI snapshot")
+    p.add_argument("--display", nargs="?", const="", metavar="SINK",
+                   help="also show the composite on a monitor through GStreamer (the config's [display], else the "
+                        "profile's sink: autovideosink); SINK: a GStreamer sink such as kmssink or nveglglessink; "
+                        "frames are dropped at the display, never in the recording")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=run)
 
@@ -56,6 +60,8 @@ def status_line(st: dict[str, Any]) -> str:
         deid = (s.get("source") or {}).get("deid")  # hidden live (docs/deid.md "Live de-identification")
         if deid:
             state += f" SLOT HIDDEN ({deid['hidden']})" if deid.get("hidden") else " faces hidden"
+            every = (deid.get("cadence") or {}).get("every")
+            state += f" detect 1/{every}" if every else ""
         parts.append(f"{name} {s.get('fps_in', 0):.1f} in d{s.get('dropped', 0)}/u{s.get('duplicated', 0)}{state}")
     audio = st.get("audio")
     if audio:
@@ -123,9 +129,10 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             raise ConfigError("give either --out FILE.mp4 or --event ID, not both")
         return _run_event(args, cfg)
-    rec = cfg.build_recorder(output=args.out, duration=args.duration, overwrite=args.overwrite)
+    rec = cfg.build_recorder(output=args.out, duration=args.duration, overwrite=args.overwrite, **_display(args, cfg))
     stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
     print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) to {rec.output}", file=sys.stderr)
+    _print_display(stats)
     if rec.sidecar is not None:
         print(f"sidecar: {rec.sidecar}", file=sys.stderr)
     return 0
@@ -142,9 +149,10 @@ def _run_event(args: argparse.Namespace, cfg: Any) -> int:
         panel = {**cfg.event, "id": ev.id, "place": ev.place, "procedure": ev.procedure}
         sink = EventSink(events=events, event_id=ev.id, stop_event=not args.no_stop)
         auto = None if args.no_stop else _auto_upload(session, ev.id)  # [upload] auto (docs/upload.md)
-        rec = cfg.build_recorder(output=sink, duration=args.duration, event=panel)
+        rec = cfg.build_recorder(output=sink, duration=args.duration, event=panel, **_display(args, cfg))
         stats = run_recorder(rec, quiet=args.quiet, snapshot_source=args.snapshot_source)
         print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) into event {ev.id}", file=sys.stderr)
+        _print_display(stats)
         for f in sink.registered:
             print(f"  {f.kind:9s} {f.name}  {f.size} bytes  sha256 {f.sha256[:16]}...  key {f.key_id}", file=sys.stderr)
         status = events.get(ev.id).status
@@ -153,6 +161,25 @@ def _run_event(args: argparse.Namespace, cfg: Any) -> int:
         if auto is not None:
             _send_auto_upload(auto)
     return 0
+
+
+def _display(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """``--display [SINK]``: the recorder's ``display`` keyword (the config's [display] otherwise)."""
+    if args.display is None:
+        return {}
+    import attrs
+
+    from ..recording.display import DisplayOutput
+
+    base = cfg.display or DisplayOutput()
+    return {"display": attrs.evolve(base, sink=args.display or base.sink)}
+
+
+def _print_display(stats: dict[str, Any]) -> None:
+    d = stats.get("display")
+    if d:
+        print(f"display: {d['shown']} of {d['offered']} frames shown, {d['dropped']} dropped at the display"
+              + (f", stopped: {d['error']}" if d["error"] else ""), file=sys.stderr)
 
 
 def _auto_upload(session: Any, event_id: str) -> Any:

@@ -1,4 +1,4 @@
-"""The recorder's touch-screen web console (``surgbox console``, docs/console.md).
+"""The recorder's touch-screen web console (``surgbox serve``, docs/console.md).
 
 A thin web layer over the catalog, the recorder and the store: every rule (roles, audit, PHI) is
 enforced below it, by :mod:`surgbox.catalog`. :mod:`.app` (routes, :class:`ConsoleServer`),

@@ -35,6 +35,7 @@ from ..errors import ConfigError, SurgboxError
 from . import views_auth, views_events, views_record, views_system
 from .i18n import LanguagePrefs
 from .jobs import DeidJobs
+from .uploads import UploadJobs
 from .live import LiveRecorder
 from .sessions import DEFAULT_IDLE_S, SessionStore
 from .playback import RangeError
@@ -62,6 +63,8 @@ ROUTES = [
     Route("/events/{event_id}/export", views_events.export, methods=["POST"]),
     Route("/events/{event_id}/deidentify", views_events.deidentify, methods=["POST"]),
     Route("/api/deid/{event_id}", views_events.deid_status, methods=["GET"]),
+    Route("/events/{event_id}/upload", views_events.upload, methods=["POST"]),
+    Route("/api/upload/{job_id:int}", views_events.upload_status, methods=["GET"]),
     Route("/events/{event_id}/delete", views_events.confirm_delete, methods=["GET"]),
     Route("/events/{event_id}/delete", views_events.delete, methods=["POST"]),
     Route("/system", views_system.system_page, methods=["GET"]),
@@ -78,6 +81,7 @@ STATE_CHANGING = {
     "/events": "view (a search: POST keeps names out of URLs)",
     "/events/{event_id}/export": "export on the event",
     "/events/{event_id}/deidentify": "deidentify and view on the event",
+    "/events/{event_id}/upload": "upload on the event (and the remote must exist)",
     "/events/{event_id}/delete": "delete on the event",
 }
 
@@ -132,11 +136,12 @@ class ConsoleServer:
     @classmethod
     def for_home(cls, home: Any = None, *, config: str | Path | None = None, plugins: Any = None,
                  idle_s: float = DEFAULT_IDLE_S, kiosk: bool = False, export_dirs: Any = (),
-                 deid_options: Any = None, **options: Any) -> ConsoleServer:
+                 deid_options: Any = None, upload_options: Any = None, **options: Any) -> ConsoleServer:
         """A server over the catalog and store of ``home`` (default ``$SURGBOX_HOME``) recording
         with the :class:`~surgbox.config.RecordConfig` file ``config`` (``None``: no recording);
         ``export_dirs``: the folders users with ``export`` may copy events into (USB sticks);
-        ``deid_options``: options of the console's de-identification (default: the library's)."""
+        ``deid_options``: options of the console's de-identification (default: the library's);
+        ``upload_options``: options of its :class:`~surgbox.upload.Uploader` (retries, backoff, timeout)."""
         dirs = tuple(str(Path(d).expanduser().absolute()) for d in export_dirs)
         for d in dirs:
             if not Path(d).is_dir():
@@ -148,7 +153,8 @@ class ConsoleServer:
             live, config_error = LiveRecorder(RecordConfig.load(config), plugins=plugins), None
         sessions = SessionStore(idle_s=idle_s)
         st = ConsoleState(catalog, sessions, live=live, config_error=config_error, secure=secure, kiosk=kiosk,
-                          export_dirs=dirs, jobs=DeidJobs(dict(deid_options or {})))
+                          export_dirs=dirs, jobs=DeidJobs(dict(deid_options or {})),
+                          uploads=UploadJobs(dict(upload_options or {})))
         return cls(st, **options)
 
     def _bind(self) -> socket.socket:
@@ -188,7 +194,7 @@ class ConsoleServer:
             with contextlib.suppress(Exception):  # health only; a store that cannot open shows on the system page
                 st.store = st.catalog.make_store(KeyRing.of(MasterKey(home.master_key(), str(home.master_key_path))))
             st.sessions.on_end = lambda ws: (st.readers.close_session(ws.token), views_record.forget_session(ws.token))
-            st.jobs.busy = lambda: st.live is not None and st.live.state != "idle"
+            st.jobs.worker.busy = st.uploads.worker.busy = lambda: st.live is not None and st.live.state != "idle"
             if st.live is not None:
                 st.live.plugins = st.live.plugins or st.catalog.plugins
             config = uvicorn.Config(create_app(st), log_level="warning", access_log=self.access_log, lifespan="off",
@@ -235,6 +241,7 @@ class ConsoleServer:
             self._thread.join(10)
             self._thread = None
         st.jobs.wait(5.0)
+        st.uploads.wait(5.0)
         st.readers.close()
         if st.store is not None:
             with contextlib.suppress(Exception):

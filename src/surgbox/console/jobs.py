@@ -1,4 +1,5 @@
-"""Background de-identification of an event's recordings, with progress for the event page.
+"""Background work of the console (:class:`Worker`: one job at a time, never while recording) and
+the de-identification of an event's recordings with progress for the event page (:class:`DeidJobs`).
 
 :class:`DeidJobs` runs :meth:`surgbox.catalog.events.EventManager.deidentify` (the same
 detector -> temporal -> mask -> anonymize stages as ``surgbox deid``, straight from the
@@ -41,32 +42,59 @@ class Job:
 
 
 @attrs.define(eq=False)
-class DeidJobs:
-    """The box's de-identification jobs (the newest per event kept for the event page).
-    ``busy()`` tells whether a recording runs (then a job is refused)."""
+class Worker:
+    """Runs one job at a time on a thread of its own; refuses one while another runs, or while
+    ``busy()`` (a recording runs: the recorder comes first). ``doing`` names the work in messages
+    (``"de-identify"``, ``"upload"``)."""
 
-    options: Mapping[str, Any] = attrs.Factory(dict)
+    doing: str
     busy: Callable[[], bool] = lambda: False
-    _jobs: dict[str, Job] = attrs.field(factory=dict, init=False, alias="_jobs")
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
     _thread: threading.Thread | None = attrs.field(default=None, init=False, alias="_thread")
+    _what: str = attrs.field(default="", init=False, alias="_what")
+
+    def launch(self, what: str, target: Callable[..., None], *args: Any, prepare: Callable[[], Any] = lambda: None) -> Any:
+        """Run ``target(*args)`` in the background; ``what`` says what it works on (``event ID``).
+        ``prepare()`` runs first, under the lock, once nothing else runs; its result is returned."""
+        if self.busy():
+            raise SurgboxError(f"a recording is running; {self.doing} after it ends (the recorder needs the CPU and the disks)")
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise SurgboxError(f"{self._what} is still running; {self.doing} after it finishes")
+            out = prepare()
+            self._what = what
+            self._thread = threading.Thread(target=target, args=args, name=f"surgbox-console-{self.doing}", daemon=True)
+            self._thread.start()
+        return out
+
+    def wait(self, timeout: float) -> bool:
+        """Block until no job runs (at most ``timeout`` s); True when none runs."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+        return t is None or not t.is_alive()
+
+
+@attrs.define(eq=False)
+class DeidJobs:
+    """The box's de-identification jobs (the newest per event kept for the event page), run by
+    ``worker`` (refused while a recording runs)."""
+
+    options: Mapping[str, Any] = attrs.Factory(dict)
+    worker: Worker = attrs.Factory(lambda: Worker("de-identify"))
+    _jobs: dict[str, Job] = attrs.field(factory=dict, init=False, alias="_jobs")
 
     def start(self, session: Any, event_id: str, *, replace: bool = True) -> Job:
         """Start de-identifying ``event_id``'s segments as ``session``'s user."""
         session.authorize("deidentify", event_id, operation="event.deidentify")
         session.authorize("view", event_id, operation="event.deidentify")
-        if self.busy():
-            raise SurgboxError("a recording is running; de-identify after it ends (the recorder needs the CPU)")
-        with self._lock:
-            running = [j for j in self._jobs.values() if j.state == "running"]
-            if running:
-                raise SurgboxError(f"event {running[0].event_id} is being de-identified; wait for it to finish")
-            job = Job(event_id, session.user.name)
+        job = Job(event_id, session.user.name)
+
+        def prepare() -> Job:
             self._jobs[event_id] = job
-            self._thread = threading.Thread(target=self._run, args=(session, job, replace), name="surgbox-console-deid",
-                                            daemon=True)
-            self._thread.start()
-        return job
+            return job
+
+        return self.worker.launch(f"the de-identification of event {event_id}", self._run, session, job, replace, prepare=prepare)
 
     def _run(self, session: Any, job: Job, replace: bool) -> None:
         def progress(p: Any) -> None:
@@ -84,8 +112,4 @@ class DeidJobs:
         return self._jobs.get(event_id)
 
     def wait(self, timeout: float) -> bool:
-        """Block until no job runs (at most ``timeout`` s); True when none runs."""
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-        return t is None or not t.is_alive()
+        return self.worker.wait(timeout)

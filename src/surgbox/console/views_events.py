@@ -1,4 +1,5 @@
-"""The events pages: list and search, one event, playback, snapshots, the PDF report, delete.
+"""The events pages: list and search, one event, playback, snapshots, the BIS trend, the PDF
+report, export, de-identification and upload (:mod:`.uploads`) with progress, delete.
 
 Searching is a POST (patient and physician names stay out of URLs, browser history and server
 logs); the catalog matches patient and physician names through its keyed hashes. Playback
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import SurgboxError
+from .chart import event_series, trend_chart
 from .playback import parse_range
 from .web import checked_form, redirect, render, require, state
 
@@ -47,12 +49,22 @@ async def search(request: Request) -> Response:
     return render(request, "events.html", ws, events=events, query=query, searched=True)
 
 
+def _event(request: Request, ws: Any, eid: str, **extra: Any) -> Response:
+    """The event page: player, snapshots, BIS trend (:mod:`.chart`), metadata and the actions."""
+    ev = ws.catalog_session.events.get(eid)
+    snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
+    chart = trend_chart(event_series(ws.catalog_session, ev))
+    up = state(request).uploads
+    uploads = up.for_event(ws.catalog_session, ev)
+    latest = {u["remote"]: u for u in reversed(uploads)}  # per remote its newest job: the button's label
+    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, chart=chart,
+                  job=state(request).jobs.get(ev.id), remotes=up.remotes(ws.catalog_session, ev), uploads=uploads,
+                  latest_upload=latest, **{"exported": None, **extra})
+
+
 def event_page(request: Request) -> Response:
     ws = require(request)
-    ev = ws.catalog_session.events.get(request.path_params["event_id"])
-    snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
-    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=None,
-                  job=state(request).jobs.get(ev.id))
+    return _event(request, ws, request.path_params["event_id"])
 
 
 def media(request: Request) -> Response:
@@ -114,10 +126,7 @@ async def export(request: Request) -> Response:
                            "with none, or another set: --export-dir DIR)")
     target = st.export_dirs[int(choice)]
     result = await run_in_threadpool(ws.catalog_session.events.export, eid, Path(target) / eid)
-    ev = ws.catalog_session.events.get(eid)
-    snapshots = [f for f in ev.files if f.kind == "snapshot" and f.name.endswith(".png")]
-    return render(request, "event.html", ws, ev=ev, videos=_playable(ev), snapshots=snapshots, exported=result,
-                  job=st.jobs.get(ev.id))
+    return _event(request, ws, eid, exported=result)
 
 
 async def deidentify(request: Request) -> Response:
@@ -136,6 +145,22 @@ def deid_status(request: Request) -> Response:
     ws.catalog_session.authorize("view", eid, operation="event.view")
     job = state(request).jobs.get(eid)
     return JSONResponse(job.to_dict() if job is not None else {"event_id": eid, "state": None})
+
+
+async def upload(request: Request) -> Response:
+    """Queue the event's upload to the remote of the form (``upload``) and run it in the background."""
+    ws = require(request)
+    form = await checked_form(request, ws.csrf)
+    eid = request.path_params["event_id"]
+    remote = str(form.get("remote") or "")
+    await run_in_threadpool(state(request).uploads.start, ws.catalog_session, eid, remote)
+    return redirect(f"/events/{eid}")
+
+
+def upload_status(request: Request) -> Response:
+    """One upload job's state and progress (``upload`` on its event), polled by the event page."""
+    ws = require(request, touch=False)
+    return JSONResponse(state(request).uploads.status(ws.catalog_session, request.path_params["job_id"]))
 
 
 def confirm_delete(request: Request) -> Response:

@@ -29,6 +29,7 @@ from ..errors import SurgboxError
 from .i18n import NAMES as LANG_NAMES
 from .jobs import DeidJobs
 from .i18n import LanguagePrefs, Translations
+from .uploads import UploadJobs
 from .playback import PlaybackReaders, RangeError
 from .sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, LANG_COOKIE, SessionStore, WebSession, same
 
@@ -60,7 +61,7 @@ class NeedLogin(Exception):
 class ConsoleState:
     """Everything the handlers share: the opened ``catalog``, the browser ``sessions``, the
     ``live`` recorder (``None`` without a recording configuration, ``config_error`` says why),
-    the playback ``readers``, the de-identification ``jobs``, languages, and whether the console is served over TLS
+    the playback ``readers``, the de-identification ``jobs`` and ``uploads``, languages, and whether the console is served over TLS
     (``secure``: cookies get ``Secure``). ``store`` is an opened store used for health only."""
 
     catalog: Any
@@ -69,6 +70,7 @@ class ConsoleState:
     config_error: str | None = None
     readers: PlaybackReaders = attrs.Factory(PlaybackReaders)
     jobs: DeidJobs = attrs.Factory(DeidJobs)
+    uploads: UploadJobs = attrs.Factory(UploadJobs)
     translations: Translations = attrs.Factory(Translations.load)
     prefs: LanguagePrefs | None = None
     secure: bool = False

@@ -4,7 +4,8 @@ Format (one JSON object per line, UTF-8):
 
 1. header: ``{"type": "header", "format": "surgbox-deid-audit", "version": 1, "src": ...,
    "created": ISO time, "detector": {"name", "version", "settings"}, "settings": {...},
-   "regions": [[x, y, w, h], ...], "time_base": "1/15360"}``
+   "regions": [[x, y, w, h], ...], "time_base": "1/15360", "decoder": {"backend", "mode",
+   "label", "reason"}}`` (``decoder``: what decodes the pictures and why, :mod:`surgbox.deid.decoders`)
 2. one line per output frame, in order: ``{"type": "frame", "frame": i, "pts": p,
    "time": seconds, "regions": [{"box": [x1, y1, x2, y2], "score": s, "track": t,
    "kind": "detected"|"interpolated"|"carried"}]}`` (boxes in frame pixels, before the mask's

@@ -6,6 +6,10 @@ packet. Any other stream (a second camera angle, a cover picture, a timecode or 
 more audio) is refused or dropped as ``extra_streams`` says, never dropped silently: a second
 picture would leave the run without being de-identified. Pictures come out as yuv420p
 ``av.VideoFrame`` s of even size (other formats are converted, odd sizes padded).
+
+Which decoder makes the pictures -- PyAV in software, PyAV on NVDEC, or GStreamer -- is
+chosen by :mod:`surgbox.deid.decoders` (``decoder`` option). PyAV always demuxes: audio
+packets, packet counts and truncation checks are the same whichever decoder runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import IO, Any
 
@@ -22,6 +27,7 @@ import attrs
 from ..errors import ConfigError, DeidError
 from .anonymize import frame_planes
 from .bmff import BoxScan, scan_boxes
+from .decoders import DecoderChoice, choose, confirm, gst_reader, open_container
 from .handoff import END, Failure, Item, put
 from .result import RunStats
 from .timing import StageTimes
@@ -51,7 +57,8 @@ def describe_stream(s: Any) -> str:
 @attrs.define(eq=False)
 class InputVideo:
     """An opened input: the ``container``, its ``video`` stream, the ``audio`` stream copied
-    (or ``None``), the streams left out (``dropped``) and the box walk of an MP4 (``scan``)."""
+    (or ``None``), the streams left out (``dropped``), the box walk of an MP4 (``scan``) and
+    the ``decoder`` that decodes its pictures (updated after the first picture)."""
 
     name: str
     path: str | None
@@ -60,18 +67,22 @@ class InputVideo:
     audio: Any
     dropped: list[str]
     scan: BoxScan | None
+    decoder: DecoderChoice = DecoderChoice("pyav", "software", "default")
 
     @classmethod
-    def open(cls, src: str | os.PathLike | IO[bytes], name: str, extra_streams: str = "refuse") -> InputVideo:
-        """Open ``src`` (a path or a readable, seekable binary file object); raises
-        :class:`DeidError` for what cannot be read and :class:`ConfigError` for extra streams
-        with ``extra_streams="refuse"``."""
+    def open(cls, src: str | os.PathLike | IO[bytes], name: str, extra_streams: str = "refuse",
+             decoder: str = "auto") -> InputVideo:
+        """Open ``src`` (a path or a readable, seekable binary file object) for the ``decoder``
+        (one of :data:`~surgbox.deid.decoders.DECODERS`); raises :class:`DeidError` for what
+        cannot be read and :class:`ConfigError` for extra streams with
+        ``extra_streams="refuse"`` or a GStreamer decoder that cannot run."""
         import av
 
         path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else None
+        choice = choose(decoder, path=path)
         scan = _scan(path, src)
         try:
-            container = av.open(path if path is not None else src, mode="r")
+            container, choice = open_container(path if path is not None else src, choice)
         except FileNotFoundError:
             raise DeidError(f"input {name!r} does not exist; check the path") from None
         except PermissionError:
@@ -97,10 +108,13 @@ class InputVideo:
             width, height = vs.codec_context.width, vs.codec_context.height
             if width < 1 or height < 1:
                 raise DeidError(f"input {name!r}: video stream has no picture size; is the file complete? (check with ffprobe)")
+            if choice.backend == "gstreamer" and (vs.codec_context.name != "h264" or not _is_mp4(container)):
+                raise ConfigError(f"input {name!r} is {vs.codec_context.name} in {container.format.name}: the GStreamer "
+                                  f"decoder reads H.264 in MP4/MOV only; use --decoder pyav")
         except BaseException:
             container.close()
             raise
-        return cls(name, path, container, vs, as_, extras, scan)
+        return cls(name, path, container, vs, as_, extras, scan, choice)
 
     @property
     def width(self) -> int:
@@ -175,6 +189,10 @@ class InputVideo:
         return str(self.container.metadata.get("encoder", "")).startswith("Lavf")
 
 
+def _is_mp4(container: Any) -> bool:
+    return bool({"mov", "mp4"} & set(container.format.name.split(",")))
+
+
 def _scan(path: str | None, src: Any) -> BoxScan | None:
     if path is not None:
         try:
@@ -195,59 +213,122 @@ class DecodeStage:
     times: StageTimes
     stats: RunStats
     first_index: int = 0  # number of the first decoded picture (a segment of a longer recording)
+    _tail_audio: list = attrs.field(factory=list, init=False, alias="_tail_audio")  # audio after the last picture
 
     def run(self, q: queue.Queue) -> None:
         import av
 
         inp, stats = self.inp, self.stats
-        vs, as_ = inp.video, inp.audio
-        audio: list = []
         index = self.first_index
-        tb = vs.time_base
-        streams = [vs] + ([as_] if as_ is not None else [])
-        cut_at = inp.scan.truncated.offset if inp.scan is not None and inp.scan.truncated is not None else None
+        tb = inp.video.time_base
+        gst = inp.decoder.backend == "gstreamer"
         try:
             t0 = time.perf_counter()
-            for packet in inp.container.demux(streams):
+            for frame, audio in (self._gst_pictures() if gst else self._pyav_pictures()):
                 if self.stop.is_set():
                     return
-                if packet.stream.type == "audio":
-                    if packet.size:
-                        audio.append(packet)
-                    continue
-                if packet.size:
-                    stats.video_packets += 1
-                    if packet.is_corrupt:
-                        stats.corrupt_packets += 1
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError as exc:
-                    if cut_at is not None and (packet.pos is None or packet.pos >= cut_at):
-                        stats.corrupt_packets += packet.size > 0  # the cut-off end of a truncated file
-                        continue
-                    raise DeidError(f"input {inp.name!r} is corrupt near frame {index} ({exc}); repair or re-copy it") from None
-                for frame in frames:
-                    if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
-                        frame = to_yuv420p(frame, stats)
-                    frame.pict_type = 0  # let the encoder choose frame types
-                    if frame.pts is not None:
-                        t = float(frame.pts * tb)
-                        dur = float(frame.duration * tb) if getattr(frame, "duration", None) else 1 / float(inp.fps)
-                        stats.last_time = t + dur
-                    item = Item(index, frame, audio)
-                    audio = []
-                    index += 1
-                    stats.decoded += 1
-                    self.times.add("decode", time.perf_counter() - t0)
-                    if not put(q, item, self.stop, self.times, WAIT):
-                        return
-                    t0 = time.perf_counter()
-            put(q, Item(-1, None, audio), self.stop, self.times, WAIT)
+                if index == self.first_index:
+                    inp.decoder = confirm(inp.decoder, frame)
+                if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
+                    frame = to_yuv420p(frame, stats)
+                frame.pict_type = 0  # let the encoder choose frame types
+                if frame.pts is not None:
+                    t = float(frame.pts * tb)
+                    dur = float(frame.duration * tb) if getattr(frame, "duration", None) else 1 / float(inp.fps)
+                    stats.last_time = t + dur
+                item = Item(index, frame, audio)
+                index += 1
+                stats.decoded += 1
+                self.times.add("decode", time.perf_counter() - t0)
+                if not put(q, item, self.stop, self.times, WAIT):
+                    return
+                t0 = time.perf_counter()
+            if self.stop.is_set():
+                return
+            put(q, Item(-1, None, self._tail_audio), self.stop, self.times, WAIT)
             put(q, END, self.stop, self.times, WAIT)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             if isinstance(exc, av.FFmpegError):
                 exc = DeidError(f"input {inp.name!r} could not be decoded at frame {index} ({exc}); it may be corrupt or truncated")
             put(q, Failure(exc), self.stop, self.times, WAIT)
+
+    def _packets(self) -> Iterator[Any]:
+        """The input's video and audio packets in file order; counts video packets (and corrupt ones)."""
+        inp, stats = self.inp, self.stats
+        streams = [inp.video] + ([inp.audio] if inp.audio is not None else [])
+        for packet in inp.container.demux(streams):
+            if packet.stream.type == "video" and packet.size:
+                stats.video_packets += 1
+                stats.corrupt_packets += bool(packet.is_corrupt)
+            yield packet
+
+    def _pyav_pictures(self) -> Iterator[tuple[Any, list]]:
+        """``(picture, audio packets before it)`` decoded by PyAV (software or NVDEC)."""
+        import av
+
+        inp, stats = self.inp, self.stats
+        audio: list = []
+        cut_at = inp.scan.truncated.offset if inp.scan is not None and inp.scan.truncated is not None else None
+        for packet in self._packets():
+            if packet.stream.type == "audio":
+                if packet.size:
+                    audio.append(packet)
+                continue
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                if cut_at is not None and (packet.pos is None or packet.pos >= cut_at):
+                    stats.corrupt_packets += packet.size > 0  # the cut-off end of a truncated file
+                    continue
+                raise DeidError(f"input {inp.name!r} is corrupt near frame {self.first_index + stats.decoded} ({exc}); repair or re-copy it") from None
+            for frame in frames:
+                yield frame, audio
+                audio = []
+        self._tail_audio = audio
+
+    def _gst_pictures(self) -> Iterator[tuple[Any, list]]:
+        """``(picture, audio packets before it)`` with pictures decoded by GStreamer; PyAV's demuxer
+        runs alongside, up to the picture's packet, for the audio and the packet counts."""
+        inp = self.inp
+        assert inp.path is not None
+        packets = self._packets()
+        audio: list = []
+        seen = 0
+        reader = gst_reader(inp.path, inp.video.time_base, inp.decoder.mode, inp.name)
+        try:
+            for n, frame in enumerate(reader.frames()):
+                while seen <= n:  # demux up to the n-th video packet: the audio that plays before it
+                    packet = next(packets, None)
+                    if packet is None:
+                        break
+                    if packet.stream.type == "audio":
+                        if packet.size:
+                            audio.append(packet)
+                    elif packet.size:
+                        seen += 1
+                        self._check_shown(packet)
+                yield frame, audio
+                audio = []
+        finally:
+            reader.close()
+        for packet in packets:
+            if packet.stream.type == "audio" and packet.size:
+                audio.append(packet)
+            elif packet.size:
+                self._check_shown(packet)
+        held, cut = self.stats.video_packets, self.stats.corrupt_packets  # a cut-off packet may or may not decode
+        if not held - cut <= reader.frames_out <= held:
+            raise DeidError(f"input {inp.name!r}: GStreamer decoded {reader.frames_out} pictures where the file holds "
+                            f"{held}; use --decoder pyav")
+        self._tail_audio = audio
+
+    def _check_shown(self, packet: Any) -> None:
+        """An edit list that hides pictures (``ffmpeg -ss ... -c copy``) is placed differently by
+        GStreamer's ``qtdemux`` than by FFmpeg: refused rather than decoded to other frames."""
+        if packet.is_discard:
+            raise DeidError(f"input {self.inp.name!r} has an edit list that hides pictures (a copy cut with -c copy), "
+                            "which GStreamer's qtdemux places differently from FFmpeg: its frames and times would not "
+                            "match; use --decoder pyav")
 
 
 def to_yuv420p(frame: Any, stats: RunStats) -> Any:

@@ -95,6 +95,7 @@ QUEUE_SIZE = 500  # decoded frames buffered between decode and detection (the pa
 # models (~680 MiB) and the codecs, 512 MiB peaked at 1470 MiB (bench_deid.py, 1 min), too near 1.5 GB
 QUEUE_MEMORY = 384 * 2**20
 ON_DETECTOR_ERROR = "fail"  # "fail" the run, or "blur-region": hide whole regions of failed batches
+DECODER = "auto"  # the decoder (surgbox.deid.decoders): NVDEC / Jetson GStreamer where present, else PyAV software
 EXTRA_STREAMS = "refuse"  # streams beyond the first video and audio: "refuse" (an error) or "drop"
 
 

@@ -25,6 +25,7 @@ import attrs
 from ..errors import ConfigError
 from . import defaults
 from .anonymize import Anonymizer, make_anonymizer
+from .decoders import check_decoder
 from .regions import RegionSpec, parse_region_spec
 from .temporal import TemporalFilter
 
@@ -108,7 +109,9 @@ class DeidOptions:
     ``"fail"`` (the run stops, nothing is written) or ``"blur-region"`` (the frames of a batch
     the detector could not score get their whole regions hidden). ``extra_streams``: streams
     beyond the first video and first audio stream are ``"refuse"``-d (an error listing them) or
-    ``"drop"``-ped (listed in the report). ``strict``: an input that ends before its container
+    ``"drop"``-ped (listed in the report). ``decoder``: which decoder makes the pictures, one of
+    :data:`~surgbox.deid.decoders.DECODERS` (``auto``: NVDEC or a Jetson's GStreamer decoder
+    where present, else PyAV in software; the report says which ran and why). ``strict``: an input that ends before its container
     says (a cut or crashed recording) is an error instead of a warning. ``out_of_body``: with
     ``region="auto"``, also hide the layout's endoscope slot whole in frames where it films the
     room (:mod:`surgbox.deid.outofbody`). ``overwrite``: replace
@@ -136,6 +139,7 @@ class DeidOptions:
     cut_threshold: float | None = attrs.field(default=defaults.CUT_THRESHOLD, validator=_check_cut)
     on_detector_error: str = attrs.field(default=defaults.ON_DETECTOR_ERROR, validator=_one_of(ON_DETECTOR_ERROR))
     extra_streams: str = attrs.field(default=defaults.EXTRA_STREAMS, validator=_one_of(EXTRA_STREAMS))
+    decoder: str = attrs.field(default=defaults.DECODER, validator=check_decoder)
     strict: bool = attrs.field(default=False, converter=bool)
     out_of_body: bool = attrs.field(default=False, converter=bool)
     overwrite: bool = attrs.field(default=False, converter=bool)

@@ -53,6 +53,7 @@ def deidentify(
     detector_threads: int | None = None,
     on_detector_error: str = defaults.ON_DETECTOR_ERROR,
     extra_streams: str = defaults.EXTRA_STREAMS,
+    decoder: str = defaults.DECODER,
     strict: bool = False,
     out_of_body: bool = False,
     overwrite: bool = False,
@@ -93,7 +94,7 @@ def deidentify(
             queue_memory=queue_memory, carry=carry, max_gap=max_gap, every=every, expand=expand, feather=feather,
             anonymizer=anonymizer, anonymizer_options=anonymizer_options, cut_threshold=cut_threshold,
             detector_threads=detector_threads, on_detector_error=on_detector_error, extra_streams=extra_streams,
-            strict=strict, out_of_body=out_of_body, overwrite=overwrite)
+            decoder=decoder, strict=strict, out_of_body=out_of_body, overwrite=overwrite)
     run = DeidRun(src, dst, options, audit_path=audit, report_path=report, chart_path=chart, progress=progress,
                   plugins=plugins, window=window)
     return run.execute()

@@ -98,7 +98,7 @@ class DeidRun:
             with self.times.stage("setup"):
                 for stale in out.open():
                     self.stats.warn(f"removed {stale!r}, a partial output left by an interrupted run")
-                inp = InputVideo.open(self.src, name, opts.extra_streams)
+                inp = InputVideo.open(self.src, name, opts.extra_streams, opts.decoder)
                 for s in inp.dropped:
                     self.stats.warn(f"stream {s} of the input was left out (extra_streams='drop')")
                 width, height = inp.width, inp.height
@@ -133,6 +133,7 @@ class DeidRun:
                 if self.audit_path is not None:
                     audit = AuditWriter(Path(self.audit_path))
                     header = {"src": name, "dst": out.label, "detector": detector_info(det), "settings": settings,
+                              "decoder": inp.decoder.to_dict(),
                               "regions": [list(r.as_xywh()) for r in rects], "time_base": str(inp.time_base)}
                     try:
                         audit.open(header)
@@ -162,6 +163,7 @@ class DeidRun:
                                   fps=inp.fps, duration=inp.claimed_duration or (written / float(inp.fps)),
                                   depth=depth, detector=detector_info(det), settings=settings,
                                   input_info=inp.info(self.stats), timing=self.times.to_dict(written, wall))
+            report["decoder"] = inp.decoder.to_dict()  # which decoder ran and why (surgbox.deid.decoders)
             result = DeidResult(src=name, dst=out.label, frames=written, faces=len(self.stats.tracks), seconds=wall,
                                 report=report)
             for path, what, write in (

@@ -8,10 +8,13 @@ compositor, the encoder and snapshots get only the hidden frames. It reuses the 
 :class:`~surgbox.deid.temporal.TemporalFilter`, and faces are hidden by the same anonymizer and
 masks (:func:`~surgbox.deid.hide.hide_regions`).
 
-Threads: the wrapper's own thread takes the wrapped source's frames, hands every ``every``-th
+Threads: the wrapper's own thread takes the wrapped source's frames, hands every N-th
 frame to the detector worker (:class:`DetectorWorker`, one more thread: the detectors release
 the GIL in their math), links the answers in the temporal stage and hides the faces of each
-frame once the temporal stage has finalized it (``lookahead`` frames later). So each frame
+frame once the temporal stage has finalized it (``lookahead`` frames later). N adapts to the
+detector (:class:`~surgbox.recording.live_cadence.Cadence`): from ``every`` (the fastest) up to
+``max_every`` (the slowest), picked from the measured wall time of the detector's calls so that
+it keeps up; the frames in between are covered by the temporal stage's tracks. So each frame
 leaves the wrapper about ``lookahead / fps + latency_s`` after its capture, with its capture
 time unchanged: the recorder's ``latency_s`` must cover :attr:`LiveDeidSource.delay_s`
 (:class:`~surgbox.recording.Recorder` raises it by itself).
@@ -23,15 +26,19 @@ that raised, or that could not even be queued (the worker's queue is full), make
 around it leave with the whole picture hidden (``slot``: ``blur`` or ``fill``). Each change
 of state is emitted as a :class:`~surgbox.types.Reading` of kind ``deid`` (the recording's data
 track keeps it; the values say ``hidden`` 0/1 and why: ``late``, ``error``, ``busy``, and the
-``faces`` shown hidden), counted in :meth:`LiveDeidSource.stats` with the list of hidden
+``faces`` shown hidden, and the cadence ``every``), counted in :meth:`LiveDeidSource.stats` with the list of hidden
 intervals and their reasons (the sidecar's final stats), and shown on ``surgbox record``'s
 status line.
 
     >>> room = LiveDeidSource(file_source, LiveDeidSettings.from_mapping({"every": 3}), plugins=plugins)  # doctest: +SKIP
+
+The settings (:class:`LiveDeidSettings`, the ``[deid]`` table) are in
+:mod:`surgbox.recording.live_settings`.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import math
@@ -46,97 +53,21 @@ from ..deid.anonymize import Anonymizer, make_anonymizer
 from ..deid.crop import crop_rgb
 from ..deid.detect import detector_info, detector_label
 from ..deid.hide import hide_regions
-from ..deid.options import DeidOptions
 from ..deid.temporal import TemporalFilter
-from ..deid.voice import DEFAULT_SEMITONES, check_semitones
-from ..errors import ConfigError, SourceError, SurgboxError
+from ..errors import SourceError, SurgboxError
 from ..interfaces import Source
 from ..types import Detections, Reading, Rect, VideoFrame
+from .live_cadence import Cadence
+from .live_settings import LiveDeidSettings, light_members
 from .live_worker import DetectorWorker
+from .raw_copy import RAW_ENCODER, RAW_OPTIONS, RawCopy
 from .wrapped import WrappedSource
+
+__all__ = ["LiveDeidSettings", "LiveDeidSource", "light_members", "wrap_sources"]
 
 log = logging.getLogger(__name__)
 
-# Live values (the detector, its options, masks and anonymizer come from surgbox.deid.defaults).
-LIVE_EVERY = 3  # detect on every 3rd frame: 10 detections/s for a 30 fps room camera
-LIVE_MAX_GAP = 10  # frames bridged between two detections: surgbox deid's default (a missed detection at every 3 is bridged)
-LIVE_EDGE_CARRY = 10  # frames a face leaving through the picture's edge stays hidden
-LATENCY_S = 0.25  # a detection later than this after its frame's capture: fail closed
-SLOT_HIDE = ("blur", "fill")
-
 STATUS_EVERY_S = 1.0  # a deid reading at least this often while the state does not change
-
-# ``surgbox deid`` option names a [deid] table may use for live hiding (the others, region,
-# encoder, queue sizes, are about files); plus the live-only names below.
-DEID_NAMES = ("detector", "detector_options", "threshold", "detector_threads", "detect_scale", "every", "carry", "max_gap",
-              "expand", "feather", "anonymizer", "anonymizer_options")
-LIVE_NAMES = ("latency_s", "slot", "edge_carry", "semitones")
-
-
-def _latency(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 5:
-        raise ConfigError(f"deid latency_s must be seconds in (0, 5] (how late a detection may be before the slot is "
-                          f"hidden whole; default {LATENCY_S}), got {value!r}")
-
-
-@attrs.frozen
-class LiveDeidSettings:
-    """How a source is hidden live: ``deid`` (the :class:`~surgbox.deid.options.DeidOptions`
-    of ``surgbox deid``: detector, threshold, every, carry, max_gap, expand, feather, anonymizer
-    ...; live defaults ``every`` :data:`LIVE_EVERY`, ``max_gap`` :data:`LIVE_MAX_GAP`),
-    ``latency_s`` (a detection later than this after its frame's capture fails closed),
-    ``slot`` (how a slot failing closed is hidden: ``blur`` or ``fill``) and ``edge_carry``
-    (frames a face leaving through the picture's edge stays hidden); ``semitones``: the shift
-    of audio sources with ``voice = "disguise"`` (:mod:`surgbox.recording.live_voice`)."""
-
-    deid: DeidOptions = attrs.field(factory=lambda: DeidOptions(every=LIVE_EVERY, max_gap=LIVE_MAX_GAP))
-    latency_s: float = attrs.field(default=LATENCY_S, validator=_latency)
-    slot: str = attrs.field(default="blur")
-    edge_carry: int = attrs.field(default=LIVE_EDGE_CARRY)
-    semitones: float = attrs.field(default=DEFAULT_SEMITONES, converter=check_semitones)  # voice = "disguise" sources
-
-    @slot.validator
-    def _check_slot(self, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in SLOT_HIDE:
-            raise ConfigError(f"deid slot must be one of {', '.join(SLOT_HIDE)} (how a slot failing closed is hidden), got {value!r}")
-
-    @edge_carry.validator
-    def _check_edge(self, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 120:
-            raise ConfigError(f"deid edge_carry must be an integer in [0, 120] (frames), got {value!r}")
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None, *, where: str = "deid") -> LiveDeidSettings:
-        """From a ``[deid]`` table: :data:`DEID_NAMES` (``surgbox deid``'s option names) and
-        :data:`LIVE_NAMES`; an unknown name is a :class:`ConfigError` listing the valid ones."""
-        m = dict(m or {})
-        known = DEID_NAMES + LIVE_NAMES
-        unknown = sorted(set(m) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown key(s) {where}.{f', {where}.'.join(unknown)}; live de-identification takes: {', '.join(known)}")
-        live = {k: m.pop(k) for k in LIVE_NAMES if k in m}
-        m.setdefault("every", LIVE_EVERY)
-        m.setdefault("max_gap", max(LIVE_MAX_GAP, 2 * m["every"] - 1) if isinstance(m["every"], int) else LIVE_MAX_GAP)
-        try:
-            deid = DeidOptions(**m)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        return cls(deid, **live)
-
-    def temporal(self, width: int, height: int) -> TemporalFilter:
-        """A fresh temporal stage for a ``width x height`` picture (its edges are the scan region's)."""
-        d = self.deid
-        return TemporalFilter(carry=d.carry, max_gap=d.max_gap, every=d.every, bounds=((0, 0, width, height),),
-                              edge_carry=self.edge_carry)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings for the sidecar (the detector's own settings are added when it is built)."""
-        d = self.deid
-        detector = d.detector if isinstance(d.detector, str) else detector_label(d.detector)
-        anonymizer = d.anonymizer if isinstance(d.anonymizer, str) else getattr(d.anonymizer, "name", "anonymizer")
-        return {"detector": detector, "detector_options": dict(d.detector_factory_options()), "detect_scale": d.detect_scale,
-                "every": d.every, "carry": d.carry, "max_gap": d.max_gap, "edge_carry": self.edge_carry, "expand": d.expand,
-                "feather": d.feather, "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
 
 
 @attrs.define(eq=False)
@@ -154,7 +85,9 @@ class LiveDeidSource(WrappedSource):
 
     ``settings``: :class:`LiveDeidSettings`; ``plugins``: the plugin manager the detector is
     built from by name (``None``: the process-wide one); ``detector``: an already built detector
-    (instead of the settings' name). The name, frame rate and size are ``inner``'s. Its items:
+    (instead of the settings' name); ``keep_raw``: the purpose of an encrypted raw copy of the
+    source (``None``: none; :mod:`surgbox.recording.raw_copy`; the recorder hands over its
+    destination through :meth:`attach_sink` and finishes the copy with :meth:`finish_outputs`). The name, frame rate and size are ``inner``'s. Its items:
     hidden :class:`~surgbox.types.VideoFrame` s (``yuv420p``, capture times unchanged) and
     ``deid`` :class:`~surgbox.types.Reading` s (the recorder writes them to the data track).
     """
@@ -165,11 +98,15 @@ class LiveDeidSource(WrappedSource):
     settings: LiveDeidSettings = attrs.field(factory=LiveDeidSettings, kw_only=True)
     plugins: Any = attrs.field(default=None, kw_only=True)
     detector: Any = attrs.field(default=None, kw_only=True)
+    keep_raw: str | None = attrs.field(default=None, kw_only=True)
+    _raw: RawCopy | None = attrs.field(default=None, init=False, alias="_raw")
     _worker: DetectorWorker | None = attrs.field(default=None, init=False, alias="_worker")
     _owns_detector: bool = attrs.field(default=False, init=False, alias="_owns_detector")
     _pending: collections.deque = attrs.field(factory=collections.deque, init=False, alias="_pending")
     _pushed: int = attrs.field(default=0, init=False, alias="_pushed")  # frames given to the temporal stage
     _next_index: int = attrs.field(default=0, init=False, alias="_next_index")
+    _cadence: Cadence | None = attrs.field(default=None, init=False, alias="_cadence")
+    _detects: list[int] = attrs.field(factory=list, init=False, alias="_detects")  # detect frames still needed, in order
     _status: dict[int, str] = attrs.field(factory=dict, init=False, alias="_status")  # detect frame -> status
     _early: dict[int, Any] = attrs.field(factory=dict, init=False, alias="_early")
     _tf: TemporalFilter | None = attrs.field(default=None, init=False, alias="_tf")
@@ -204,11 +141,37 @@ class LiveDeidSource(WrappedSource):
     def delay_s(self) -> float:
         """How long after its capture a frame leaves at the latest while detection keeps up:
         the temporal stage's lookahead plus ``latency_s`` plus one frame of slack."""
-        return (self.delay_frames + 1) / self.fps_or_default() + self.settings.latency_s
+        s = (self.delay_frames + 1) / self.fps_or_default() + self.settings.latency_s
+        return math.ceil(s * 1000 - 1e-6) / 1000  # whole milliseconds, rounded up (the recorder keeps ms)
 
     def sidecar_info(self) -> dict[str, Any]:
-        """The sidecar's ``deid`` entry for this source: hidden live, with which settings."""
-        return {"deid": {"live": True, **self.settings.to_dict(), **self._info}}
+        """The sidecar's ``deid`` entry for this source: hidden live, with which settings (and
+        the encrypted raw copy's file and purpose, when one is kept)."""
+        raw = {} if self._raw is None else {"raw_copy": {"file": self._raw.name, "purpose": self.keep_raw}}
+        return {"deid": {"live": True, **self.settings.to_dict(), **self._info, **raw}}
+
+    def attach_sink(self, sink: Any) -> None:
+        """The recorder's destination, before the source starts: opens the raw copy's file
+        (``keep_raw``; a sink that is not encrypted refuses it with a ConfigError)."""
+        if self.keep_raw is None or self._raw is not None:
+            return
+        name, target = sink.raw_target(self.name)
+        plugins = self.plugins
+        if plugins is None:
+            from ..plugins import get_plugins
+
+            plugins = get_plugins()
+        try:
+            encoder = plugins.create("encoder", RAW_ENCODER, **RAW_OPTIONS)
+        except BaseException:
+            target.abort() if hasattr(target, "abort") else target.close()
+            raise
+        self._raw = RawCopy(target, name, encoder)
+
+    def finish_outputs(self) -> None:
+        """Finish the raw copy (the recorder calls it before its destination closes)."""
+        if self._raw is not None:
+            self._raw.close()
 
     # -- ThreadedSource ---------------------------------------------------------------------------
     def _open(self) -> None:
@@ -245,6 +208,7 @@ class LiveDeidSource(WrappedSource):
         except BaseException:
             self._close_detector()
             raise
+        self._cadence = self.settings.cadence(self.fps_or_default())
         self._worker = DetectorWorker(det, self.clock.now_ns)
         self._worker.start(self.name)
 
@@ -260,6 +224,7 @@ class LiveDeidSource(WrappedSource):
 
     def _close(self) -> None:
         try:
+            self.finish_outputs()  # (normally done by the recorder already)
             self.inner.stop()
         finally:
             if self._worker is not None and not self._worker.stop():
@@ -281,11 +246,15 @@ class LiveDeidSource(WrappedSource):
         if self._tf is None:
             self._rect = Rect(0, 0, img.width, img.height)
             self._tf = self.settings.temporal(img.width, img.height)
+        if self._raw is not None:  # the raw pixels, before anything is hidden in place
+            self._raw.write(img, item.capture_ns, self.fps_or_default())
         frame = VideoFrame(self.name, item.capture_ns, img, item.seq)
         index = self._next_index
         self._next_index += 1
-        entry = _Pending(index, frame, index % self.settings.deid.every == 0)
+        assert self._cadence is not None
+        entry = _Pending(index, frame, not self._detects or index - self._detects[-1] >= self._cadence.every)
         if entry.detect:
+            self._detects.append(index)
             assert self._worker is not None and self._rect is not None
             if self._reformatter is None:
                 from av.video.reformatter import VideoReformatter
@@ -304,8 +273,12 @@ class LiveDeidSource(WrappedSource):
         assert self.clock is not None
         if self._worker is None or self._tf is None:
             return ended
-        for index, res in self._worker.take():
-            self._early[index] = res
+        assert self._cadence is not None
+        for index, res, seconds in self._worker.take():
+            if index >= self._pushed:  # (an answer for a frame that already failed closed is dropped)
+                self._early[index] = res
+            if seconds is not None:
+                self._cadence.observe(seconds)
         now = self.clock.now_ns()
         budget = round(self.settings.latency_s * NS_PER_S)
         finals = []
@@ -341,16 +314,16 @@ class LiveDeidSource(WrappedSource):
 
     def _unsafe(self, j: int) -> str | None:
         """Why frame ``j`` cannot be shown with only its faces hidden (``None``: it can)."""
-        every = self.settings.deid.every
-        a = j - j % every
         # the detections the temporal stage bridges this frame with: the bracketing detected
         # frames and one more on each side (a face one detection misses is interpolated or carried
         # from its neighbours, as in surgbox deid)
-        needed = [a - every, a, a + every] if a == j else [a - every, a, a + every, a + 2 * every]
-        for d in needed:
-            if d < 0:
-                continue  # nothing before the first frame
-            st = self._status.get(d)
+        d = self._detects
+        k = bisect.bisect_right(d, j)  # d[k - 1] <= j < d[k]
+        after = 1 if k and d[k - 1] == j else 2
+        if len(d) - k < after:
+            return "late"  # the detections after it are not there (the end of the recording)
+        for i in d[max(0, k - 2):k + after]:
+            st = self._status.get(i)
             if st is None:
                 return "late"  # not settled (the end of the recording) counts as late
             if st != "ok":
@@ -368,8 +341,11 @@ class LiveDeidSource(WrappedSource):
         elif regions:
             hide_regions(self._anon, e.frame.image, [self._rect], regions)
             self._counts["frames_faces_hidden"] += 1
-        for d in [k for k in self._status if k < j - 2 * self.settings.deid.every]:
+        horizon = j - 3 * self.settings.slowest
+        for d in [k for k in self._status if k < horizon]:
             del self._status[d]
+        while len(self._detects) > 2 and self._detects[1] < horizon:
+            del self._detects[0]
         self._counts["frames"] += 1
         assert self.clock is not None
         lat = (self.clock.now_ns() - e.frame.capture_ns) / NS_PER_S
@@ -404,7 +380,8 @@ class LiveDeidSource(WrappedSource):
         if changed or due or force:
             self._last_reading_ns = capture_ns
             values = {"hidden": float(reason is not None), "faces": float(faces),
-                      "late": float(reason == "late"), "error": float(reason == "error"), "busy": float(reason == "busy")}
+                      "late": float(reason == "late"), "error": float(reason == "error"), "busy": float(reason == "busy"),
+                      "every": float(self._cadence.every if self._cadence else self.settings.deid.every)}
             self.put(Reading(self.name, capture_ns, "deid", values))
             if changed:
                 (log.warning if reason else log.info)(
@@ -427,6 +404,8 @@ class LiveDeidSource(WrappedSource):
             "intervals": intervals, "latency_ms_mean": round(1000 * total / n, 1) if n else None,
             "latency_ms_max": round(1000 * peak, 1), "detector_busy_s": None if w is None else round(w.busy_s, 3),
             "detector_calls": None if w is None else w.calls, "delay_s": round(self.delay_s, 3),
+            "cadence": None if self._cadence is None else self._cadence.stats(),
+            "raw_copy": None if self._raw is None else self._raw.stats(),
         }
         return base
 

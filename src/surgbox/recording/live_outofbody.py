@@ -53,7 +53,7 @@ class LiveOutOfBodySource(WrappedSource):
         return (self.carry + 2) / self.fps_or_default() + 0.1
 
     def sidecar_info(self) -> dict[str, Any]:
-        return {"out_of_body": {"live": True, "carry": self.carry, **self.classifier.settings()}}
+        return {**self.inner_sidecar_info(), "out_of_body": {"live": True, "carry": self.carry, **self.classifier.settings()}}
 
     def _flush_end(self) -> bool:
         assert self._gate is not None

@@ -45,7 +45,7 @@ class LiveVoiceSource(WrappedSource):
 
     def sidecar_info(self) -> dict[str, Any]:
         """The sidecar's ``voice`` entry for this source."""
-        return {"voice": {"live": True, **self.settings.to_dict()}}
+        return {**self.inner_sidecar_info(), "voice": {"live": True, **self.settings.to_dict()}}
 
     def _close(self) -> None:
         try:

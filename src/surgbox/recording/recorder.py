@@ -41,6 +41,7 @@ from ..packets import FragmentInfo, PacketConsumer, PacketTee
 from ..plugins import get_plugins
 from ..readings import DataTrackWriter
 from ..types import Layout, RecordingInfo, SegmentInfo
+from .display import fanout
 from .metadata import container_tags, describe_source, sidecar_meta
 from .options import FALLBACK_ITEM_RATE, RecorderOptions
 from .pipeline import TickLoop, first_tick, make_aligner, make_selectors
@@ -63,7 +64,8 @@ class Recorder:
     fails is detached; it never stops the recording); ``preview``: a
     :class:`~surgbox.recording.preview.PreviewTap` offered every composite on the pipeline
     thread (it never blocks; JPEGs are made on its own thread, only while someone watches; one
-    that fails is detached). How it runs is
+    that fails is detached); ``display``: a :class:`~surgbox.recording.display.DisplayOutput`
+    showing every composite on a monitor (it drops at the display, never at the encoder). How it runs is
     ``options`` (a :class:`~surgbox.recording.options.RecorderOptions`), or its fields as
     keyword arguments (``fps=25, duration=60``); they are readable as attributes
     (``rec.fps``).
@@ -98,11 +100,12 @@ class Recorder:
     _announced: int = 0
     _stopped_stats: dict[str, Any] | None = None
     _sink_closed: bool = False
+    _display: Any = None  # a DisplayOutput (recording.display), or None
 
     def __init__(self, sources: Sequence[Source], layout: Layout, output: str | os.PathLike | IO[bytes] | RecordingSink, *,
                  encoder: Encoder | None = None, compositor: Compositor | None = None, plugins: Any = None,
                  clock: Clock | None = None, consumers: Sequence[PacketConsumer] = (), options: RecorderOptions | None = None,
-                 preview: Any = None, **option_values: Any):
+                 preview: Any = None, display: Any = None, **option_values: Any):
         unknown = sorted(set(option_values) - set(RecorderOptions.names()))
         if unknown:
             raise ConfigError(f"unknown recorder option(s) {', '.join(unknown)}; options: {', '.join(RecorderOptions.names())}")
@@ -117,6 +120,7 @@ class Recorder:
             opts = attrs.evolve(opts, latency_s=round(delay, 3))
         self.__attrs_init__(tuple(sources), layout, output, encoder, compositor, plugins, clock, tuple(consumers), opts, preview, None)  # type: ignore[arg-type]
         opts.check_against(self.sources, layout)
+        self._display = display
         if isinstance(output, RecordingSink):
             if opts.sidecar is not None or opts.snapshots is not None:
                 raise ConfigError("sidecar=/snapshots= apply to a path or file output; a RecordingSink names its own files")
@@ -196,6 +200,14 @@ class Recorder:
         self.compositor.configure(self.layout)
         clock = self.clock = self.clock or Clock()
         self._sink.open()  # a bad destination fails before any device opens
+        try:  # sources that write files of their own (live hiding's encrypted raw copy)
+            for src in self.sources:
+                attach = getattr(src, "attach_sink", None)
+                if callable(attach):
+                    attach(self._sink)
+        except BaseException:
+            self._sink.abort()
+            raise
         for src in self.sources:
             self._size_queue(src)
             try:
@@ -218,6 +230,8 @@ class Recorder:
             self._stop_sources()
             self._abort_output()
             raise
+        if self._display is not None:  # its pipeline starts on its own thread; closed when the recording ends
+            self._display.start(self.layout.width, self.layout.height, self.options.fps)
         self._thread = threading.Thread(target=self._run, name="surgbox-recorder", daemon=True)
         self._thread.start()
 
@@ -274,7 +288,7 @@ class Recorder:
         writer.start()
         self._loop = TickLoop(opts, ticks, clock, self.compositor, self.encoder, writer, self._snaps, list(self._started), selectors,
                               aligner, asrc, {**self._meta["event"], "id": self._meta["event"].get("id", self._event_id)},
-                              self._announce, self._label, preview=self.preview)
+                              self._announce, self._label, preview=fanout(self.preview, self._display))
         self._info = RecordingInfo(id=self._event_id, path=self._label(), layout=self.layout, sources=tuple(s.name for s in self.sources),
                                    started_at=started_at, metadata=dict(self._meta))
         self._call_hook("recording_started", recording=self._info)
@@ -378,6 +392,8 @@ class Recorder:
             k = self._loop.next_tick
         finally:
             try:
+                if self._display is not None:
+                    self._display.close()  # the queued pictures shown, before the final stats
                 self._finalize(k)
             except BaseException as exc:  # a bug or an unexpected error while finishing: never hang, never "complete"
                 self._note_error("finishing", exc)
@@ -416,6 +432,10 @@ class Recorder:
             self._note_error("writing the video", writer.error)
         self._step("closing the encoder", self.encoder.close)
         finished = self._step("finishing the video", self._sink.finish_video)  # fsync / commit, even after an error
+        for src in self._started:  # a source's own files (the raw copy) close before the destination
+            fin = getattr(src, "finish_outputs", None)
+            if callable(fin):
+                self._step(f"finishing the files of source {src.name!r}", fin)
         for frag in writer.take_durable() + (writer.take_unsynced() if finished else []):
             loop.announce(frag)
         duration_ns = loop.ticks.output_ns(k)
@@ -519,5 +539,6 @@ class Recorder:
             "consumers_failed": {} if self._tee is None else dict(self._tee.failed),
             "segments": self._announced,
             "snapshots": len(self._snapshot_entries),
+            **({"display": self._display.stats()} if self._display is not None else {}),
             "error": None if self._error is None else str(self._error),
         }

@@ -27,7 +27,7 @@ from ..readings import data_track_path
 
 SIDECAR_FORMAT = "surgbox-recording"
 SIDECAR_VERSION = 1
-FILE_KINDS = ("segment", "snapshot", "data", "sidecar")
+FILE_KINDS = ("segment", "snapshot", "data", "sidecar", "raw")
 
 SIDECAR_FILE_MODE = 0o666
 """Mode of a plain-file sidecar before the umask: the same as the MP4 and PNGs beside it (which
@@ -55,7 +55,7 @@ def sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
 @attrs.frozen
 class RecordedFile:
     """A file a recording wrote: ``kind`` (``segment`` the video, ``snapshot`` a PNG, ``data`` the
-    data track, ``sidecar`` the JSON sidecar), ``name`` (a path, or a store key), ``size`` in bytes
+    data track, ``sidecar`` the JSON sidecar, ``raw`` the encrypted raw copy of a source hidden live), ``name`` (a path, or a store key), ``size`` in bytes
     and ``sha256`` of the plaintext (hex; ``None`` when the sink did not hash it)."""
 
     kind: str = attrs.field(validator=attrs.validators.in_(FILE_KINDS))
@@ -110,6 +110,12 @@ class RecordingSink(abc.ABC):
     def data_track_target(self) -> str | os.PathLike | IO[bytes]:
         """Where :class:`~surgbox.readings.DataTrackWriter` writes (it closes a file object)."""
         raise ConfigError(f"{type(self).__name__} keeps no data track")
+
+    def raw_target(self, source: str) -> tuple[str, IO[bytes]]:
+        """``(name, writer)`` for the encrypted raw copy of ``source`` (``keep_raw``, see
+        :mod:`surgbox.recording.raw_copy`); only encrypted sinks keep one."""
+        raise ConfigError(f"source {source!r}: keep_raw needs an encrypted destination (record into an event with "
+                          f"--event, or into a store); {type(self).__name__} would leave the raw video in plaintext on disk")
 
     @abc.abstractmethod
     def snapshot_name(self, index: int, what: str) -> str:

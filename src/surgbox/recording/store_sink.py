@@ -18,6 +18,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..interfaces import SegmentedStore
+from .raw_copy import raw_name
 from .sinks import FILE_KINDS, RecordedFile, RecordingSink, sidecar_bytes
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,12 @@ class StoreSink(RecordingSink):
         key = self.prefix + self.data_track_name
         return self._track(_HashingWriter(self._writer(key, "data", self.small_segment_size), key,
                                           self._committed("data")))  # type: ignore[return-value]
+
+    def raw_target(self, source: str) -> tuple[str, IO[bytes]]:
+        name = raw_name(self.base, source)
+        key = self.prefix + name
+        return name, self._track(_HashingWriter(self._writer(key, "raw", self.segment_size), key,
+                                                self._committed("raw")))  # type: ignore[return-value]
 
     def snapshot_name(self, index: int, what: str) -> str:
         return f"{self.base}.snapshot-{index:04d}-{what}.png"

@@ -77,6 +77,23 @@ class WrappedSource(ThreadedSource):
         assert self.clock is not None
         self.inner.start(self.clock)
 
+    def inner_sidecar_info(self) -> dict[str, Any]:
+        """``inner``'s own sidecar fields (a wrapper around a wrapper keeps both; ``{}``: none)."""
+        info = getattr(self.inner, "sidecar_info", None)
+        return dict(info()) if callable(info) else {}
+
+    def attach_sink(self, sink: Any) -> None:
+        """The recorder's destination, handed on to ``inner`` (a live source that writes files of its own)."""
+        attach = getattr(self.inner, "attach_sink", None)
+        if callable(attach):
+            attach(sink)
+
+    def finish_outputs(self) -> None:
+        """Finish ``inner``'s own files (the recorder calls it before its destination closes)."""
+        finish = getattr(self.inner, "finish_outputs", None)
+        if callable(finish):
+            finish()
+
     def stats(self) -> Mapping[str, Any]:
         """ThreadedSource's counters, with the wrapped source's under ``inner``."""
         base = dict(super().stats())

@@ -1,6 +1,7 @@
-"""Encoder plugins on PyAV (FFmpeg): ``libx264`` (CPU) and ``h264_nvenc`` (NVIDIA), muxed as
-crash-safe fragmented MP4 with AAC audio."""
+"""Encoder plugins on PyAV (FFmpeg): ``libx264`` (CPU) and ``h264_nvenc`` (NVIDIA, with a real
+probe), muxed as crash-safe fragmented MP4 with AAC audio."""
 
-from .pyav import NvencEncoder, PyAVEncoder, X264Encoder, nvenc_check
+from .nvenc import NvencEncoder, nvenc_check
+from .pyav import PyAVEncoder, X264Encoder
 
 __all__ = ["NvencEncoder", "PyAVEncoder", "X264Encoder", "nvenc_check"]

@@ -171,3 +171,50 @@ def uri_head(*, uri: str) -> str:
     """``uridecodebin`` exposing only the video stream (decoders chosen by rank: the hardware
     decoder of the profile wins where it is installed)."""
     return element("uridecodebin", {"uri": uri, "expose-all-streams": False, "caps": "video/x-raw(ANY)"})
+
+
+# ---- de-identification decoder -------------------------------------------------------------------
+
+_DECODE = {"cpu": "avdec_h264 ! videoconvert", "jetson": "nvv4l2decoder ! nvvidconv", "nvidia": "nvh264dec ! videoconvert"}
+
+
+def decoder_pipeline(profile: str, *, location: str | None = None, max_buffers: int = 4) -> str:
+    """``filesrc -> qtdemux -> h264parse -> <decoder> -> I420 -> appsink`` for an MP4/MOV file:
+    the first video track only (audio is copied by PyAV, never decoded here), pictures in
+    presentation order. The ``appsink`` holds at most ``max_buffers`` and never drops (the
+    caller's bounded queue applies back-pressure). ``location`` (``None``: set later as the
+    ``file`` element's property, so any path works unquoted).
+
+    >>> decoder_pipeline("cpu").split(" ! ")[3]
+    'avdec_h264'
+    """
+    get_profile(profile)
+    src = element("filesrc", {"name": "file", "location": location})
+    sink = element("appsink", {"name": "sink", "sync": False, "max-buffers": max_buffers, "drop": False,
+                               "emit-signals": False})
+    return f"{src} ! qtdemux name=demux demux.video_0 ! h264parse ! {_DECODE[profile]} ! {raw_caps()} ! {sink}"
+
+
+# ---- live display --------------------------------------------------------------------------------
+
+DISPLAY_SINKS = {"cpu": "autovideosink", "jetson": "nveglglessink", "nvidia": "autovideosink"}
+NVMM_SINKS = ("nveglglessink", "nv3dsink", "nvdrmvideosink")  # Jetson sinks fed from NVMM memory by nvvidconv
+
+
+def display_pipeline(profile: str, *, width: int, height: int, fps: Fraction, sink: str | None = None) -> str:
+    """``appsrc (I420) -> convert -> <video sink>`` for the live monitor: the profile's sink
+    (:data:`DISPLAY_SINKS`: ``autovideosink``; ``nveglglessink`` on a Jetson, fed from NVMM memory
+    by ``nvvidconv``) or ``sink``, a launch fragment (``kmssink``, ``fakesink``, ``appsink
+    name=shown``...). The sink shows a picture when it arrives (``sync=false`` unless the fragment
+    sets ``sync``); the ``appsrc`` is live and never blocks (the display's own queue drops).
+
+    >>> display_pipeline("cpu", width=1920, height=1080, fps=Fraction(30), sink="fakesink").split(" ! ")[-1]
+    'fakesink sync=false'
+    """
+    get_profile(profile)
+    head = element("appsrc", {"name": "src", "format": "time", "is-live": True, "do-timestamp": False, "block": False,
+                              "caps": raw_caps(width, height, fps)})
+    sink = sink or DISPLAY_SINKS[profile]
+    convert = f"nvvidconv ! {raw_caps(fmt=None, memory='NVMM')}" if sink.split()[0] in NVMM_SINKS else "videoconvert"
+    tail = sink if "sync=" in sink else f"{sink} sync=false"
+    return f"{head} ! {convert} ! {tail}"

@@ -143,25 +143,47 @@
     });
   }
 
-  async function deidLoop(box) {
-    var bar = document.getElementById("deid-progress");
+  // Poll a background job's JSON every second; show(job) updates the page and says whether it still runs;
+  // once it does not, reload the page (which then shows the result).
+  async function pollJob(url, show) {
     for (;;) {
       await sleep(1000);
       try {
-        var r = await fetch("/api/deid/" + encodeURIComponent(box.dataset.event), { cache: "no-store", credentials: "same-origin" });
+        var r = await fetch(url, { cache: "no-store", credentials: "same-origin" });
         if (gone(r)) { return; }
         if (!r.ok) { continue; }
-        var job = await r.json();
-        if (job.total) { bar.max = job.total; }
-        bar.value = job.frames || 0;
-        if (job.state !== "running") { window.location.reload(); return; }
+        if (!show(await r.json())) { window.location.reload(); return; }
       } catch (e) { /* try again */ }
     }
+  }
+
+  function deidLoop(box) {
+    var bar = document.getElementById("deid-progress");
+    pollJob("/api/deid/" + encodeURIComponent(box.dataset.event), function (job) {
+      if (job.total) { bar.max = job.total; }
+      bar.value = job.frames || 0;
+      return job.state === "running";
+    });
+  }
+
+  function mb(n) { return (n / 1e6).toFixed(1); }
+
+  function uploadLoop(box) {
+    var bar = box.querySelector("progress");
+    pollJob("/api/upload/" + encodeURIComponent(box.dataset.job), function (job) {
+      if (bar && job.fraction != null) { bar.value = job.fraction; }
+      var line = mb(job.bytes_done) + " / " + mb(job.bytes_total) + " MB";
+      if (job.running && job.rate) { line += " · " + mb(job.rate) + " MB/s"; }
+      if (job.running && job.eta != null) { line += " · " + hms(job.eta); }
+      text(box.querySelector("[data-field=bytes]"), line);
+      return job.running;
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     var deid = document.getElementById("deid");
     if (deid) { deidLoop(deid); }
+    document.querySelectorAll(".upjob[data-running='1']").forEach(uploadLoop);
     var root = document.getElementById("record");
     if (root) {
       if (root.dataset.state !== "off") { statusLoop(root); }
