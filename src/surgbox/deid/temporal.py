@@ -78,7 +78,7 @@ class _Track:
     def last(self) -> int:
         return next(reversed(self.obs))
 
-    def velocity(self, at: int, forward: bool, span: int = 8) -> np.ndarray:  # span: VELOCITY_SPAN
+    def velocity(self, at: int, forward: bool, span: int = VELOCITY_SPAN) -> np.ndarray:
         """Per-frame box motion at observation ``at``, measured against the farthest observation
         within ``span`` frames before it (``forward``) or after it (a longer baseline than one
         frame, so detector jitter is not mistaken for motion)."""
@@ -96,7 +96,7 @@ class _Track:
         limit = 0.25 * max(box[2] - box[0], box[3] - box[1])  # ignore absurd jumps (bad links)
         return np.clip(v, -limit, limit)
 
-    def largest(self, at: int, forward: bool, span: int = 8) -> np.ndarray:  # span: VELOCITY_SPAN
+    def largest(self, at: int, forward: bool, span: int = VELOCITY_SPAN) -> np.ndarray:
         """``(width, height)``: the largest of the boxes observed within ``span`` frames before
         observation ``at`` (``forward``) or after it, ``at`` included (a face cut by an edge is
         boxed ever smaller while it is not)."""
