@@ -418,3 +418,18 @@ def test_plain_mp4_refuses_a_file_object(tmp_path):
 
     with pytest.raises(EncoderError, match="give a file path"):
         X264Encoder(fragmented=False).open_output(io.BytesIO(), width=64, height=48, fps=30)
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_frame_or_slice_threads_both_encode_every_frame(tmp_path, sliced):
+    """Frame threads (default) overlap a frame's encoding with the next calls; slice threads encode
+    it inside the call. Either way every frame reaches the file, in order."""
+    out = tmp_path / "t.mp4"
+    enc = encode_clip(out, seconds=1.0, audio=False, threads=2, sliced_threads=sliced)
+    assert enc.stats()["video_frames"] == 30
+    info = ffprobe_json(out, "-count_frames", "-show_streams")
+    assert int(info["streams"][0]["nb_read_frames"]) == 30 and full_decode_errors(out) == ""
+    enc2 = X264Encoder(threads=2, sliced_threads=sliced)
+    enc2.open_codecs(width=320, height=180, fps=30)
+    assert str(enc2._video.thread_type).endswith("SLICE" if sliced else "FRAME")
+    enc2.close()

@@ -413,7 +413,11 @@ class X264Encoder(PyAVEncoder):
     ``preset`` x264 speed preset; ``crf`` constant quality (0-51, lower is better; ignored when
     ``bitrate`` is set, which selects ABR with ``maxrate = bitrate`` and a 2 s buffer);
     ``profile`` H.264 profile (``high``, ``main``, ``baseline``); ``tune`` optional x264 tune;
-    ``x264_params`` raw ``key=value:...`` string.
+    ``x264_params`` raw ``key=value:...`` string; ``sliced_threads`` encode each frame whole inside
+    ``encode()`` with slice threads (no frame delay, but the recorder's tick thread waits for it);
+    the default, frame threads, overlaps a frame's encoding with the next ticks: packets come out
+    a few frames later and the tick thread spends ~40 % less time per tick (``surgbox demo``: 13 ms
+    instead of 20 ms), which keeps a 2-core recorder live beside other busy processes.
     """
 
     codec: ClassVar[str] = "libx264"
@@ -423,6 +427,10 @@ class X264Encoder(PyAVEncoder):
     profile: str = attrs.field(default="high", kw_only=True)
     tune: str | None = attrs.field(default=None, kw_only=True)
     x264_params: str | None = attrs.field(default=None, kw_only=True)
+    sliced_threads: bool = attrs.field(default=False, kw_only=True, converter=bool)
+
+    def _configure_video(self, ctx: Any) -> None:
+        ctx.thread_type = "SLICE" if self.sliced_threads else "FRAME"  # PyAV's default is SLICE
 
     def _video_options(self) -> dict[str, str]:
         # sc_threshold 0: no scene-cut keyframes, so every fragment is exactly one GOP
