@@ -6,6 +6,9 @@
 * Packets teed to a second muxer (the file plus a preview or an upload) cost about what one
   encode costs: the ratio to the plain encode measured in the same run stays >= 0.9 (encoding
   twice would be 0.5).
+* The tick thread's wait in ``encode()`` at 30 fps: with x264's frame threads (the default) a
+  frame's encoding overlaps the next ticks, so the recorder's tick thread waits <= 0.7x as long
+  per frame as with slice threads (``sliced_threads=True``, PyAV's own default), in the same run.
 * ``surgbox demo`` CPU cost: <= 1.2 core-seconds per recorded second (a 20 s demo in a
   subprocess, user + system time of it and its children). The baseline in the same run is the
   ffmpeg CLI encoding 20 s of a 1080p30 test pattern with the same x264 preset.
@@ -96,6 +99,44 @@ def test_compose_and_encode_three_sources(benchmark, inputs):
     print(f"\ncompose+encode 1080p30 from 3 sources: {fps:.1f} fps = {fps / 30:.2f}x real time"
           + (f", {fps / plain:.2f}x the plain encode" if plain else ""))
     assert fps >= 45, f"{fps:.1f} fps < 45 fps (1.5x real time)"
+
+
+def encode_wait(sliced: bool, composites) -> float:
+    """Seconds the caller spends inside ``encode()`` for :data:`FRAMES` 1080p composites handed
+    over at 30 fps, as the recorder's ticks do (a caller that feeds frames as fast as it can
+    waits for x264 either way)."""
+    import time
+
+    enc = X264Encoder(sliced_threads=sliced)
+    enc.open_codecs(width=1920, height=1080, fps=30)
+    waited = 0.0
+    start = time.perf_counter()
+    for k in range(FRAMES):
+        time.sleep(max(0.0, start + k / 30 - time.perf_counter()))
+        t = time.perf_counter()
+        enc.encode(composites[k % 30], k * NS // 30)
+        waited += time.perf_counter() - t
+    enc.flush()
+    enc.close()
+    return waited
+
+
+def test_encode_wait_slice_threads_baseline(benchmark, inputs):
+    waited = benchmark.pedantic(encode_wait, args=(True, inputs[3]), rounds=3, iterations=1)
+    pytest.slice_wait_ms = 1000 * waited / FRAMES
+    benchmark.extra_info["wait_ms_per_frame"] = pytest.slice_wait_ms
+    print(f"\nslice threads: the caller waits {pytest.slice_wait_ms:.1f} ms per 1080p frame in encode()")
+
+
+def test_encode_wait_frame_threads(benchmark, inputs):
+    waited = benchmark.pedantic(encode_wait, args=(False, inputs[3]), rounds=3, iterations=1)
+    ms = 1000 * waited / FRAMES
+    base = getattr(pytest, "slice_wait_ms", None)
+    benchmark.extra_info.update(wait_ms_per_frame=ms, ratio_to_slice_threads=ms / base if base else None)
+    print(f"\nframe threads (default): the caller waits {ms:.1f} ms per 1080p frame in encode()"
+          + (f" = {ms / base:.2f}x slice threads" if base else ""))
+    if base:
+        assert ms / base <= 0.7, f"frame threads wait {ms / base:.2f}x as long as slice threads"
 
 
 def encode_teed(frames_for_tick) -> None:

@@ -416,8 +416,9 @@ class X264Encoder(PyAVEncoder):
     ``x264_params`` raw ``key=value:...`` string; ``sliced_threads`` encode each frame whole inside
     ``encode()`` with slice threads (no frame delay, but the recorder's tick thread waits for it);
     the default, frame threads, overlaps a frame's encoding with the next ticks: packets come out
-    a few frames later and the tick thread spends ~40 % less time per tick (``surgbox demo``: 13 ms
-    instead of 20 ms), which keeps a 2-core recorder live beside other busy processes.
+    a few frames later and, called at 30 fps, ``encode()`` waits about 0.4x as long per 1080p
+    frame (``surgbox demo``'s tick: 13 ms instead of 20 ms; ``benchmarks/bench_record.py``), which
+    keeps a 2-core recorder live beside other busy processes.
     """
 
     codec: ClassVar[str] = "libx264"
