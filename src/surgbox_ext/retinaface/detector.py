@@ -13,7 +13,6 @@ device (:mod:`.postprocess`), map back to each image's pixels.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
 from surgbox_ext.torch_detect import (
+    TorchDetectorParts,
     check_image,
     effective_scale,
     group_by_size,
@@ -78,7 +78,7 @@ def preprocess(
 
 
 @attrs.define(eq=False)
-class RetinaFaceDetector(Detector):
+class RetinaFaceDetector(TorchDetectorParts, Detector):
     """RetinaFace (MobileNet-0.25 by default, shipped weights; ResNet-50 with your checkpoint).
 
     Options (all keyword):
@@ -153,24 +153,7 @@ class RetinaFaceDetector(Detector):
     _threads_before: int | None = attrs.field(default=None, init=False, alias="_threads_before")
 
     def __attrs_post_init__(self) -> None:
-        if self.scale != "auto" and self.scale <= 0:
-            raise ValueError(f"scale must be > 0 or 'auto', got {self.scale}")
-        if self.min_face <= 0:
-            raise ValueError(f"min_face must be > 0 pixels, got {self.min_face}")
-        if self.pixel_budget is not None and self.pixel_budget < 1024:
-            raise ValueError(f"pixel_budget must be >= 1024 pixels, got {self.pixel_budget}")
-        if self.max_size is not None and self.max_size < 32:
-            raise ValueError(f"max_size must be >= 32 pixels, got {self.max_size}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {self.threshold} (e.g. 0.5)")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou} (e.g. 0.4)")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        if self.pre_nms_top_k < 1 or self.max_detections < 1:
-            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got {self.pre_nms_top_k}, {self.max_detections}")
+        self._check_shared_options(32, 0.5, 0.4)
         self._post = PostprocessConfig(self.threshold, self.nms_iou, self.pre_nms_top_k, self.max_detections)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -265,16 +248,6 @@ class RetinaFaceDetector(Detector):
                 self._priors.clear()
             self._priors[key] = make_priors(h, w, device=device)
         return self._priors[key]
-
-    def _clock(self) -> float:
-        """``time.perf_counter()``, after waiting for queued GPU work (CUDA only)."""
-        dev = self._torch_device
-        if dev is not None and dev.type == "cuda" and self._ort is None:
-            torch.cuda.synchronize(dev)
-        return time.perf_counter()
-
-    def _add(self, stage: str, seconds: float) -> None:
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     @torch.inference_mode()
     def _run(self, batch: torch.Tensor, t_start: float) -> list[Detections]:
