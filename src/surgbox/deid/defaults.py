@@ -39,12 +39,12 @@ DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     # the shared OR photos). RetinaFace at half size on every 4th frame adds a second model
     # (large frontal faces CenterFace can score low; a large face moves little against its size,
     # so the temporal stage bridges the 3 frames between: every 2 -> 4 kept recall within 2 of
-    # 2516 face-frames for 1.1 points less collateral and a quarter of the detector work less on
-    # the frames it skips, docs/deid.md "Detectors and defaults"). Hysteresis (docs/deid.md "Detectors and
-    # defaults"): each member reports candidates from a low ``threshold`` and is confident
-    # from ``confirm``; the temporal stage hides a track once one of its detections is
-    # confident or it has CONFIRM_HITS detections, and then over its whole length. The
-    # surgbox_ext ensemble also uses these members when it is built without any.
+    # 2516 face-frames, for 1.1 points less collateral and half of RetinaFace's work; docs/deid.md
+    # "RetinaFace's cadence"). Hysteresis (docs/deid.md "Detectors and defaults"): each member
+    # reports candidates from a low ``threshold`` and is confident from ``confirm``; the
+    # temporal stage hides a track once one of its detections is confident or it has
+    # CONFIRM_HITS detections, and then over its whole length. The surgbox_ext ensemble also
+    # uses these members when it is built without any.
     "ensemble": {
         "members": [
             {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 2, "threshold": 0.1,
