@@ -257,7 +257,10 @@ def test_simulator_restart_on_same_pty_path_reconnects(tmp_path):
                 t.start()
                 assert len(collect(src, 5, timeout=5.0)) == 5
                 t.join()
-        assert src.stats()["connects"] == 2 and src.stats()["disconnects"] == 1
+                # read while the second pty is still open: closing it is a second disconnect,
+                # which the source may or may not have seen by the time the block has ended
+                stats = src.stats()
+        assert stats["connects"] == 2 and stats["disconnects"] == 1
     finally:
         src.stop()
 
