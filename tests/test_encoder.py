@@ -433,3 +433,10 @@ def test_frame_or_slice_threads_both_encode_every_frame(tmp_path, sliced):
     enc2.open_codecs(width=320, height=180, fps=30)
     assert str(enc2._video.thread_type).endswith("SLICE" if sliced else "FRAME")
     enc2.close()
+
+
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_sliced_threads_must_be_a_boolean(value):
+    """A string such as "no" must not silently read as true."""
+    with pytest.raises(ValueError, match="sliced_threads must be true or false"):
+        X264Encoder(sliced_threads=value)

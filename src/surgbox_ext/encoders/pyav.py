@@ -406,6 +406,12 @@ class PyAVEncoder(Encoder):
         self._closed = True
 
 
+def _need_bool(name: str, value: Any) -> None:
+    """A boolean option: a string such as ``"no"`` would otherwise read as true."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 @attrs.define(eq=False)
 class X264Encoder(PyAVEncoder):
     """``libx264`` H.264 + AAC in fragmented MP4 (``surgbox.interfaces.Encoder``).
@@ -428,7 +434,7 @@ class X264Encoder(PyAVEncoder):
     profile: str = attrs.field(default="high", kw_only=True)
     tune: str | None = attrs.field(default=None, kw_only=True)
     x264_params: str | None = attrs.field(default=None, kw_only=True)
-    sliced_threads: bool = attrs.field(default=False, kw_only=True, converter=bool)
+    sliced_threads: bool = attrs.field(default=False, kw_only=True, validator=lambda _, a, v: _need_bool(a.name, v))
 
     def _configure_video(self, ctx: Any) -> None:
         ctx.thread_type = "SLICE" if self.sliced_threads else "FRAME"  # PyAV's default is SLICE
