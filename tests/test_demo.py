@@ -35,7 +35,12 @@ def surgbox(*args: str) -> list[str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo.mp4"
-    proc = subprocess.run(surgbox("demo", "--duration", "20", "--out", str(out), "--quiet"), capture_output=True, text=True, timeout=180)
+    # --max-behind 20: this test is about the file (frames, streams, sync), not about keeping up in
+    # real time on whatever machine runs it. On a shared 2-core CI runner the demo has fallen 3 s
+    # (the default) behind and skipped 90 ticks; with 20 s it catches up instead and writes every
+    # tick. Keeping up is measured by benchmarks/bench_record.py (CPU per recorded second, encode wait).
+    cmd = surgbox("demo", "--duration", "20", "--out", str(out), "--quiet", "--max-behind", "20")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     return {"out": out, "proc": proc}
 
@@ -45,9 +50,11 @@ def test_demo_is_h264_1080p_aac_with_600_frames(demo):
     info = ffprobe_json(out, "-count_frames", "-show_streams", "-show_format")
     v, a = info["streams"]
     assert (v["codec_name"], v["width"], v["height"], v["pix_fmt"]) == ("h264", 1920, 1080, "yuv420p")
-    assert abs(int(v["nb_read_frames"]) - 600) <= 1  # the spec; no tick is skipped unless >= max_behind_s (3 s) late
+    assert abs(int(v["nb_read_frames"]) - 600) <= 1  # the spec; no tick is skipped unless > max_behind_s late
     side = json.loads(out.with_name("demo.mp4.json").read_text())
+    print(f"\nthe demo fell at most {side['stats']['most_behind_s']} s behind the clock")
     assert side["status"] == "complete" and side["stats"]["skipped_ticks"] == 0
+    assert 0 <= side["stats"]["most_behind_s"] < 20
     assert a["codec_name"] == "aac" and int(a["sample_rate"]) == 48000
     assert json.loads(info["format"]["tags"]["surgbox_layout"])["name"] == "paper"
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", str(out)], capture_output=True, text=True)

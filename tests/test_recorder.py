@@ -11,6 +11,7 @@ import io
 import json
 import re
 import subprocess
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +34,7 @@ from surgbox.plugins import Plugins
 from surgbox.recording import FileSink, Recorder
 from surgbox.types import Layout, Reading, Trigger, VideoFrame
 from surgbox_ext.compositor import render_slate
+from surgbox_ext.compositor.yuv import DefaultCompositor
 from surgbox_ext.encoders import X264Encoder
 from surgbox_ext.sources.tone import ToneSource
 
@@ -408,6 +410,10 @@ def test_config_example_builds_a_recorder(tmp_path, default_plugins):
     assert cfg.output == example.parent / "case.mp4"
     rec = cfg.build_recorder(plugins=default_plugins, output=tmp_path / "c.mp4", duration=1)
     assert rec.encoder.preset == "veryfast" and rec.optional == {"room"} and rec.duration == 1
+    assert cfg.max_behind_s == 3.0 and rec.options.max_behind_s == 3.0
+    slow = RecordConfig.from_mapping({"max_behind_s": 20, "sources": {n: {"plugin": "testsrc"} for n in ("endoscope", "room", "vitals")}})
+    assert slow.build_recorder(plugins=default_plugins, output=tmp_path / "d.mp4").options.max_behind_s == 20
+    assert slow.build_recorder(plugins=default_plugins, output=tmp_path / "e.mp4", max_behind_s=5).options.max_behind_s == 5
 
 
 @pytest.mark.parametrize(
@@ -423,6 +429,8 @@ def test_config_example_builds_a_recorder(tmp_path, default_plugins):
         ("[sources.a]\nplugin='testsrc'\noptional='yes'\n", "optional must be true or false"),
         ("[sources.a]\nplugin='testsrc'\n[[layout.slots]]\nname='x'\n", "layout.slots"),
         ("[sources.a\n", "not valid TOML"),
+        ("max_behind_s = 'long'\n[sources.a]\nplugin='testsrc'\n", "max_behind_s"),
+        ("max_behind_s = 0\n[sources.a]\nplugin='testsrc'\n", "max_behind_s"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, match):
@@ -739,3 +747,43 @@ def test_options_are_a_frozen_value_separate_from_running_state(tmp_path):
     assert rec.options == attrs.evolve(opts, stale_timeout_s=0.5) and rec.fps == 25 and rec.optional == {"b"}
     with pytest.raises(ConfigError, match="unknown recorder option"):
         Recorder([Flat("a"), Flat("b")], SMALL, tmp_path / "o.mp4", fsp=30)
+
+
+@attrs.define(eq=False)
+class StallOnce(DefaultCompositor):
+    """The default compositor, asleep for ``stall_s`` once, at output tick ``at`` (a CPU hiccup)."""
+
+    at: int = attrs.field(default=30, kw_only=True)
+    stall_s: float = attrs.field(default=1.5, kw_only=True)
+    calls: int = attrs.field(default=0, init=False)
+
+    def compose(self, frames, readings, event, time_ns):
+        self.calls += 1
+        if self.calls == self.at:
+            time.sleep(self.stall_s)
+        return super().compose(frames, readings, event, time_ns)
+
+
+@pytest.mark.parametrize("max_behind_s", [0.5, 10.0])
+def test_a_pipeline_that_falls_behind_catches_up_or_skips_past_max_behind(tmp_path, max_behind_s):
+    """A 1.5 s stall at tick 30 of a 3 s 30 fps recording: with ``max_behind_s`` 10 the pipeline
+    catches up and writes all 90 ticks; with 0.5 it skips the ticks it is more than 0.5 s behind,
+    counts them, and every written frame keeps its exact timestamp. ``most_behind_s`` says how
+    far behind it fell either way."""
+    out = tmp_path / "behind.mp4"
+    rec = Recorder([Flat("a", width=160, height=180), Flat("b", width=160, height=180)], SMALL, out,
+                   encoder=fast_encoder(), compositor=StallOnce(), duration=3.0, latency_s=1.0, max_behind_s=max_behind_s)
+    with rec:
+        assert rec.wait(60)
+    st = rec.stats()
+    assert st["error"] is None and st["frames"] + st["skipped_ticks"] == 90
+    assert st["most_behind_s"] >= min(max_behind_s, 1.2)  # the stall put it at least that far behind
+    if max_behind_s > 1.5:
+        assert st["skipped_ticks"] == 0 and st["frames"] == 90
+    else:
+        assert st["skipped_ticks"] >= 20  # about 1.5 s - 0.5 s ... 1.5 s of ticks
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        pts = [round(float(f.pts * s.time_base) * 30) for f in c.decode(s)]
+    assert len(pts) == st["frames"] and len(set(pts)) == len(pts) and all(0 <= k < 90 for k in pts)
+    assert (90 - len(pts) == 0) == (st["skipped_ticks"] == 0)

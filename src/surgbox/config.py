@@ -4,6 +4,7 @@ Format (every key optional except ``[sources.*]``; see ``examples/record.toml``)
 
     fps = 30                     # output frames per second
     stale_timeout_s = 1.0        # NO SIGNAL after this long without a frame
+    max_behind_s = 3.0           # fall this far behind the clock (catching up) before skipping ticks
     duration_s = 3600            # stop by itself after this long (omit: until stopped)
     audio = "mic"                # audio source to record (default: the first audio source)
 
@@ -70,7 +71,7 @@ from .recording.live_voice import LiveVoiceSource
 from .recording.raw_copy import check_purpose
 from .types import Layout, parse_rate
 
-TOP_KEYS = {"fps", "stale_timeout_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid", "display"}
+TOP_KEYS = {"fps", "stale_timeout_s", "max_behind_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid", "display"}
 
 
 @attrs.frozen
@@ -136,6 +137,7 @@ class RecordConfig:
     compositor: PluginSpec = PluginSpec("default")
     fps: Fraction = Fraction(30)
     stale_timeout_s: float = 1.0
+    max_behind_s: float = 3.0
     duration_s: float | None = None
     audio: str | None = None
     event: Mapping[str, Any] = attrs.field(factory=dict)
@@ -217,6 +219,7 @@ class RecordConfig:
             compositor=_plugin(m, "compositor", "default"),
             fps=fps,
             stale_timeout_s=float(_number(m, "stale_timeout_s", 1.0)),
+            max_behind_s=float(_number(m, "max_behind_s", 3.0)),
             duration_s=None if duration is None else float(duration),
             audio=audio,
             event=_table(m, "event", ""),
@@ -314,6 +317,7 @@ class RecordConfig:
             compositor=compositor,
             fps=self.fps,
             stale_timeout_s=self.stale_timeout_s,
+            max_behind_s=kwargs.pop("max_behind_s", self.max_behind_s),
             event=self.event if event is None else event,
             optional=frozenset(s.name for s in self.sources if s.optional),
             audio=self.audio,

@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "an existing one is refused")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file (and its sidecars)")
     p.add_argument("--preset", help="x264 preset (default: the encoder's default)")
+    p.add_argument("--max-behind", type=float, default=3.0, metavar="S",
+                   help="how far the recorder may fall behind the clock, catching up, before it skips ticks to stay "
+                   "live (default 3; a slow or shared machine: more)")
     p.add_argument("--home", metavar="DIR", help="the surgbox home (default: $SURGBOX_HOME or the per-user data folder)")
     p.add_argument("--play", nargs="?", const="", metavar="KEY",
                    help="play a stored demo recording (default: the newest) through ffplay/mpv; nothing is decrypted to disk")
@@ -120,7 +123,8 @@ class SimulatedBIS:
         self.stop()
 
 
-def demo_config(duration: float | None, preset: str | None = None, *, bis_url: str | None = None):
+def demo_config(duration: float | None, preset: str | None = None, *, bis_url: str | None = None,
+                max_behind_s: float = 3.0):
     """The demo's :class:`~surgbox.config.RecordConfig` (with a ``bis`` source on ``bis_url``)."""
     from ..config import RecordConfig
 
@@ -135,6 +139,7 @@ def demo_config(duration: float | None, preset: str | None = None, *, bis_url: s
         {
             "fps": 30,
             "duration_s": duration,
+            "max_behind_s": max_behind_s,
             "audio": "mic",
             "event": {"id": f"demo-{stamp}", "place": "Simulation", "procedure": "surgbox demo"},
             "encoder": encoder,
@@ -212,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recording import RecorderOptions, StoreSink
     from .record import run_recorder
 
-    RecorderOptions(duration=args.duration)  # a bad --duration (nan, inf, 0) is one line, before anything starts
+    RecorderOptions(duration=args.duration, max_behind_s=args.max_behind)  # a bad --duration/--max-behind is one line, before anything starts
     dest = None
     if args.out:
         output: Any = Path(args.out)
@@ -227,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"recording into the encrypted store {', '.join(dest.roots)} as {key}", file=sys.stderr)
     course = max(60.0, args.duration or 600.0)
     with SimulatedBIS(rate=1.0, course_s=course) as bis:
-        rec = demo_config(args.duration, args.preset, bis_url=bis.url).build_recorder(output=output, overwrite=args.overwrite)
+        rec = demo_config(args.duration, args.preset, bis_url=bis.url, max_behind_s=args.max_behind).build_recorder(output=output, overwrite=args.overwrite)
         stats = run_recorder(rec, quiet=args.quiet)
     print(f"recorded {stats['frames']} frames ({stats.get('duration_s', 0):.1f} s) to {rec.sink.label}", file=sys.stderr)
     if dest is None:

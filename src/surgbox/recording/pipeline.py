@@ -97,6 +97,7 @@ class TickLoop:
     preview: Any = None  # a PreviewTap (recording.preview): offered each composite, never blocks
     frames_out: int = 0
     skipped: int = 0
+    most_behind: int = 0  # the most ticks the loop has been behind the clock (before any skip)
     next_tick: int = 0
     rates: dict[str, float] = attrs.field(factory=dict)
     source_errors: dict[str, str] = attrs.field(factory=dict)
@@ -123,6 +124,8 @@ class TickLoop:
             if delay > 0 and stopping(delay):
                 break
             behind = ticks.ticks_before(clock.now_ns() - latency) - 1 - k
+            if behind > self.most_behind:
+                self.most_behind = behind
             if behind > max_behind:  # starved of CPU: skip ticks to stay live (timestamps stay exact)
                 skip = behind - 1
                 if end:

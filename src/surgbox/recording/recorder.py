@@ -510,7 +510,8 @@ class Recorder:
     def stats(self) -> dict[str, Any]:
         """Counters (safe to call from any thread while recording).
 
-        ``frames``: output frames written; ``fps_out``; ``skipped_ticks``; ``sources``: per
+        ``frames``: output frames written; ``fps_out``; ``skipped_ticks``; ``most_behind_s``: the
+        furthest the pipeline fell behind the clock (it skips ticks past ``max_behind_s``); ``sources``: per
         source ``fps_in``, ``received``/``shown``/``dropped``/``duplicated`` (video), ``stale``,
         ``captured``/``queue_dropped`` at the source, ``error``; ``audio``: ``av_offset_ms``,
         gap/trimmed samples; ``encoder``: its stats, ``size_bytes`` and ``fragments`` of the
@@ -531,6 +532,7 @@ class Recorder:
             "frames": frames,
             "fps_out": 0.0 if loop is None else round(loop.rates.get("_out", 0.0), 2),
             "skipped_ticks": 0 if loop is None else loop.skipped,
+            "most_behind_s": 0.0 if loop is None else round(loop.most_behind / float(self.options.fps), 3),
             "elapsed_s": frames / float(self.options.fps),
             "sources": srcs,
             "audio": audio,
