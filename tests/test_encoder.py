@@ -435,8 +435,9 @@ def test_frame_or_slice_threads_both_encode_every_frame(tmp_path, sliced):
     enc2.close()
 
 
+@pytest.mark.parametrize("option", ["sliced_threads", "fragmented"])
 @pytest.mark.parametrize("value", ["no", 1, None])
-def test_sliced_threads_must_be_a_boolean(value):
+def test_boolean_options_must_be_booleans(option, value):
     """A string such as "no" must not silently read as true."""
-    with pytest.raises(ValueError, match="sliced_threads must be true or false"):
-        X264Encoder(sliced_threads=value)
+    with pytest.raises(ValueError, match=f"{option} must be true or false"):
+        X264Encoder(**{option: value})

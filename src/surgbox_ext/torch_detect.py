@@ -1,7 +1,7 @@
 """Pieces shared by the torch face detectors (:mod:`surgbox_ext.retinaface`,
 :mod:`surgbox_ext.centerface`): input checks, device choice, torch's thread count, grouping a
 batch by image size, an onnxruntime session made from a loaded ``nn.Module``, and
-:class:`TorchDetectorParts` (their option checks and stage clock).
+:class:`TorchDetectorParts` (their option checks, ``is_open`` and stage clock).
 
 Importing this module imports torch (the plugin registrations never do).
 """
@@ -149,9 +149,14 @@ class TorchDetectorParts:
     """Mixed into the torch detector plugins: the checks of the options they share and the
     per-stage clock. Expects the attributes ``scale``, ``min_face``, ``pixel_budget``,
     ``max_size``, ``batch_size``, ``threshold``, ``nms_iou``, ``threads``, ``pre_nms_top_k``,
-    ``max_detections``, ``stage_seconds`` (dict), ``_torch_device`` and ``_ort``."""
+    ``max_detections``, ``stage_seconds`` (dict), ``_model``, ``_torch_device`` and ``_ort``."""
 
     __slots__ = ()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the network is loaded (as a torch module or an onnxruntime session)."""
+        return self._model is not None or self._ort is not None
 
     def _check_shared_options(self, multiple: int, threshold_example: float, iou_example: float) -> None:
         """Raise ``ValueError`` naming the first shared option out of range; ``multiple`` is the

@@ -142,10 +142,6 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def is_open(self) -> bool:
-        return self._model is not None or self._ort is not None
-
     def smallest_face(self, height: int, width: int) -> float:
         """Smallest face (short side, pixels of a ``height x width`` image) found reliably."""
         return MIN_FACE * height / self.input_size(height, width)[0]

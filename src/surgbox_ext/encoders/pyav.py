@@ -56,6 +56,12 @@ def _positive_number(instance: Any, attribute: attrs.Attribute, value: Any) -> N
         raise ValueError(f"encoder option {attribute.name} must be > 0, got {value!r}")
 
 
+def _need_bool(name: str, value: Any) -> None:
+    """A boolean option: a string such as ``"no"`` would otherwise read as true."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 @attrs.define(eq=False)
 class PyAVEncoder(Encoder):
     """Base of the PyAV video encoders: video codec ``codec`` + AAC, packets out.
@@ -77,7 +83,7 @@ class PyAVEncoder(Encoder):
     threads: int = attrs.field(default=0, converter=int)
     audio_bitrate: int = attrs.field(default=128_000, converter=int, validator=_positive_number)
     codec_options: Mapping[str, str] = attrs.field(factory=dict)
-    fragmented: bool = attrs.field(default=True, converter=bool)
+    fragmented: bool = attrs.field(default=True, validator=lambda _, a, v: _need_bool(a.name, v))
 
     target: Any = attrs.field(default=None, init=False)
     _label_text: str = attrs.field(default="<no output>", init=False, alias="_label_text")
@@ -404,12 +410,6 @@ class PyAVEncoder(Encoder):
     def _release(self) -> None:
         self._video = self._audio = None
         self._closed = True
-
-
-def _need_bool(name: str, value: Any) -> None:
-    """A boolean option: a string such as ``"no"`` would otherwise read as true."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @attrs.define(eq=False)

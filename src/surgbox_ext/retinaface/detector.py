@@ -159,10 +159,6 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
-    def is_open(self) -> bool:
-        return self._model is not None or self._ort is not None
-
-    @property
     def _half(self) -> bool:
         return bool(self.fp16 and self._torch_device is not None and self._torch_device.type == "cuda")
 
