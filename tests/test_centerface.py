@@ -86,6 +86,46 @@ def test_onnxruntime_backend_gives_the_same_detections(detector, scene):
     np.testing.assert_allclose(d.scores, ref.scores, atol=1e-4)
 
 
+def test_openvino_f32_gives_the_same_detections(detector, scene):
+    pytest.importorskip("openvino")
+    [ref] = detector.detect([scene])
+    with CenterFaceDetector(device="cpu", backend="openvino", threshold=FOUND, threads=1) as det:
+        assert (det.settings()["backend"], det.settings()["precision"]) == ("openvino", "f32")
+        [d] = det.detect([scene])
+    assert len(d) == len(ref)
+    np.testing.assert_allclose(d.boxes, ref.boxes, atol=1e-2)
+    np.testing.assert_allclose(d.scores, ref.scores, atol=1e-4)
+
+
+def test_bf16_is_openvino_where_the_cpu_has_it_and_finds_the_same_faces(detector, scene):
+    """``precision="bf16"`` picks OpenVINO in bfloat16 on a CPU with bf16 hardware: the same
+    faces, boxes within 2 px, scores within 0.05 of f32. Elsewhere it runs f32."""
+    from surgbox_ext.torch_detect import openvino_bf16
+
+    [ref] = detector.detect([scene])
+    with CenterFaceDetector(device="cpu", precision="bf16", threshold=FOUND, threads=1) as det:
+        used = det.settings()
+        [d] = det.detect([scene])
+    if not openvino_bf16():
+        assert used["precision"] == "f32" and used["backend"] in ("onnxruntime", "torch")
+        pytest.skip("this CPU (or this install) has no OpenVINO bfloat16: precision='bf16' ran f32, as documented")
+    assert (used["backend"], used["precision"]) == ("openvino", "bf16")
+    assert all(_found(d, FACES)) and len(d) == len(ref)
+    i, j = np.argsort(d.boxes[:, 0]), np.argsort(ref.boxes[:, 0])  # close scores may swap places in the order
+    np.testing.assert_allclose(d.boxes[i], ref.boxes[j], atol=2.0)
+    np.testing.assert_allclose(d.scores[i], ref.scores[j], atol=0.05)  # measured: up to 0.04 lower on these drawn faces
+
+
+def test_openvino_missing_or_a_bad_precision_is_one_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match="precision"):
+        CenterFaceDetector(precision="fp8")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError, as when it is not installed
+    with pytest.raises(DetectorError, match="backend 'openvino' needs the openvino package: pip install openvino"):
+        CenterFaceDetector(device="cpu", backend="openvino").open()
+    with CenterFaceDetector(device="cpu", precision="bf16") as det:  # auto falls back to f32 without OpenVINO
+        assert det.settings()["precision"] == "f32" and det.settings()["backend"] != "openvino"
+
+
 # --------------------------------------------------------------- equivalence with the ONNX
 
 

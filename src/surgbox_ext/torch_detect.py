@@ -1,6 +1,6 @@
 """Pieces shared by the torch face detectors (:mod:`surgbox_ext.retinaface`,
 :mod:`surgbox_ext.centerface`): input checks, device choice, torch's thread count, grouping a
-batch by image size, an onnxruntime session made from a loaded ``nn.Module``, and
+batch by image size, an onnxruntime or OpenVINO session made from a loaded ``nn.Module``, and
 :class:`TorchDetectorParts` (their option checks, ``is_open`` and stage clock).
 
 Importing this module imports torch (the plugin registrations never do).
@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 
@@ -81,17 +82,11 @@ def images_per_pass(batch_size: int, cpu_batch_pixels: int | None, pixels: int, 
     return batch_size
 
 
-def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,
-                device: torch.device, threads: int | None, what: str) -> Any:
-    """An onnxruntime session running ``model`` (exported to ONNX with a dynamic batch and
-    size; input ``"input"``, outputs named ``outputs`` whose ``output_axes`` ``{dim: name}``
-    vary), on CUDA when ``device`` is CUDA and onnxruntime has it, with ``threads`` intra-op
-    threads (``None``: onnxruntime's choice)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise DetectorError(f"{what} backend 'onnxruntime' needs the onnxruntime package: "
-                            "pip install onnxruntime (or backend='torch')") from exc
+def onnx_export(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,
+                what: str, runtime: str) -> bytes:
+    """``model`` as ONNX bytes (opset 17) with a dynamic batch and size: input ``"input"``
+    ``(batch, 3, height, width)``, outputs named ``outputs`` whose ``output_axes`` ``{dim:
+    name}`` vary. :class:`DetectorError` naming ``runtime`` when the export fails."""
     buf = io.BytesIO()
     axes = {"input": {0: "batch", 2: "height", 3: "width"}, **{name: dict(output_axes) for name in outputs}}
     try:
@@ -100,8 +95,22 @@ def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence
             torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["input"], output_names=list(outputs),
                               opset_version=17, dynamic_axes=axes)
     except Exception as exc:
-        raise DetectorError(f"{what}: exporting the model to ONNX for onnxruntime failed ({type(exc).__name__}: {exc}); "
+        raise DetectorError(f"{what}: exporting the model to ONNX for {runtime} failed ({type(exc).__name__}: {exc}); "
                             "use backend='torch'") from exc
+    return buf.getvalue()
+
+
+def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,
+                device: torch.device, threads: int | None, what: str) -> Any:
+    """An onnxruntime session running ``model`` (:func:`onnx_export`), on CUDA when ``device``
+    is CUDA and onnxruntime has it, with ``threads`` intra-op threads (``None``: onnxruntime's
+    choice). Called as ``session.run(None, {"input": x})`` -> one array per output."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise DetectorError(f"{what} backend 'onnxruntime' needs the onnxruntime package: "
+                            "pip install onnxruntime (or backend='torch')") from exc
+    onnx = onnx_export(model, example, outputs, output_axes, what=what, runtime="onnxruntime")
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
@@ -109,7 +118,7 @@ def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(buf.getvalue(), opts, providers=providers)
+    return ort.InferenceSession(onnx, opts, providers=providers)
 
 
 def onnxruntime_available() -> bool:
@@ -119,6 +128,66 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+PRECISIONS = ("f32", "bf16")
+
+
+def openvino_bf16() -> bool:
+    """Whether OpenVINO is installed and this CPU computes bfloat16 in hardware (AVX512-BF16 or
+    AMX: OpenVINO lists ``BF16`` among the CPU's optimization capabilities)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    try:
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - a CPU plugin that cannot answer: no bf16
+        return False
+
+
+@attrs.define(eq=False)
+class OpenVINOSession:
+    """An OpenVINO model compiled for the CPU, called like an onnxruntime session:
+    ``run(None, {"input": x})`` -> one array per output (copies). ``precision``: what the
+    compiled model computes in (``"f32"`` or ``"bf16"``). One caller thread at a time."""
+
+    compiled: Any
+    precision: str
+    _request: Any = attrs.field(default=None, alias="_request")
+
+    def run(self, _names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._request is None:
+            self._request = self.compiled.create_infer_request()
+        req = self._request
+        req.infer({0: feeds["input"]})
+        return [req.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+
+def openvino_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,
+                     threads: int | None, precision: str, what: str) -> OpenVINOSession:
+    """``model`` (:func:`onnx_export`) compiled by OpenVINO for the CPU with ``threads``
+    inference threads (``None``: OpenVINO's choice), computing in ``precision`` (``"bf16"``
+    only where :func:`openvino_bf16`, else ``"f32"``). No CPU pinning: decoding and encoding
+    share the cores."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise DetectorError(f"{what} backend 'openvino' needs the openvino package: "
+                            "pip install openvino (or backend='onnxruntime')") from exc
+    onnx = onnx_export(model, example, outputs, output_axes, what=what, runtime="OpenVINO")
+    precision = "bf16" if precision == "bf16" and openvino_bf16() else "f32"
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                              "ENABLE_CPU_PINNING": False}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    core = ov.Core()
+    try:
+        compiled = core.compile_model(core.read_model(onnx, b""), "CPU", config)
+    except Exception as exc:
+        raise DetectorError(f"{what}: OpenVINO could not compile the model ({type(exc).__name__}: {exc}); "
+                            "use backend='onnxruntime'") from exc
+    return OpenVINOSession(compiled, precision)
 
 
 def scale_option(value: Any) -> float | str:
