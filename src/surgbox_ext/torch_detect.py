@@ -224,7 +224,7 @@ class TorchDetectorParts:
 
     @property
     def is_open(self) -> bool:
-        """Whether the network is loaded (as a torch module or an onnxruntime session)."""
+        """Whether the network is loaded (a torch module, or an onnxruntime or OpenVINO session)."""
         return self._model is not None or self._ort is not None
 
     def _check_shared_options(self, multiple: int, threshold_example: float, iou_example: float) -> None:

@@ -100,7 +100,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
     * ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     * ``backend``: ``"auto"`` (on CPU: OpenVINO when ``precision="bf16"`` can be honoured, else
       onnxruntime when it is installed, else torch; torch on CUDA), ``"torch"``,
-      ``"onnxruntime"`` or ``"openvino"`` (the loaded model is exported to ONNX at ``open()``,
+      ``"onnxruntime"`` or ``"openvino"`` (CPU only; the loaded model is exported to ONNX at ``open()``,
       so fine-tuned weights work too). onnxruntime runs this network about 2x faster than torch
       on CPU (docs/detectors.md).
     * ``precision``: ``"f32"`` (default) or ``"bf16"``: with OpenVINO on a CPU that computes
@@ -199,6 +199,11 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         self._model = None
         self._ort = None
 
+    def _device_used(self) -> str:
+        if isinstance(self._ort, OpenVINOSession):
+            return "cpu"  # OpenVINO runs on the CPU whatever ``device`` says
+        return str(self._torch_device) if self._torch_device is not None else self.device
+
     def _backend_used(self) -> str:
         if self._ort is None:
             return "torch"
@@ -216,7 +221,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             "min_face": self.min_face,
             "pixel_budget": self.pixel_budget,
             "max_size": self.max_size,
-            "device": str(self._torch_device) if self._torch_device is not None else self.device,
+            "device": self._device_used(),
             "backend": self._backend_used() if self.is_open else self.backend,
             "precision": ("f16" if self._half else getattr(self._ort, "precision", "f32")) if self.is_open else self.precision,
             "fp16": self._half,
