@@ -68,9 +68,11 @@ from .recording.display import DisplayOutput
 from .recording.live_deid import LiveDeidSettings, LiveDeidSource
 from .recording.live_outofbody import LiveOutOfBodySource
 from .recording.live_voice import LiveVoiceSource
+from .recording.options import RecorderOptions
 from .recording.raw_copy import check_purpose
 from .types import Layout, parse_rate
 
+_RECORDER = attrs.fields(RecorderOptions)  # the recorder's defaults, which a key left out keeps
 TOP_KEYS = {"fps", "stale_timeout_s", "max_behind_s", "duration_s", "audio", "output", "event", "encoder", "compositor", "layout", "sources", "deid", "display"}
 
 
@@ -136,8 +138,8 @@ class RecordConfig:
     encoder: PluginSpec = PluginSpec("libx264")
     compositor: PluginSpec = PluginSpec("default")
     fps: Fraction = Fraction(30)
-    stale_timeout_s: float = 1.0
-    max_behind_s: float = 3.0
+    stale_timeout_s: float = _RECORDER.stale_timeout_s.default
+    max_behind_s: float = _RECORDER.max_behind_s.default
     duration_s: float | None = None
     audio: str | None = None
     event: Mapping[str, Any] = attrs.field(factory=dict)
@@ -218,8 +220,8 @@ class RecordConfig:
             encoder=_plugin(m, "encoder", "libx264"),
             compositor=_plugin(m, "compositor", "default"),
             fps=fps,
-            stale_timeout_s=float(_number(m, "stale_timeout_s", 1.0)),
-            max_behind_s=float(_number(m, "max_behind_s", 3.0)),
+            stale_timeout_s=float(_number(m, "stale_timeout_s", _RECORDER.stale_timeout_s.default)),
+            max_behind_s=float(_number(m, "max_behind_s", _RECORDER.max_behind_s.default)),
             duration_s=None if duration is None else float(duration),
             audio=audio,
             event=_table(m, "event", ""),

@@ -8,6 +8,7 @@ Importing this module imports torch (the plugin registrations never do).
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 import warnings
@@ -137,9 +138,18 @@ def openvino_bf16() -> bool:
     """Whether OpenVINO is installed and this CPU computes bfloat16 in hardware (AVX512-BF16 or
     AMX: OpenVINO lists ``BF16`` among the CPU's optimization capabilities)."""
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return False
+    return _cpu_computes_bf16()
+
+
+@functools.cache
+def _cpu_computes_bf16() -> bool:
+    """OpenVINO's answer for this CPU, asked once per process (loading its CPU plugin to ask
+    takes about 0.1 s, and every CenterFace ``open()`` needs it)."""
+    import openvino as ov
+
     try:
         return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # noqa: BLE001 - a CPU plugin that cannot answer: no bf16
@@ -154,11 +164,12 @@ class OpenVINOSession:
 
     compiled: Any
     precision: str
-    _request: Any = attrs.field(default=None, alias="_request")
+    _request: Any = attrs.field(init=False, alias="_request")
+
+    def __attrs_post_init__(self) -> None:
+        self._request = self.compiled.create_infer_request()
 
     def run(self, _names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self._request is None:
-            self._request = self.compiled.create_infer_request()
         req = self._request
         req.infer({0: feeds["input"]})
         return [req.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]

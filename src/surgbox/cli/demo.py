@@ -49,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "an existing one is refused")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file (and its sidecars)")
     p.add_argument("--preset", help="x264 preset (default: the encoder's default)")
-    p.add_argument("--max-behind", type=float, default=3.0, metavar="S",
+    p.add_argument("--max-behind", type=float, metavar="S",
                    help="how far the recorder may fall behind the clock, catching up, before it skips ticks to stay "
-                   "live (default 3; a slow or shared machine: more)")
+                   "live (default: the recorder's, 3; a slow or shared machine: more)")
     p.add_argument("--home", metavar="DIR", help="the surgbox home (default: $SURGBOX_HOME or the per-user data folder)")
     p.add_argument("--play", nargs="?", const="", metavar="KEY",
                    help="play a stored demo recording (default: the newest) through ffplay/mpv; nothing is decrypted to disk")
@@ -124,8 +124,9 @@ class SimulatedBIS:
 
 
 def demo_config(duration: float | None, preset: str | None = None, *, bis_url: str | None = None,
-                max_behind_s: float = 3.0):
-    """The demo's :class:`~surgbox.config.RecordConfig` (with a ``bis`` source on ``bis_url``)."""
+                max_behind_s: float | None = None):
+    """The demo's :class:`~surgbox.config.RecordConfig` (with a ``bis`` source on ``bis_url``;
+    ``max_behind_s`` ``None``: the recorder's default)."""
     from ..config import RecordConfig
 
     encoder = {"plugin": "libx264"}
@@ -139,12 +140,12 @@ def demo_config(duration: float | None, preset: str | None = None, *, bis_url: s
         {
             "fps": 30,
             "duration_s": duration,
-            "max_behind_s": max_behind_s,
             "audio": "mic",
             "event": {"id": f"demo-{stamp}", "place": "Simulation", "procedure": "surgbox demo"},
             "encoder": encoder,
             "layout": {"preset": "paper"},
             "sources": sources,
+            **({} if max_behind_s is None else {"max_behind_s": max_behind_s}),
         }
     )
 
@@ -217,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     from ..recording import RecorderOptions, StoreSink
     from .record import run_recorder
 
-    RecorderOptions(duration=args.duration, max_behind_s=args.max_behind)  # a bad --duration/--max-behind is one line, before anything starts
+    behind = {} if args.max_behind is None else {"max_behind_s": args.max_behind}
+    RecorderOptions(duration=args.duration, **behind)  # a bad --duration/--max-behind is one line, before anything starts
     dest = None
     if args.out:
         output: Any = Path(args.out)
