@@ -711,6 +711,15 @@ def test_bad_durations_are_config_errors(tmp_path, value, match):
         Recorder([Flat("endoscope"), Flat("room"), Flat("vitals")], layouts.paper(), tmp_path / "x.mp4", duration=value)
 
 
+@pytest.mark.parametrize("option", ["stale_timeout_s", "latency_s", "audio_lag_s", "data_timeout_s", "max_behind_s",
+                                    "stall_budget_s", "sync_interval_s"])
+def test_huge_timing_options_are_config_errors_not_overflows(tmp_path, option):
+    """1e308 s is finite, but nanosecond and queue-size arithmetic on it overflows: one line instead."""
+    with pytest.raises(ConfigError, match=f"{option} must be a finite number of seconds .* and at most 86400, got 1e"):
+        Recorder([Flat("endoscope"), Flat("room"), Flat("vitals")], layouts.paper(), tmp_path / "x.mp4", **{option: 1e308})
+    Recorder([Flat("endoscope"), Flat("room"), Flat("vitals")], layouts.paper(), tmp_path / "y.mp4", **{option: 86_400})
+
+
 def test_a_tiny_duration_records_one_frame_not_forever(tmp_path):
     out = tmp_path / "tiny.mp4"
     rec = Recorder([Flat("a", width=160, height=180), Flat("b", width=160, height=180)], SMALL, out, encoder=fast_encoder(),

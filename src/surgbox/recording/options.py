@@ -40,14 +40,20 @@ def _rate(value: Any) -> Fraction:
     return fps
 
 
-def _seconds(what: str, *, allow_zero: bool = False, hint: str = "") -> Any:
+# The longest a timing option (a timeout, a latency, a budget) may be: beyond it nanosecond and
+# queue-size arithmetic overflows (1e308 s), and a day is already far past any sensible setting.
+MAX_TIMING_S = 86_400.0
+
+
+def _seconds(what: str, *, allow_zero: bool = False, hint: str = "", most: float | None = MAX_TIMING_S) -> Any:
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is None and attribute.default is None:
             return
         ok = isinstance(value, (int, float, Fraction)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < 0 or (value == 0 and not allow_zero):
+        if not ok or value < 0 or (value == 0 and not allow_zero) or (most is not None and value > most):
             bound = ">= 0" if allow_zero else "> 0"
-            raise ConfigError(f"{what} must be a finite number of seconds {bound}{hint}, got {value!r}")
+            top = "" if most is None else f" and at most {most:g}"
+            raise ConfigError(f"{what} must be a finite number of seconds {bound}{top}{hint}, got {value!r}")
 
     return check
 
@@ -83,7 +89,7 @@ class RecorderOptions:
     """
 
     fps: Fraction = attrs.field(default=Fraction(30), converter=_rate)
-    duration: float | None = attrs.field(default=None, validator=_seconds("duration", hint=" (or unset: until stopped)"))
+    duration: float | None = attrs.field(default=None, validator=_seconds("duration", hint=" (or unset: until stopped)", most=None))
     stale_timeout_s: float = attrs.field(default=1.0, validator=_seconds("stale_timeout_s"))
     event: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     event_id: str | None = None
