@@ -197,6 +197,7 @@ class ConsoleServer:
             st.jobs.worker.busy = st.uploads.worker.busy = lambda: st.live is not None and st.live.state != "idle"
             if st.live is not None:
                 st.live.plugins = st.live.plugins or st.catalog.plugins
+                st.live.on_starting, st.live.on_stopped = st.uploads.check_auto, st.uploads.after_recording
             config = uvicorn.Config(create_app(st), log_level="warning", access_log=self.access_log, lifespan="off",
                                     ssl_certfile=self.certfile, ssl_keyfile=self.keyfile, timeout_graceful_shutdown=2)
         except BaseException:

@@ -13,7 +13,6 @@ as ``surgbox record --event`` does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -35,14 +34,18 @@ STATES = ("idle", "recording", "stopping")
 class LiveRecorder:
     """One recording at a time from ``config`` (a :class:`~surgbox.config.RecordConfig`);
     ``plugins`` builds its components; the preview runs at ``preview_fps``, ``preview_width``
-    pixels wide. ``on_stopped(event_id, error)`` runs after a recording ended and its files are in
-    the catalog. Thread-safe."""
+    pixels wide. ``on_starting(session, event_id)`` runs before a recording is built (an
+    exception refuses the start: a setting the end of the recording needs is wrong);
+    ``on_stopped(session, event_id, error)`` runs after a recording ended and its files are in
+    the catalog (``session``: the one that started it; ``error``: ``None`` or why it ended badly),
+    in the recording's finishing thread. Thread-safe."""
 
     config: Any
     plugins: Any = None
     preview_fps: float = 5.0
     preview_width: int = 960
-    on_stopped: Callable[[str, str | None], None] | None = None
+    on_starting: Callable[[Any, str], None] | None = None
+    on_stopped: Callable[[Any, str, str | None], None] | None = None
     state: str = attrs.field(default="idle", init=False)
     event: dict[str, Any] | None = attrs.field(default=None, init=False)
     started_by: str | None = attrs.field(default=None, init=False)
@@ -53,6 +56,7 @@ class LiveRecorder:
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
     _finisher: threading.Thread | None = attrs.field(default=None, init=False, alias="_finisher")
     _stopping: threading.Event = attrs.field(factory=threading.Event, init=False, alias="_stopping")
+    _session: Any = attrs.field(default=None, init=False, alias="_session")
 
     @property
     def source_names(self) -> list[str]:
@@ -70,6 +74,8 @@ class LiveRecorder:
         try:
             events = session.events
             ev = events.get(event_id)  # view; the sink checks record
+            if self.on_starting is not None:
+                self.on_starting(session, ev.id)
             panel = {**dict(self.config.event), "id": ev.id, "place": ev.place, "procedure": ev.procedure}
             tap = PreviewTap(max_fps=self.preview_fps, width=self.preview_width)
             sink = EventSink(events=events, event_id=ev.id)
@@ -81,7 +87,7 @@ class LiveRecorder:
                 self.state = "idle"
             raise
         with self._lock:
-            self._rec, self.tap = rec, tap
+            self._rec, self.tap, self._session = rec, tap, session
             self.event = {"id": ev.id, "place": ev.place, "procedure": ev.procedure}
             self.started_by, self.last_error, self.last_event = session.user.name, None, None
             self._stopping.clear()
@@ -105,14 +111,16 @@ class LiveRecorder:
             error = f"{type(exc).__name__}: {exc}"
             log.error("console recording of %s ended with an error: %s", (self.event or {}).get("id"), error)
         eid = (self.event or {}).get("id")
-        tap = self.tap
+        tap, session = self.tap, self._session
         with self._lock:
-            self.state, self._rec, self.last_error, self.last_event = "idle", None, error, eid
+            self.state, self._rec, self.last_error, self.last_event, self._session = "idle", None, error, eid, None
         if tap is not None:
             tap.close()
         if self.on_stopped is not None and eid:
-            with contextlib.suppress(Exception):
-                self.on_stopped(eid, error)
+            try:
+                self.on_stopped(session, eid, error)
+            except Exception:  # the recording is safe in the catalog whatever the callback does
+                log.exception("console: after the recording of %s", eid)
 
     def _authorize(self, session: Any, operation: str) -> dict[str, Any]:
         session.authorize("record", operation=operation)  # refused before saying whether anything runs

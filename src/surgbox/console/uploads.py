@@ -7,7 +7,9 @@ verified, ciphertext only; docs/upload.md): :class:`UploadJobs` queues the job
 refused while a recording runs). While it runs, the uploader's progress (bytes done of the total,
 rate, ETA) is kept here for the event page's poll; once it ended, the job's state is the
 catalog's (``done``; ``queued`` with its error and next try after a failure, which ``surgbox
-upload run`` or the same button takes up again).
+upload run`` or the same button takes up again). With ``[upload] auto = "REMOTE"`` in the home's
+config.toml, a recording made from the console is queued and sent the same way when it stops
+(:meth:`UploadJobs.after_recording`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import attrs
 
+from ..errors import SurgboxError
 from ..upload import Queue, RemoteBook, UploadError, Uploader
+from ..upload.auto import AutoUpload
 from .jobs import Worker
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,35 @@ class UploadJobs:
             return job.id
 
         return self.worker.launch(f"an upload of event {event_id}", lambda: self._run(session, job_id[0]), prepare=prepare)
+
+    def check_auto(self, session: Any, event_id: str) -> None:
+        """Before a console recording starts: raise :class:`~surgbox.errors.ConfigError` when
+        the home's ``[upload] auto`` is not a remote's name (so a typo refuses the start instead
+        of surfacing after a two-hour recording)."""
+        AutoUpload.configured(session, event_id)
+
+    def after_recording(self, session: Any, event_id: str, error: str | None) -> int | None:
+        """After a console recording of ``event_id`` ended with its files in the catalog: when
+        ``[upload] auto`` names a remote, queue the event's upload there and send it now, as
+        ``surgbox record --event`` does (docs/upload.md). Returns the job id, or ``None`` when
+        nothing was queued (no ``auto``; the recording ended with an ``error``; ``session``'s
+        user may not upload: a warning in the log). A job that cannot start now (another upload
+        runs) stays queued for the event page's Upload button or ``surgbox upload run``."""
+        if error is not None or session is None:
+            return None
+        auto = AutoUpload.configured(session, event_id)
+        if auto is None:
+            return None
+        try:
+            job = Queue(session).enqueue(event_id, auto.remote)
+        except SurgboxError as exc:
+            log.warning("console: the automatic upload of event %s to %s was not queued: %s", event_id, auto.remote, exc)
+            return None
+        try:
+            self.start(session, event_id, auto.remote)
+        except SurgboxError as exc:
+            log.warning("console: upload job %s of event %s stays queued: %s", job.id, event_id, exc)
+        return job.id
 
     def _run(self, session: Any, job_id: int) -> None:
         def progress(p: Mapping[str, Any]) -> None:
