@@ -79,7 +79,7 @@ def test_onnxruntime_backend_gives_the_same_detections(detector, scene):
     [ref] = detector.detect([scene])
     with CenterFaceDetector(device="cpu", backend="onnxruntime", threshold=FOUND, threads=1) as det:
         assert det.settings()["backend"] == "onnxruntime"
-        assert det._ort.get_session_options().intra_op_num_threads == 1
+        assert det._session.get_session_options().intra_op_num_threads == 1
         [d] = det.detect([scene])
     assert len(d) == len(ref)
     np.testing.assert_allclose(d.boxes, ref.boxes, atol=1e-2)

@@ -424,7 +424,7 @@ def test_onnxruntime_threads_are_per_session(scene):
     pytest.importorskip("onnxruntime")
     before = torch.get_num_threads()
     with RetinaFaceDetector(device="cpu", backend="onnxruntime", threads=1) as det:
-        assert det._ort.get_session_options().intra_op_num_threads == 1
+        assert det._session.get_session_options().intra_op_num_threads == 1
         assert torch.get_num_threads() == before  # nothing process-wide
         assert len(det.detect([scene])[0]) == len(FACES)
         assert det.stage_seconds["inference"] > 0

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
@@ -36,6 +35,7 @@ from surgbox_ext.torch_detect import (
     openvino_bf16,
     openvino_session,
     ort_session,
+    resize_nchw,
     resolve_device,
     restore_torch_threads,
     scale_option,
@@ -71,15 +71,15 @@ def preprocess(batch: torch.Tensor, size: tuple[int, int] | None = None, *, dtyp
     b, height, width, _ = batch.shape
     h, w = size if size is not None else (height, width)
     ph, pw = pad_to(h, w)
-    x = batch
+    x = batch.permute(0, 3, 1, 2)  # (B, 3, H, W), channels-last memory: no copy yet
     if (h, w) != (height, width):
-        shrink = h < height or w < width
-        x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear", align_corners=False,
-                          antialias=shrink).permute(0, 2, 3, 1)
-    out = torch.zeros(b, ph, pw, 3, dtype=dtype, device=batch.device)  # NHWC, i.e. channels-last NCHW
-    out[:, :h, :w] = x
-    out = out.permute(0, 3, 1, 2)
-    return out if channels_last else out.contiguous()
+        x = resize_nchw(x, (h, w))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty(b, 3, ph, pw, dtype=dtype, device=batch.device, memory_format=fmt)
+    out[:, :, h:].zero_()
+    out[:, :, :h, w:].zero_()
+    out[:, :, :h, :w] = x  # the one copy: conversion and layout together
+    return out
 
 
 @attrs.define(eq=False)
@@ -139,7 +139,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
     stage_seconds: dict[str, float] = attrs.field(factory=dict, init=False)
 
     _model: Any = attrs.field(default=None, init=False, alias="_model")
-    _ort: Any = attrs.field(default=None, init=False, alias="_ort")  # an onnxruntime or OpenVINO session
+    _session: Any = attrs.field(default=None, init=False, alias="_session")  # an onnxruntime or OpenVINO session
     _torch_device: Any = attrs.field(default=None, init=False, alias="_torch_device")
     _meta: dict = attrs.field(factory=dict, init=False, alias="_meta")
     _post: Any = attrs.field(default=None, init=False, alias="_post")
@@ -167,7 +167,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
 
     @property
     def _half(self) -> bool:
-        return bool(self.fp16 and self._ort is None and self._torch_device is not None and self._torch_device.type == "cuda")
+        return bool(self.fp16 and self._session is None and self._torch_device is not None and self._torch_device.type == "cuda")
 
     def open(self) -> None:
         """Load the weights and prepare the model on the device (idempotent)."""
@@ -179,10 +179,10 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         runtime = self._runtime(self._torch_device)
         heads = (torch.zeros(1, 3, 64, 64), ["heat", "size", "offset", "landmarks"], {0: "batch", 2: "h", 3: "w"})
         if runtime == "onnxruntime":
-            self._ort = ort_session(model, *heads, device=self._torch_device, threads=self.threads, what="CenterFace")
+            self._session = ort_session(model, *heads, device=self._torch_device, threads=self.threads, what="CenterFace")
             return
         if runtime == "openvino":
-            self._ort = openvino_session(model, *heads, threads=self.threads, precision=self.precision, what="CenterFace")
+            self._session = openvino_session(model, *heads, threads=self.threads, precision=self.precision, what="CenterFace")
             return
         self._threads_before = set_torch_threads(self.threads)
         model = model.to(self._torch_device)
@@ -197,20 +197,23 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         restore_torch_threads(self._threads_before, self.threads)
         self._threads_before = None
         self._model = None
-        self._ort = None
+        self._session = None
 
-    def _device_used(self) -> str:
-        if isinstance(self._ort, OpenVINOSession):
-            return "cpu"  # OpenVINO runs on the CPU whatever ``device`` says
-        return str(self._torch_device) if self._torch_device is not None else self.device
-
-    def _backend_used(self) -> str:
-        if self._ort is None:
-            return "torch"
-        return "openvino" if isinstance(self._ort, OpenVINOSession) else "onnxruntime"
+    def _ran(self) -> tuple[str, str, str]:
+        """``(backend, device, precision)`` that ran since :meth:`open` (the requested options
+        while closed). OpenVINO runs on the CPU whatever ``device`` says."""
+        if not self.is_open:
+            return self.backend, self.device, self.precision
+        if isinstance(self._session, OpenVINOSession):
+            return "openvino", "cpu", self._session.precision
+        device = str(self._torch_device) if self._torch_device is not None else self.device
+        if self._session is not None:
+            return "onnxruntime", device, "f32"
+        return "torch", device, "f16" if self._half else "f32"
 
     def settings(self) -> Mapping[str, Any]:
         """Options that change results, plus the weights' identity, for audit records."""
+        backend, device, precision = self._ran()
         return {
             "detector": self.name,
             "weights": self._meta.get("path", self.weights or "shipped"),
@@ -221,9 +224,9 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             "min_face": self.min_face,
             "pixel_budget": self.pixel_budget,
             "max_size": self.max_size,
-            "device": self._device_used(),
-            "backend": self._backend_used() if self.is_open else self.backend,
-            "precision": ("f16" if self._half else getattr(self._ort, "precision", "f32")) if self.is_open else self.precision,
+            "device": device,
+            "backend": backend,
+            "precision": precision,
             "fp16": self._half,
             "threads": self.threads,
         }
@@ -242,10 +245,10 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         """``batch`` ``(B, H, W, 3)`` uint8 RGB of one size -> detections in its pixels."""
         _, height, width, _ = batch.shape
         h, w = self.input_size(height, width)
-        if self._ort is not None:
+        if self._session is not None:
             x = preprocess(batch.cpu(), (h, w), channels_last=False)
             t1 = self._clock()
-            heads = [torch.from_numpy(o) for o in self._ort.run(None, {"input": x.numpy()})]
+            heads = [torch.from_numpy(o) for o in self._session.run(None, {"input": x.numpy()})]
             dev = torch.device("cpu")
         else:
             dev = self._torch_device
@@ -276,7 +279,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             self.open()
         arrays = [check_image(i, im, "CenterFace") for i, im in enumerate(images)]
         out: list[Detections | None] = [None] * len(arrays)
-        on_cpu = self._ort is not None or self._torch_device.type == "cpu"
+        on_cpu = self._session is not None or self._torch_device.type == "cpu"
         for (height, width), idx in group_by_size(arrays).items():
             ph, pw = pad_to(*self.input_size(height, width))
             step = images_per_pass(self.batch_size, self.cpu_batch_pixels, ph * pw, on_cpu)
@@ -284,7 +287,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
                 chunk = idx[s : s + step]
                 t0 = self._clock()
                 batch = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
-                if self._ort is None and self._torch_device.type == "cuda":
+                if self._session is None and self._torch_device.type == "cuda":
                     batch = batch.pin_memory()
                 for i, det in zip(chunk, self._run(batch, t0)):
                     out[i] = det

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from surgbox.interfaces import Detector
 from surgbox.types import Detections
@@ -30,6 +29,7 @@ from surgbox_ext.torch_detect import (
     group_by_size,
     images_per_pass,
     ort_session,
+    resize_nchw,
     resolve_device,
     restore_torch_threads,
     scale_option,
@@ -63,18 +63,13 @@ def preprocess(
     keeps ``H x W``. Returns ``(B, 3, h, w)`` ``dtype`` BGR minus :data:`MEAN_BGR`, in
     channels-last memory format when asked.
     """
-    # BGR while still uint8 (the cheapest copy), then one float copy and in-place mean
-    # subtraction in (B, H, W, 3) order, which *is* channels-last (B, 3, H, W) after the permute
-    x = batch.flip(-1).float()
-    mean = torch.tensor(MEAN_BGR, dtype=x.dtype, device=x.device)
-    if size is not None and tuple(size) != tuple(x.shape[1:3]):
-        shrink = size[0] < x.shape[1] or size[1] < x.shape[2]
-        x = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False, antialias=shrink)
-        x = x - mean.view(1, 3, 1, 1)
-    else:
-        x = x.sub_(mean).permute(0, 3, 1, 2)  # (B, 3, H, W) BGR, NHWC strides
+    x = batch.permute(0, 3, 1, 2)  # (B, 3, H, W), channels-last memory: no copy yet
+    if size is not None and tuple(size) != tuple(x.shape[2:]):
+        x = resize_nchw(x, tuple(size))  # uint8 on the CPU: the fast kernel, before any float copy
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return x.to(dtype=dtype, memory_format=fmt)
+    x = x.flip(1).to(dtype=torch.float32, memory_format=fmt)  # BGR, one float copy
+    x -= torch.tensor(MEAN_BGR, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return x.to(dtype=dtype)
 
 
 @attrs.define(eq=False)
@@ -145,7 +140,7 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
     stage_seconds: dict[str, float] = attrs.field(factory=dict, init=False)
 
     _model: Any = attrs.field(default=None, init=False, alias="_model")
-    _ort: Any = attrs.field(default=None, init=False, alias="_ort")
+    _session: Any = attrs.field(default=None, init=False, alias="_session")
     _torch_device: Any = attrs.field(default=None, init=False, alias="_torch_device")
     _meta: dict = attrs.field(factory=dict, init=False, alias="_meta")
     _post: Any = attrs.field(default=None, init=False, alias="_post")
@@ -176,7 +171,7 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
             fold_batchnorm(model)
         self._meta = meta
         if self.backend == "onnxruntime":
-            self._ort = self._make_ort_session(model)
+            self._session = self._make_ort_session(model)
             return
         self._threads_before = set_torch_threads(self.threads)
         model = model.to(self._torch_device)
@@ -197,7 +192,7 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
         restore_torch_threads(self._threads_before, self.threads)  # unless someone else changed it since open()
         self._threads_before = None
         self._model = None
-        self._ort = None
+        self._session = None
         self._priors.clear()
 
     def settings(self) -> Mapping[str, Any]:
@@ -234,7 +229,7 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
     def _step(self, height: int, width: int) -> int:
         """Images per forward pass for ``height x width`` images."""
         h, w = self.input_size(height, width)
-        on_cpu = self._ort is None and self._torch_device.type == "cpu"
+        on_cpu = self._session is None and self._torch_device.type == "cpu"
         return images_per_pass(self.batch_size, self.cpu_batch_pixels or None, h * w, on_cpu)
 
     def _priors_for(self, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -251,10 +246,10 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
         ``t_start``: clock reading when this batch's preprocessing began."""
         _, height, width, _ = batch.shape
         h, w = self.input_size(height, width)
-        if self._ort is not None:
+        if self._session is not None:
             x = preprocess(batch.cpu(), (h, w))
             t1 = self._clock()
-            loc, logits, lms = (torch.from_numpy(o) for o in self._ort.run(None, {"input": x.numpy()}))
+            loc, logits, lms = (torch.from_numpy(o) for o in self._session.run(None, {"input": x.numpy()}))
             dev = torch.device("cpu")
         else:
             dev = self._torch_device
@@ -299,7 +294,7 @@ class RetinaFaceDetector(TorchDetectorParts, Detector):
                 chunk = idx[s : s + step]
                 t0 = self._clock()
                 batch = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
-                if self._torch_device.type == "cuda" and self._ort is None:
+                if self._torch_device.type == "cuda" and self._session is None:
                     batch = batch.pin_memory()
                 for i, det in zip(chunk, self._run(batch, t0)):
                     out[i] = det
