@@ -201,6 +201,23 @@ def test_shipped_weights_keep_their_license():
 # ------------------------------------------------------------ sizes, batching, small faces
 
 
+def test_resize_of_uint8_on_the_cpu_stays_uint8_within_a_level_of_the_float_resize():
+    from surgbox_ext.torch_detect import resize_nchw
+
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.integers(0, 256, (2, 90, 160, 3), dtype=np.uint8)).permute(0, 3, 1, 2)
+    for size in ((45, 80), (37, 61), (180, 320)):  # half, odd shrink, upscale
+        fast, ref = resize_nchw(x, size), resize_nchw(x.float(), size)
+        assert fast.dtype == torch.uint8 and ref.dtype == torch.float32 and fast.shape == ref.shape == (2, 3, *size)
+        assert (fast.float() - ref).abs().max() <= 1.0
+    # preprocess at half size: the same network input as from the float resize, to a level
+    img = torch.from_numpy(rng.integers(0, 256, (1, 90, 160, 3), dtype=np.uint8))
+    x = preprocess(img, (45, 80), channels_last=False)
+    ref = torch.zeros_like(x)
+    ref[:, :, :45, :80] = resize_nchw(img.permute(0, 3, 1, 2).float(), (45, 80))
+    assert (x - ref).abs().max() <= 1.0 and (x[..., 45:, :] == 0).all() and (x[..., 80:] == 0).all()
+
+
 def test_pad_never_distorts():
     assert pad_to(360, 640) == (384, 640) and pad_to(1, 1) == (32, 32) and pad_to(64, 96) == (64, 96)
     img = torch.full((1, 50, 70, 3), 200, dtype=torch.uint8)

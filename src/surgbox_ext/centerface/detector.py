@@ -63,8 +63,8 @@ def preprocess(batch: torch.Tensor, size: tuple[int, int] | None = None, *, dtyp
                channels_last: bool = True) -> torch.Tensor:
     """Network input from ``batch`` ``(B, H, W, 3)`` uint8 RGB (any device).
 
-    ``size``: ``(h, w)`` to resize to first (bilinear, antialiased when shrinking; ``None``:
-    keep). Returns ``(B, 3, h32, w32)`` ``dtype`` RGB 0-255 with the picture in the top-left
+    ``size``: ``(h, w)`` to resize to first (:func:`~surgbox_ext.torch_detect.resize_nchw`:
+    bilinear, antialiased when shrinking, in uint8 on the CPU; ``None``: keep). Returns ``(B, 3, h32, w32)`` ``dtype`` RGB 0-255 with the picture in the top-left
     ``h x w`` and black padding up to the next multiples of 32 (:func:`pad_to`), in
     channels-last memory order when asked.
     """

@@ -59,8 +59,8 @@ def preprocess(
 ) -> torch.Tensor:
     """Network input from ``batch`` ``(B, H, W, 3)`` uint8 RGB (any device).
 
-    ``size``: ``(height, width)`` to resize to (bilinear, antialiased when shrinking); ``None``
-    keeps ``H x W``. Returns ``(B, 3, h, w)`` ``dtype`` BGR minus :data:`MEAN_BGR`, in
+    ``size``: ``(height, width)`` to resize to (:func:`~surgbox_ext.torch_detect.resize_nchw`:
+    bilinear, antialiased when shrinking, in uint8 on the CPU); ``None`` keeps ``H x W``. Returns ``(B, 3, h, w)`` ``dtype`` BGR minus :data:`MEAN_BGR`, in
     channels-last memory format when asked.
     """
     x = batch.permute(0, 3, 1, 2)  # (B, 3, H, W), channels-last memory: no copy yet
