@@ -65,15 +65,17 @@ def test_a_console_recording_is_uploaded_when_it_stops(tmp_path):
         dav.kill()
 
 
-def test_an_auto_setting_that_is_not_a_remote_name_refuses_the_start(tmp_path):
+@pytest.mark.parametrize("value,message", [("5", "[upload] auto must be a remote"),
+                                           ('"nsa"', "[upload] auto = 'nsa': no remote 'nsa'")])
+def test_an_auto_setting_that_is_not_a_remote_name_refuses_the_start(tmp_path, value, message):
     home = make_home(tmp_path / "home")
-    home.config_path.write_text(home.config_path.read_text() + "\n[upload]\nauto = 5\n")
+    home.config_path.write_text(home.config_path.read_text() + f"\n[upload]\nauto = {value}\n")
     server = start_server(home, tmp_path)
     try:
         c = Client(server.url)
         assert c.login(ROLES_USERS["operator"]).status_code == 303
         r = c.post("/record/start", {"patient": "Ana Auto", "medical_record": "MRN-AU", "procedure": "Cholecystectomy"})
-        assert r.status_code != 303 and "[upload] auto must be a remote" in r.text, r.text[:500]
+        assert r.status_code != 303 and message in r.text.replace("&#x27;", "'").replace("&#39;", "'"), r.text[:800]
         assert server.state.live.state == "idle"
         c.close()
     finally:

@@ -58,3 +58,16 @@ def test_a_failing_automatic_upload_warns_and_keeps_the_recording_and_the_job(su
         assert [j["status"] for j in cat.db.query("SELECT status FROM upload_jobs WHERE event_id = ?", (eid,))] == ["queued"]
         assert cat.db.query_one("SELECT status FROM events WHERE id = ?", (eid,))["status"] == "stopped"
         assert cat.db.query("SELECT id FROM files WHERE event_id = ? AND kind = 'segment'", (eid,))
+
+
+def test_an_auto_setting_naming_no_remote_stops_the_recording_from_starting(surgbox_home, tmp_path):
+    cfg = surgbox_home.config_path
+    cfg.write_text(cfg.read_text() + '\n[upload]\nauto = "archve"\n')  # a typo: no such remote
+    eid = _event(surgbox_home)
+    r = _record(tmp_path, eid)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "[upload] auto = 'archve': no remote 'archve'" in lines[0], r.stderr
+    with open_catalog(surgbox_home) as cat:
+        assert not cat.db.query("SELECT id FROM files WHERE event_id = ?", (eid,))  # nothing recorded
+        assert not cat.db.query("SELECT id FROM upload_jobs WHERE event_id = ?", (eid,))

@@ -64,8 +64,8 @@ class UploadJobs:
 
     def check_auto(self, session: Any, event_id: str) -> None:
         """Before a console recording starts: raise :class:`~surgbox.errors.ConfigError` when
-        the home's ``[upload] auto`` is not a remote's name (so a typo refuses the start instead
-        of surfacing after a two-hour recording)."""
+        the home's ``[upload] auto`` is not the name of a remote (so a typo refuses the start
+        instead of surfacing after a two-hour recording)."""
         AutoUpload.configured(session, event_id)
 
     def after_recording(self, session: Any, event_id: str, error: str | None) -> int | None:

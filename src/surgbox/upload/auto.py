@@ -19,6 +19,7 @@ import attrs
 from ..errors import ConfigError, SurgboxError
 from ..hookspecs import hookimpl
 from .jobs import Job, Queue
+from .remotes import RemoteBook
 from .runner import Uploader
 
 
@@ -36,13 +37,18 @@ class AutoUpload:
 
     @classmethod
     def configured(cls, session: Any, event_id: str) -> AutoUpload | None:
-        """The hook for ``event_id`` when the home's ``[upload] auto`` names a remote, else ``None``."""
+        """The hook for ``event_id`` when the home's ``[upload] auto`` names a remote, else ``None``.
+        Raises :class:`~surgbox.errors.ConfigError` when ``auto`` is not the name of a remote."""
         name = session.catalog.home.upload_settings().get("auto")
         if name is None or name == "":
             return None
         if not isinstance(name, str):
             raise ConfigError(f"{session.catalog.home.config_path}: [upload] auto must be a remote's name "
                               f"(`surgbox remote list`), got {name!r}")
+        try:  # a typo must stop the recording from starting, not surface after it
+            RemoteBook(session).require(name)
+        except SurgboxError as exc:
+            raise ConfigError(f"{session.catalog.home.config_path}: [upload] auto = {name!r}: {exc}") from None
         return cls(session, event_id, name)
 
     @hookimpl

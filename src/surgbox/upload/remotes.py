@@ -220,6 +220,11 @@ class RemoteBook:
         return Remote(row["name"], row["kind"], row["url"], row["username"], password, row["ca_file"],
                       bool(row["insecure"]), row["bandwidth"], int(row["chunk_size"]))
 
+    def require(self, name: str) -> None:
+        """Raise :class:`~surgbox.catalog.errors.NotFoundError` (one line listing the known
+        remote names) when there is no remote ``name``; names only, so no permission is needed."""
+        self._row(name)
+
     def get(self, name: str) -> Remote:
         """The remote with its password decrypted (``upload``)."""
         self.session.authorize("upload", operation="remote.use")
