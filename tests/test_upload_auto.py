@@ -71,3 +71,22 @@ def test_an_auto_setting_naming_no_remote_stops_the_recording_from_starting(surg
     with open_catalog(surgbox_home) as cat:
         assert not cat.db.query("SELECT id FROM files WHERE event_id = ?", (eid,))  # nothing recorded
         assert not cat.db.query("SELECT id FROM upload_jobs WHERE event_id = ?", (eid,))
+
+
+def test_the_console_queues_the_automatic_upload_when_it_cannot_send_it_now(surgbox_home):
+    from surgbox.console.uploads import UploadJobs
+
+    with open_catalog(surgbox_home) as cat:
+        add_remote(cat.login("admin", "admin-password"), "archive", "webdav", f"http://127.0.0.1:{free_port()}/box")
+    cfg = surgbox_home.config_path
+    cfg.write_text(cfg.read_text() + '\n[upload]\nauto = "archive"\n')
+    eid = _event(surgbox_home)
+    uploads = UploadJobs()
+    uploads.worker.busy = lambda: True  # as while a recording runs: nothing may start
+    with open_catalog(surgbox_home) as cat:
+        session = cat.login("admin", "admin-password")
+        assert uploads.after_recording(session, eid, "RuntimeError: the recording failed") is None
+        assert not cat.db.query("SELECT id FROM upload_jobs WHERE event_id = ?", (eid,))
+        job = uploads.after_recording(session, eid, None)
+        rows = cat.db.query("SELECT id, status, remote FROM upload_jobs WHERE event_id = ?", (eid,))
+        assert [(r["id"], r["status"], r["remote"]) for r in rows] == [(job, "queued", "archive")]

@@ -81,14 +81,15 @@ class UploadJobs:
         if auto is None:
             return None
         try:
+            return self.start(session, event_id, auto.remote)  # queues the job and sends it
+        except SurgboxError as exc:
+            refused = exc
+        try:  # refused before queueing (another upload runs): queue it for later
             job = Queue(session).enqueue(event_id, auto.remote)
         except SurgboxError as exc:
             log.warning("console: the automatic upload of event %s to %s was not queued: %s", event_id, auto.remote, exc)
             return None
-        try:
-            self.start(session, event_id, auto.remote)
-        except SurgboxError as exc:
-            log.warning("console: upload job %s of event %s stays queued: %s", job.id, event_id, exc)
+        log.warning("console: upload job %s of event %s stays queued: %s", job.id, event_id, refused)
         return job.id
 
     def _run(self, session: Any, job_id: int) -> None:
