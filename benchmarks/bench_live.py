@@ -73,6 +73,8 @@ MODES: dict[str, dict[str, Any] | None] = {
     "live fixed every 3": {"max_every": 3},
     # the default ensemble without its native-size CenterFace member (the costliest: see docs/deid.md "Live")
     "live light": {"light": True},
+    # surgbox deid's longer gap (20 frames) live: more faces bridged between detections, more delay
+    "live max gap 20": {"max_gap": 20},
     # thread or process worker: a plain recording with the default detector working beside it at the
     # live cadence (10 calls/s on the room video's frames) on a thread of the recorder's process, or
     # in a child process: the difference in tick jitter is what the GIL costs the recorder's clock

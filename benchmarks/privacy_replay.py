@@ -16,6 +16,19 @@ the pipeline that differs from it only by the output's H.264 pass; check a winne
     python benchmarks/privacy_replay.py cache --quick SCENE.mp4 CACHE.npz
     python benchmarks/privacy_replay.py replay --quick SCENE.mp4 CACHE.npz [--set KEY=VALUE ...]
 
+``record`` / ``exact``: no proxy. ``record`` runs ``deidentify()`` on the scene with the default
+detector wrapped so that every answer it gives (per ``detect_frames`` call) is saved (pickle);
+``exact`` runs ``deidentify()`` again — decode, temporal stage, masks, blur, H.264 encode, all
+of the real pipeline — with a detector that gives back those answers, and the
+``DeidOptions`` fields of ``--set`` (``max_gap``, ``carry``, ``expand``, ...; and the temporal
+stage's ``edge_carry``, ``confirm_hits``, ``edge_band``, ``link_iou``), then scores the
+output with ``deid_score``. The detector is deterministic, so ``exact`` without ``--set``
+reproduces ``bench_privacy.py``'s figures for the defaults exactly; a setting takes about a
+third of a full run::
+
+    python benchmarks/privacy_replay.py record --quick SCENE.mp4 ANSWERS.pkl
+    python benchmarks/privacy_replay.py exact --quick SCENE.mp4 ANSWERS.pkl --set max_gap=20
+
 Needs ``../shared`` (eval scripts and data). Development tool, not part of the test run.
 """
 
@@ -350,6 +363,95 @@ class Blame:
                 "misses": dict(self.misses.most_common())}
 
 
+class _Recording:
+    """The default detector, with every ``detect_frames`` answer kept in ``calls``."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def detect_frames(self, images, frame_indices):
+        out = self.inner.detect_frames(images, frame_indices)
+        self.calls.append((list(frame_indices), out))
+        return out
+
+
+class _Answers:
+    """Gives back recorded answers: per frame index, in the order they were given (regions of
+    one frame share the index). Declares what the recorded detector declared (``confirm_score``,
+    settings for the audit) through the unopened detector it wraps."""
+
+    def __init__(self, inner, calls):
+        self.inner, self.by_frame, self.used = inner, {}, {}
+        for indices, out in calls:
+            for i, det in zip(indices, out):
+                self.by_frame.setdefault(i, []).append(det)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def detect_frames(self, images, frame_indices):
+        out = []
+        for i in frame_indices:
+            n = self.used.get(i, 0)
+            out.append(self.by_frame[i][n])
+            self.used[i] = n + 1
+        return out
+
+
+def exact(scene_path: Path, answers: Path, cfg: dict, stride: int, quick: bool, record: bool) -> dict:
+    """Run ``deidentify()`` on ``scene_path`` (recording the default detector's answers into
+    ``answers``, or giving them back), score the output; ``cfg``: ``DeidOptions`` fields, and
+    ``TemporalFilter`` fields that are no option of ``surgbox deid`` (``edge_carry``,
+    ``confirm_hits``, ``edge_band``, ``link_iou``), given to every region's temporal stage."""
+    import pickle
+    import tempfile
+    import time
+
+    import attrs
+
+    from surgbox.deid import DeidOptions, deidentify, defaults
+    from surgbox.deid.temporal import TemporalFilter
+    from surgbox.plugins import get_plugins
+
+    cfg = dict(cfg)
+    temporal = {k: cfg.pop(k) for k in ("edge_carry", "confirm_hits", "edge_band", "link_iou") if k in cfg}
+
+    @attrs.frozen
+    class Options(DeidOptions):
+        def make_temporal(self, bounds=(), track_ids=None):
+            extra = {} if track_ids is None else {"track_ids": track_ids}
+            return TemporalFilter(carry=self.carry, max_gap=self.max_gap, every=self.every, bounds=bounds, **extra, **temporal)
+
+    inner = get_plugins().create("detector", defaults.DETECTOR, **defaults.detector_options(defaults.DETECTOR))
+    if record:
+        det = _Recording(inner)
+    else:
+        with open(answers, "rb") as f:
+            det = _Answers(inner, pickle.load(f))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.mp4"
+        t0 = time.perf_counter()
+        deidentify(str(scene_path), str(out), options=Options(region=",".join(map(str, REGION)), detector=det, **cfg))
+        wall = time.perf_counter() - t0
+        if record:
+            with open(answers, "wb") as f:
+                pickle.dump(det.calls, f)
+        _, deid_score = bench_privacy._eval_modules()
+        scored = deid_score.score(bench_privacy.make_scene(quick), str(out), stride)
+    row = bench_privacy.row("exact", scored, wall, 1.0, None, 1)
+    keys = ("recall", "masked", "<20", "20-40", "40-80", ">=80", "exposed_frames_pct", "collateral_pct")
+    return {**{k: row[k] for k in keys}, "wall_s": round(wall, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -366,7 +468,16 @@ def main() -> None:
                    help="m<K>.threshold/every/phase/confirm, drop=K[,K], carry, max_gap, edge_carry, confirm_hits, "
                         "link_iou, edge_band, expand, feather, margin, min_size, strength, min_sigma; explain=1: attribute collateral and misses")
     r.add_argument("--stride", type=int, default=2)
-    for p in (c, r):
+    rec = sub.add_parser("record", help="run surgbox deid's pipeline, keep the default detector's answers")
+    ex = sub.add_parser("exact", help="run surgbox deid's pipeline on recorded answers with other DeidOptions")
+    for p in (rec, ex):
+        p.add_argument("scene", type=Path)
+        p.add_argument("answers", type=Path)
+        p.add_argument("--stride", type=int, default=2)
+    ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a DeidOptions field, or edge_carry, confirm_hits, edge_band, link_iou (JSON value)")
+    rec.set_defaults(set=[])
+    for p in (c, r, rec, ex):
         p.add_argument("--quick", action="store_true", help="bench_privacy's quick scene")
     a = ap.parse_args()
     if a.cmd == "cache":
@@ -376,6 +487,9 @@ def main() -> None:
     for kv in a.set:
         k, _, v = kv.partition("=")
         cfg[k] = json.loads(v) if v not in ("",) else None
+    if a.cmd in ("record", "exact"):
+        print(json.dumps({"set": cfg, **exact(a.scene, a.answers, cfg, a.stride, a.quick, a.cmd == "record")}), flush=True)
+        return
     scene = bench_privacy.make_scene(a.quick)
     print(json.dumps({"set": cfg, **replay(scene, a.scene, a.cache, cfg, a.stride)}), flush=True)
 

@@ -131,7 +131,8 @@ class TemporalFilter:
     """Carry, link and interpolate detections over time (see the module docstring).
 
     ``carry``: frames before a track's first / after its last detection that stay hidden;
-    ``max_gap``: the longest run of frames without a detection that a track bridges;
+    ``max_gap``: the longest run of frames without a detection that a track bridges (both
+    default to :data:`surgbox.deid.defaults.CARRY` and :data:`~surgbox.deid.defaults.MAX_GAP`);
     ``every``: the detector runs on every Nth frame only (``carry`` and ``max_gap`` are raised
     to cover the skipped frames); ``link_iou``: minimum IoU to continue a track (a detection
     whose centre lies within half a face of the prediction also continues it); ``bounds``:
@@ -143,8 +144,8 @@ class TemporalFilter:
     (0: the box follows its motion out of the region and the carry ends when it is out).
     """
 
-    carry: int = attrs.field(default=5, validator=attrs.validators.ge(0))
-    max_gap: int = attrs.field(default=10, validator=attrs.validators.ge(0))
+    carry: int = attrs.field(default=defaults.CARRY, validator=attrs.validators.ge(0))
+    max_gap: int = attrs.field(default=defaults.MAX_GAP, validator=attrs.validators.ge(0))
     every: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     link_iou: float = attrs.field(default=0.1)
     bounds: tuple[tuple[float, float, float, float], ...] = attrs.field(

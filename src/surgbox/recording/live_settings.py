@@ -24,7 +24,7 @@ from .live_cadence import Cadence
 # Live values (the detector, its options, masks and anonymizer come from surgbox.deid.defaults).
 LIVE_EVERY = 3  # detect on every 3rd frame at the fastest: 10 detections/s for a 30 fps room camera
 LIVE_MAX_EVERY = 6  # the slowest cadence the detector may fall back to: 5 detections/s at 30 fps
-LIVE_MAX_GAP = 10  # frames bridged between two detections: surgbox deid's default (a missed detection at every 3 is bridged)
+LIVE_MAX_GAP = 10  # frames bridged between two detections (surgbox deid: 20; live, a longer gap is more delay: lookahead / fps)
 LIVE_EDGE_CARRY = 10  # frames a face leaving through the picture's edge stays hidden
 LATENCY_S = 0.25  # a detection later than this after its frame's capture: fail closed
 SLOT_HIDE = ("blur", "fill")
