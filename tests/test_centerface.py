@@ -226,6 +226,50 @@ def test_pad_never_distorts():
     assert (x[..., :50, :70] == 200).all() and (x[..., 50:, :] == 0).all() and (x[..., :, 70:] == 0).all()
 
 
+def test_mirror_margin_is_the_pictures_reflection():
+    img = torch.randint(0, 256, (2, 37, 53, 3), dtype=torch.uint8)
+    for mirror, m in ((1, 1), (5, 5), (40, 36), (100, 36)):  # at most the shorter side - 1
+        x = preprocess(img, mirror=mirror)
+        ref = torch.nn.functional.pad(img.permute(0, 3, 1, 2).float(), (m, m, m, m), mode="reflect")
+        h, w = ref.shape[2:]
+        assert x.shape[2:] == pad_to(h, w)
+        assert torch.equal(x[..., :h, :w], ref) and (x[..., h:, :] == 0).all() and (x[..., :, w:] == 0).all()
+    resized = preprocess(img, (20, 30), mirror=4)  # resized first, then reflected
+    assert torch.equal(resized[..., 4:24, 4:34], preprocess(img, (20, 30))[..., :20, :30])
+
+
+def test_mirror_keeps_boxes_in_the_pictures_pixels(detector, scene):
+    [ref] = detector.detect([scene])
+    with CenterFaceDetector(device="cpu", backend="torch", threshold=FOUND, mirror=16) as det:
+        [mir] = det.detect([scene])
+        assert det.settings()["mirror"] == 16
+    from surgbox.metrics import iou_matrix
+
+    # same faces at the same places (a box left in the input's pixels would be 16 px off: the
+    # smallest face's IoU would be near 0); the margin changes the context, so scores move a little
+    assert len(mir) == len(ref) and (iou_matrix(ref.boxes, mir.boxes).max(1) > 0.7).all()
+    for box, lm in zip(mir.boxes, mir.landmarks):
+        assert ((lm >= box[:2] - 2) & (lm <= box[2:] + 2)).all()
+
+
+def test_mirror_completes_faces_cut_by_the_edge(detector):
+    faces = [(0, 150, 40), (640, 100, 30)]  # cut in half by the left and the right edge
+    cut = masked_scene(360, 640, faces)
+    [plain] = detector.detect([cut])
+    with CenterFaceDetector(device="cpu", backend="torch", threshold=FOUND, mirror=16) as det:
+        [mir] = det.detect([cut])
+
+    def best(dets, face):
+        x1, y1, x2, y2 = face_box(*face)
+        c = (dets.boxes[:, :2] + dets.boxes[:, 2:]) / 2
+        inside = (c[:, 0] >= max(x1, 0)) & (c[:, 0] <= min(x2, 640)) & (c[:, 1] > y1) & (c[:, 1] < y2)
+        return float(dets.scores[inside].max()) if inside.any() else 0.0
+
+    for face in faces:  # half a face scores low; completed by its reflection it scores higher
+        assert best(mir, face) > best(plain, face) + 0.05, (face, mir.scores, plain.scores)
+    assert (mir.boxes[:, [0, 2]] >= 0).all() and (mir.boxes[:, [0, 2]] <= 640).all()
+
+
 def test_any_size_gives_boxes_in_its_own_pixels(detector, scene):
     [ref] = detector.detect([scene])
     odd = scene[7:350, 3:631].copy()  # 343 x 628: padded to 352 x 640 inside

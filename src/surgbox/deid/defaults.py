@@ -43,7 +43,10 @@ DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     # (large frontal faces CenterFace can score low; a large face moves little against its size,
     # so the temporal stage bridges the 3 frames between: every 2 -> 4 kept recall within 2 of
     # 2516 face-frames, for 1.1 points less collateral and half of RetinaFace's work; docs/deid.md
-    # "RetinaFace's cadence"). Hysteresis (docs/deid.md "Detectors and defaults"): each member
+    # "RetinaFace's cadence"). The half-size pass sees its picture inside a 16-pixel margin of its
+    # own reflection (32 px of a 640x360 region): a face cut by the region's edge is completed by
+    # its mirror image (docs/deid.md "Faces cut by the edge"; on the native pass it cost more
+    # work and lost small faces). Hysteresis (docs/deid.md "Detectors and defaults"): each member
     # reports candidates from a low ``threshold`` and is confident from ``confirm``; the
     # temporal stage hides a track once one of its detections is confident or it has
     # CONFIRM_HITS detections, and then over its whole length. The surgbox_ext ensemble also
@@ -53,7 +56,7 @@ DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
             {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 1, "threshold": 0.1,
              "confirm": 0.4, "precision": "bf16"},
             {"name": "centerface", "scale": "auto", "min_face": 24, "pixel_budget": 62_500, "every": 2, "phase": 1,
-             "threshold": 0.1, "confirm": 0.4, "precision": "bf16"},
+             "threshold": 0.1, "confirm": 0.4, "precision": "bf16", "mirror": 16},
             {"name": "retinaface", "scale": "auto", "min_face": 32, "pixel_budget": 62_500, "every": 4, "threshold": 0.2,
              "confirm": 0.5},
         ],

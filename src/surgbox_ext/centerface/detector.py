@@ -59,26 +59,44 @@ def pad_to(height: int, width: int, multiple: int = MULTIPLE) -> tuple[int, int]
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
+def mirror_margin(mirror: int, h: int, w: int) -> int:
+    """The reflected margin (pixels) :func:`preprocess` puts around an ``h x w`` picture:
+    ``mirror``, at most one less than the picture's shorter side (a reflection cannot be wider)."""
+    return max(0, min(int(mirror), h - 1, w - 1))
+
+
 def preprocess(batch: torch.Tensor, size: tuple[int, int] | None = None, *, dtype: torch.dtype = torch.float32,
-               channels_last: bool = True) -> torch.Tensor:
+               channels_last: bool = True, mirror: int = 0) -> torch.Tensor:
     """Network input from ``batch`` ``(B, H, W, 3)`` uint8 RGB (any device).
 
     ``size``: ``(h, w)`` to resize to first (:func:`~surgbox_ext.torch_detect.resize_nchw`:
-    bilinear, antialiased when shrinking, in uint8 on the CPU; ``None``: keep). Returns ``(B, 3, h32, w32)`` ``dtype`` RGB 0-255 with the picture in the top-left
-    ``h x w`` and black padding up to the next multiples of 32 (:func:`pad_to`), in
-    channels-last memory order when asked.
+    bilinear, antialiased when shrinking, in uint8 on the CPU; ``None``: keep). ``mirror``: a
+    margin of ``m =`` :func:`mirror_margin` pixels around the picture filled with its
+    reflection (as ``torch.nn.functional.pad(..., mode="reflect")``: the edge pixel is not
+    repeated), so a face cut by the picture's edge is completed by its mirror image. Returns
+    ``(B, 3, h32, w32)`` ``dtype`` RGB 0-255 with the picture at ``(m, m)`` (``h x w``), the
+    reflection around it, and black padding up to the next multiples of 32 of ``h + 2m`` and
+    ``w + 2m`` (:func:`pad_to`), in channels-last memory order when asked.
     """
     b, height, width, _ = batch.shape
     h, w = size if size is not None else (height, width)
-    ph, pw = pad_to(h, w)
+    m = mirror_margin(mirror, h, w)
+    full_h, full_w = h + 2 * m, w + 2 * m
+    ph, pw = pad_to(full_h, full_w)
     x = batch.permute(0, 3, 1, 2)  # (B, 3, H, W), channels-last memory: no copy yet
     if (h, w) != (height, width):
         x = resize_nchw(x, (h, w))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty(b, 3, ph, pw, dtype=dtype, device=batch.device, memory_format=fmt)
-    out[:, :, h:].zero_()
-    out[:, :, :h, w:].zero_()
-    out[:, :, :h, :w] = x  # the one copy: conversion and layout together
+    out[:, :, full_h:].zero_()
+    out[:, :, :full_h, full_w:].zero_()
+    out[:, :, m:m + h, m:m + w] = x  # the one copy: conversion and layout together
+    if m:  # reflect the converted picture into the margin: left and right, then top and bottom (corners too)
+        rows = slice(m, m + h)
+        out[:, :, rows, :m] = out[:, :, rows, m + 1:2 * m + 1].flip(3)
+        out[:, :, rows, m + w:full_w] = out[:, :, rows, w - 1:m + w - 1].flip(3)
+        out[:, :, :m, :full_w] = out[:, :, m + 1:2 * m + 1, :full_w].flip(2)
+        out[:, :, m + h:full_h, :full_w] = out[:, :, h - 1:m + h - 1, :full_w].flip(2)
     return out
 
 
@@ -107,6 +125,11 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
       bfloat16 in hardware (AVX512-BF16, AMX), about 2x faster at scores within about 0.01 of
       f32 (docs/detectors.md "Runtime: chosen by measurement"); elsewhere f32. ``settings()`` reports what ran.
     * ``fp16``: half precision on CUDA with torch. ``channels_last``: NHWC memory format.
+    * ``mirror``: pixels of network input (after scaling) filled with the picture's reflection
+      on every side (default 0: none): a face cut by the picture's edge, which CenterFace rarely
+      finds as half a face, is completed by its mirror image (docs/detectors.md); boxes are
+      then clipped to the picture. The input grows by ``2 * mirror`` each way (before rounding
+      up to multiples of 32).
     * ``batch_size``: images per forward pass; ``cpu_batch_pixels``: on CPU a pass holds at most
       this many input pixels (at least one image). ``pre_nms_top_k``/``max_detections``.
     * ``threads``: CPU math threads (``None``: the library's setting). torch's count is
@@ -135,6 +158,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
     cpu_batch_pixels: int | None = 1 << 20
     pre_nms_top_k: int = 1000
     max_detections: int = 750
+    mirror: int = attrs.field(default=0, converter=int, validator=attrs.validators.ge(0))
     threads: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
     stage_seconds: dict[str, float] = attrs.field(factory=dict, init=False)
 
@@ -224,6 +248,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             "min_face": self.min_face,
             "pixel_budget": self.pixel_budget,
             "max_size": self.max_size,
+            "mirror": self.mirror,
             "device": device,
             "backend": backend,
             "precision": precision,
@@ -245,15 +270,16 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         """``batch`` ``(B, H, W, 3)`` uint8 RGB of one size -> detections in its pixels."""
         _, height, width, _ = batch.shape
         h, w = self.input_size(height, width)
+        m = mirror_margin(self.mirror, h, w)
         if self._session is not None:
-            x = preprocess(batch.cpu(), (h, w), channels_last=False)
+            x = preprocess(batch.cpu(), (h, w), channels_last=False, mirror=m)
             t1 = self._clock()
             heads = [torch.from_numpy(o) for o in self._session.run(None, {"input": x.numpy()})]
             dev = torch.device("cpu")
         else:
             dev = self._torch_device
             x = preprocess(batch.to(dev, non_blocking=True), (h, w), dtype=torch.float16 if self._half else torch.float32,
-                           channels_last=self.channels_last)
+                           channels_last=self.channels_last, mirror=m)
             t1 = self._clock()
             heads = list(self._model(x))
         t2 = self._clock()
@@ -264,9 +290,9 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         limit = torch.tensor([width, height, width, height], dtype=torch.float32, device=dev)
         factor = torch.tensor([width / w, height / h], dtype=torch.float32, device=dev)
         out = []
-        for boxes, scores, points in results:
-            boxes = torch.minimum((boxes * factor.repeat(2)).clamp(min=0), limit)
-            out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), (points * factor).cpu().numpy()))
+        for boxes, scores, points in results:  # from the input's pixels to the picture's (less the margin), clipped
+            boxes = torch.minimum(((boxes - m) * factor.repeat(2)).clamp(min=0), limit)
+            out.append(Detections(boxes.cpu().numpy(), scores.cpu().numpy(), ((points - m) * factor).cpu().numpy()))
         self._add("output decoding", self._clock() - t3)
         return out
 
