@@ -23,8 +23,8 @@ of the real pipeline — with a detector that gives back those answers, and the
 ``DeidOptions`` fields of ``--set`` (``max_gap``, ``carry``, ``expand``, ...; and the temporal
 stage's ``edge_carry``, ``confirm_hits``, ``edge_band``, ``link_iou``), then scores the
 output with ``deid_score``. The detector is deterministic, so ``exact`` without ``--set``
-reproduces ``bench_privacy.py``'s figures for the defaults exactly; a setting takes about a
-third of a full run::
+reproduces ``bench_privacy.py``'s figures for the defaults exactly; without the detector, a
+setting takes about half the time of a full run::
 
     python benchmarks/privacy_replay.py record --quick SCENE.mp4 ANSWERS.pkl
     python benchmarks/privacy_replay.py exact --quick SCENE.mp4 ANSWERS.pkl --set max_gap=20
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -50,6 +51,8 @@ from privacy_misses import textured_tiles  # noqa: E402
 REGION = (1280, 0, 640, 360)
 # TemporalFilter fields a replay may set with --set KEY=VALUE (besides carry, max_gap, edge_carry, confirm_hits)
 TEMPORAL_KEYS = ("link_iou", "edge_band")
+# TemporalFilter fields that are no surgbox deid option, which ``exact`` may set
+EXACT_TEMPORAL_KEYS = ("edge_carry", "confirm_hits", "edge_band", "link_iou")
 
 
 def members_default() -> list[dict]:
@@ -412,24 +415,27 @@ def exact(scene_path: Path, answers: Path, cfg: dict, stride: int, quick: bool, 
     ``answers``, or giving them back), score the output; ``cfg``: ``DeidOptions`` fields, and
     ``TemporalFilter`` fields that are no option of ``surgbox deid`` (``edge_carry``,
     ``confirm_hits``, ``edge_band``, ``link_iou``), given to every region's temporal stage."""
-    import pickle
     import tempfile
     import time
 
-    import attrs
-
     from surgbox.deid import DeidOptions, deidentify, defaults
     from surgbox.deid.temporal import TemporalFilter
+    from surgbox.errors import ConfigError
     from surgbox.plugins import get_plugins
 
     cfg = dict(cfg)
-    temporal = {k: cfg.pop(k) for k in ("edge_carry", "confirm_hits", "edge_band", "link_iou") if k in cfg}
+    temporal = {k: cfg.pop(k) for k in EXACT_TEMPORAL_KEYS if k in cfg}
+    try:  # checked before the run: the pipeline builds its temporal stages once it has started
+        TemporalFilter(**temporal)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--set: {exc}") from None
 
-    @attrs.frozen
     class Options(DeidOptions):
-        def make_temporal(self, bounds=(), track_ids=None):
-            extra = {} if track_ids is None else {"track_ids": track_ids}
-            return TemporalFilter(carry=self.carry, max_gap=self.max_gap, every=self.every, bounds=bounds, **extra, **temporal)
+        def make_temporal(self, bounds=(), track_ids=None) -> TemporalFilter:
+            tf = DeidOptions.make_temporal(self, bounds, track_ids)
+            for k, v in temporal.items():  # validated on assignment; lookahead is derived from them
+                setattr(tf, k, v)
+            return tf
 
     inner = get_plugins().create("detector", defaults.DETECTOR, **defaults.detector_options(defaults.DETECTOR))
     if record:
@@ -486,9 +492,31 @@ def main() -> None:
     cfg = {}
     for kv in a.set:
         k, _, v = kv.partition("=")
-        cfg[k] = json.loads(v) if v not in ("",) else None
+        try:
+            cfg[k] = json.loads(v) if v not in ("",) else None
+        except json.JSONDecodeError:
+            ap.error(f"--set {kv}: the value must be JSON (e.g. max_gap=20, expand=1.6, anonymizer=\"blur\")")
     if a.cmd in ("record", "exact"):
-        print(json.dumps({"set": cfg, **exact(a.scene, a.answers, cfg, a.stride, a.quick, a.cmd == "record")}), flush=True)
+        if not a.scene.is_file():
+            ap.error(f"scene {str(a.scene)!r} is not a file; make it with bench_privacy.py --keep DIR (DIR/scene.mp4)")
+        if a.cmd == "exact" and not a.answers.is_file():
+            ap.error(f"answers {str(a.answers)!r} is not a file; write it first with: privacy_replay.py record SCENE ANSWERS")
+        import attrs
+
+        from surgbox.deid import DeidOptions
+        from surgbox.errors import SurgboxError
+
+        known = [*attrs.fields_dict(DeidOptions), *EXACT_TEMPORAL_KEYS]
+        for k in cfg:
+            if k not in known:
+                ap.error(f"--set {k}: not a DeidOptions field nor one of {', '.join(EXACT_TEMPORAL_KEYS)}")
+        try:
+            result = exact(a.scene, a.answers, cfg, a.stride, a.quick, a.cmd == "record")
+        except SurgboxError as exc:  # a bad --set value (ConfigError), an unreadable scene (DeidError)
+            ap.error(str(exc))
+        except (pickle.UnpicklingError, EOFError, KeyError) as exc:
+            ap.error(f"answers {str(a.answers)!r} do not fit this scene, or are not a file written by record ({exc!r})")
+        print(json.dumps({"set": cfg, **result}), flush=True)
         return
     scene = bench_privacy.make_scene(a.quick)
     print(json.dumps({"set": cfg, **replay(scene, a.scene, a.cache, cfg, a.stride)}), flush=True)
