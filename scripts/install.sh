@@ -20,7 +20,8 @@ gst_pkgs=(gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-plugins-
           libgirepository1.0-dev libcairo2-dev pkg-config)
 gst_missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-  installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${gst_pkgs[@]}" 2>/dev/null | awk '$2 == "installed" {print $1}')
+  # dpkg-query exits 1 when it has never heard of a package (a fresh machine): not an error here
+  installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${gst_pkgs[@]}" 2>/dev/null | awk '$2 == "installed" {print $1}' || true)
   for p in "${gst_pkgs[@]}"; do grep -qx "$p" <<<"$installed" || gst_missing+=("$p"); done
   command -v cc >/dev/null 2>&1 || gst_missing+=(gcc)
 fi
