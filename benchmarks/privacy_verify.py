@@ -20,6 +20,8 @@ Needs ``../shared``. Development tool, not part of the test run.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -30,12 +32,12 @@ sys.path.insert(0, str(HERE))
 import bench_privacy  # noqa: E402  (also puts ../shared/eval on sys.path)
 from privacy_misses import centre_in, read_audit  # noqa: E402
 
-VIEW_X = 1280  # the room view's left edge in the composite (the scene's OR_VIEW)
 CONFIDENT = 0.5  # the ensemble's calibrated confident level
 
 
 def candidates(scene, frames: dict, face: float, context: float):
     """``(labels, tracks, original scores, crops)`` of the weak detected regions, every 2nd frame."""
+    from deid_score import OR_VIEW
     from PIL import Image
 
     side_px = int(round(face * context / 32)) * 32
@@ -51,7 +53,7 @@ def candidates(scene, frames: dict, face: float, context: float):
         for r in regs:
             b = r["box"]
             side = min(max(b[2] - b[0], b[3] - b[1]) * context, 2 * pad)
-            x0 = (b[0] + b[2]) / 2 - VIEW_X - side / 2 + pad
+            x0 = (b[0] + b[2]) / 2 - OR_VIEW[0] - side / 2 + pad
             y0 = (b[1] + b[3]) / 2 - side / 2 + pad
             crops.append(np.asarray(big.resize((side_px, side_px), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side))))
             labels.append(any(centre_in(b, g) or centre_in(g, b) for g in faces))
@@ -80,30 +82,48 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((p[:, None] > n[None, :]).mean() + 0.5 * (p[:, None] == n[None, :]).mean())
 
 
+def in_range(name: str, lo: float, hi: float):
+    """An argparse type: a finite float in ``[lo, hi]``."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not (lo <= v <= hi):  # also NaN
+            raise argparse.ArgumentTypeError(f"{name} must be a number from {lo:g} to {hi:g}, got {text!r}")
+        return v
+    return parse
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("audit", type=Path, help="the audit sidecar of a --quick scene run (bench_privacy --keep DIR: DIR/out1.jsonl)")
-    ap.add_argument("--face", type=float, default=64.0, help="box side after resizing, pixels (default 64)")
-    ap.add_argument("--context", type=float, default=3.0, help="crop side / box side (default 3)")
+    ap.add_argument("--face", type=in_range("--face", 8, 512), default=64.0, help="box side after resizing, pixels (default 64)")
+    ap.add_argument("--context", type=in_range("--context", 1, 8), default=3.0, help="crop side / box side (default 3)")
     a = ap.parse_args()
     if not a.audit.is_file():
         sys.exit(f"privacy_verify: no audit sidecar at {a.audit}; run bench_privacy.py --quick --keep DIR first")
+    if not (bench_privacy.SHARED / "eval" / "deid_score.py").exists():
+        sys.exit("privacy_verify: ../shared is not present beside this checkout (the scene's photos and eval scripts)")
+    try:
+        _, frames = read_audit(a.audit)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        sys.exit(f"privacy_verify: {a.audit} is not a surgbox deid audit sidecar ({type(exc).__name__}); "
+                 "pass the .jsonl that bench_privacy.py --keep DIR wrote")
     scene = bench_privacy.make_scene(True, None)
-    _, frames = read_audit(a.audit)
     label, tracks, orig, crops = candidates(scene, frames, a.face, a.context)
+    if label.all() or not label.any():
+        sys.exit(f"privacy_verify: {a.audit} has {len(label)} weak detected regions, not both true and false ones: "
+                 "nothing to compare (is it the audit of a --quick scene run?)")
     v = verified(crops)
     print(f"weak detected candidates {len(label)}, on a face {int(label.sum())}")
     print(f"AUC: original score {auc(orig, label):.3f}, verified {auc(v, label):.3f}")
     for t in (0.05, 0.1, 0.2, 0.3, 0.5):
         print(f"verified >= {t}: true kept {(v[label] >= t).mean():.3f}, false kept {(v[~label] >= t).mean():.3f}")
-    per: dict[int, list] = {}
-    for lab, tr, s in zip(label, tracks, v):
-        acc = per.setdefault(tr, [0, 0, 0.0])
-        acc[0] += int(lab)
-        acc[1] += 1
-        acc[2] = max(acc[2], float(s))
-    tl = np.array([x[0] / x[1] > 0.5 for x in per.values()])
-    tv = np.array([x[2] for x in per.values()])
+    tracks = np.asarray(tracks)
+    ids = np.unique(tracks)
+    tl = np.array([label[tracks == t].mean() > 0.5 for t in ids])  # a true track: mostly on a face
+    tv = np.array([v[tracks == t].max() for t in ids])
     for t in (0.1, 0.2, 0.3, 0.5):
         print(f"track best verified >= {t}: true tracks kept {(tv[tl] >= t).mean():.3f} of {int(tl.sum())}, "
               f"false {(tv[~tl] >= t).mean():.3f} of {int((~tl).sum())}")
