@@ -14,7 +14,6 @@ from masked_faces import face_box, masked_scene
 from surgbox.clock import Clock
 from surgbox.config import RecordConfig
 from surgbox.deid import deidentify
-from surgbox.recording.live_settings import LIVE_MAX_GAP
 
 SECONDS = 4.0
 
@@ -45,7 +44,7 @@ def exposures(path, raw, truth, limit=None):
 def test_live_hiding_hides_what_surgbox_deid_hides(tmp_path, default_plugins):
     """The live path is the same detector -> temporal -> mask stages as ``surgbox deid``: with the
     default detector on the same frames (every 3rd: the cadence fixed, ``max_every = 3``), (almost) no face is exposed live that
-    ``surgbox deid --every 3 --max-gap 10`` hides, frames the detector answered late are hidden whole, no tick is lost,
+    ``surgbox deid --every 3`` at the live gap hides, frames the detector answered late are hidden whole, no tick is lost,
     and the sidecar names the detector. (How many faces the default detector itself misses on
     this drawn scene is measured in docs/deid.md, not asserted here.)"""
     video = tmp_path / "room.mp4"
@@ -66,9 +65,11 @@ def test_live_hiding_hides_what_surgbox_deid_hides(tmp_path, default_plugins):
     raw = decode_luma(video)
     assert all(exposed(raw[n], raw[n], b) for n in (0, 50, 100) for b in truth[n])  # the scorer sees raw faces
     live_bad, scored, whole = exposures(tmp_path / "rec.mp4", raw, truth)
+    side = json.loads((tmp_path / "rec.mp4.json").read_text())
     # Live bridges shorter gaps than surgbox deid's default (a longer gap is more delay): the
-    # offline run is given the live gap, so both run the same temporal stage.
-    deidentify(video, tmp_path / "offline.mp4", every=3, max_gap=LIVE_MAX_GAP, region="full", plugins=default_plugins)
+    # offline run is given the gap the recording used (its sidecar), so both run the same stages.
+    live_gap = side["sources"][0]["deid"]["max_gap"]
+    deidentify(video, tmp_path / "offline.mp4", every=3, max_gap=live_gap, region="full", plugins=default_plugins)
     off_bad, _, _ = exposures(tmp_path / "offline.mp4", raw, truth)
     deid = stats["sources"]["room"]["source"]["deid"]
     # The same stages on the same frames: faces exposed live but not by surgbox deid are at most
@@ -79,5 +80,4 @@ def test_live_hiding_hides_what_surgbox_deid_hides(tmp_path, default_plugins):
     extra = live_bad - off_bad
     assert len(extra) <= (0.01 if dropped == 0 else 0.02) * max(scored, 1), (sorted(extra), scored, dropped)
     assert scored + whole > 0 and deid["frames"] > 0 and deid["faces_detected"] + deid["frames_slot_hidden"] > 0
-    side = json.loads((tmp_path / "rec.mp4.json").read_text())
     assert side["sources"][0]["deid"]["detector"] == "ensemble"
