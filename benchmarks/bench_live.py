@@ -75,6 +75,9 @@ MODES: dict[str, dict[str, Any] | None] = {
     "live light": {"light": True},
     # surgbox deid's longer gap (20 frames) live: more faces bridged between detections, more delay
     "live max gap 20": {"max_gap": 20},
+    # the detector's math on two threads (one call is one image, so two OpenVINO streams cannot
+    # split it): shorter calls allow a faster cadence, at the cost of CPU the encoder shares
+    "live 2 threads": {"detector_threads": 2},
     # thread or process worker: a plain recording with the default detector working beside it at the
     # live cadence (10 calls/s on the room video's frames) on a thread of the recorder's process, or
     # in a child process: the difference in tick jitter is what the GIL costs the recorder's clock

@@ -97,6 +97,29 @@ def test_openvino_f32_gives_the_same_detections(detector, scene):
     np.testing.assert_allclose(d.scores, ref.scores, atol=1e-4)
 
 
+def test_openvino_streams_split_a_pass_and_give_the_same_detections(scene):
+    """``streams=2``: two OpenVINO infer requests share each pass (2 + 1 images of 3 here, in
+    parallel); every image's detections are bit for bit those of one stream, in order."""
+    pytest.importorskip("openvino")
+    images = [scene, np.ascontiguousarray(scene[:, ::-1]), np.ascontiguousarray(scene[::-1])]
+    with CenterFaceDetector(device="cpu", backend="openvino", threshold=FOUND, threads=1) as one:
+        ref = one.detect(images)
+        assert one.settings()["streams"] == 1
+    with CenterFaceDetector(device="cpu", backend="openvino", threshold=FOUND, threads=1, streams=2) as two:
+        assert two.settings()["streams"] == 2 and len(two._session._requests) == 2
+        got = two.detect(images)
+        [alone] = two.detect([images[1]])  # a pass of one image uses one request
+    assert [len(d) for d in got] == [len(d) for d in ref] and len(ref[1]) >= 3
+    for d, r in zip(got, ref):
+        np.testing.assert_array_equal(d.boxes, r.boxes)
+        np.testing.assert_array_equal(d.scores, r.scores)
+    np.testing.assert_array_equal(alone.boxes, ref[1].boxes)
+    with CenterFaceDetector(device="cpu", backend="torch", streams=2) as det:  # other runtimes run one stream
+        assert det.settings()["streams"] == 1
+    with pytest.raises(ValueError, match="streams must be an integer >= 1"):
+        CenterFaceDetector(streams=0)
+
+
 def test_bf16_is_openvino_where_the_cpu_has_it_and_finds_the_same_faces(detector, scene):
     """``precision="bf16"`` picks OpenVINO in bfloat16 on a CPU with bf16 hardware: the same
     faces, boxes within 2 px, scores within 0.05 of f32. Elsewhere it runs f32."""

@@ -133,7 +133,11 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
     * ``batch_size``: images per forward pass; ``cpu_batch_pixels``: on CPU a pass holds at most
       this many input pixels (at least one image). ``pre_nms_top_k``/``max_detections``.
     * ``threads``: CPU math threads (``None``: the library's setting). torch's count is
-      process-wide: set at ``open()``, restored at ``close()``; onnxruntime's is per session.
+      process-wide: set at ``open()``, restored at ``close()``; onnxruntime's is per session;
+      OpenVINO's is per stream.
+    * ``streams``: OpenVINO only (other runtimes run one): infer requests run in parallel,
+      each on ``threads`` threads; a pass of several images is split between them
+      (data-parallel, the same detections as one stream; docs/detectors.md). Default 1.
 
     ``stage_seconds``: cumulative seconds per stage (``preprocessing``, ``inference``, ``score
     filter``, ``sort``, ``output decoding``, ``NMS``), as for RetinaFace.
@@ -160,6 +164,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
     max_detections: int = 750
     mirror: int = attrs.field(default=0, converter=int, validator=attrs.validators.ge(0))
     threads: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    streams: int = attrs.field(default=1, converter=int)
     stage_seconds: dict[str, float] = attrs.field(factory=dict, init=False)
 
     _model: Any = attrs.field(default=None, init=False, alias="_model")
@@ -171,6 +176,8 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
 
     def __attrs_post_init__(self) -> None:
         self._check_shared_options(MULTIPLE, 0.3, 0.3)
+        if self.streams < 1:
+            raise ValueError(f"streams must be an integer >= 1, got {self.streams} (e.g. 2 on a 2-core machine)")
         self._post = PostprocessConfig(self.threshold, self.nms_iou, self.pre_nms_top_k, self.max_detections)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -206,7 +213,8 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             self._session = ort_session(model, *heads, device=self._torch_device, threads=self.threads, what="CenterFace")
             return
         if runtime == "openvino":
-            self._session = openvino_session(model, *heads, threads=self.threads, precision=self.precision, what="CenterFace")
+            self._session = openvino_session(model, *heads, threads=self.threads, precision=self.precision, what="CenterFace",
+                                             streams=self.streams)
             return
         self._threads_before = set_torch_threads(self.threads)
         model = model.to(self._torch_device)
@@ -254,6 +262,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             "precision": precision,
             "fp16": self._half,
             "threads": self.threads,
+            "streams": self._session.streams if isinstance(self._session, OpenVINOSession) else 1 if self.is_open else self.streams,
         }
 
     # -- inference -------------------------------------------------------------------------
