@@ -78,6 +78,8 @@ MODES: dict[str, dict[str, Any] | None] = {
     # the detector's math on two threads (one call is one image, so two OpenVINO streams cannot
     # split it): shorter calls allow a faster cadence, at the cost of CPU the encoder shares
     "live 2 threads": {"detector_threads": 2},
+    # the cadence allowed to reach every 2nd frame (15 detections/s at 30 fps) where the detector keeps up
+    "live every 2": {"every": 2},
     # thread or process worker: a plain recording with the default detector working beside it at the
     # live cadence (10 calls/s on the room video's frames) on a thread of the recorder's process, or
     # in a child process: the difference in tick jitter is what the GIL costs the recorder's clock

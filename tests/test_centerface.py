@@ -97,27 +97,49 @@ def test_openvino_f32_gives_the_same_detections(detector, scene):
     np.testing.assert_allclose(d.scores, ref.scores, atol=1e-4)
 
 
-def test_openvino_streams_split_a_pass_and_give_the_same_detections(scene):
-    """``streams=2``: two OpenVINO infer requests share each pass (2 + 1 images of 3 here, in
-    parallel); every image's detections are bit for bit those of one stream, in order."""
-    pytest.importorskip("openvino")
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_streams_split_a_pass_and_give_the_same_detections(scene, backend):
+    """``streams=2``: two infer requests (OpenVINO) or two calling threads (onnxruntime) share
+    each pass (2 + 1 images of 3 here, in parallel); every image's detections are bit for bit
+    those of one stream, in order."""
+    pytest.importorskip(backend)
     images = [scene, np.ascontiguousarray(scene[:, ::-1]), np.ascontiguousarray(scene[::-1])]
-    with CenterFaceDetector(device="cpu", backend="openvino", threshold=FOUND, threads=1) as one:
+    with CenterFaceDetector(device="cpu", backend=backend, threshold=FOUND, threads=1) as one:
         ref = one.detect(images)
         assert one.settings()["streams"] == 1
-    with CenterFaceDetector(device="cpu", backend="openvino", threshold=FOUND, threads=1, streams=2) as two:
-        assert two.settings()["streams"] == 2 and len(two._session._requests) == 2
+    with CenterFaceDetector(device="cpu", backend=backend, threshold=FOUND, threads=1, streams=2) as two:
+        assert two.settings()["streams"] == 2 and two._session.streams == 2
         got = two.detect(images)
-        [alone] = two.detect([images[1]])  # a pass of one image uses one request
+        [alone] = two.detect([images[1]])  # a pass of one image runs on one request / thread
     assert [len(d) for d in got] == [len(d) for d in ref] and len(ref[1]) >= 3
     for d, r in zip(got, ref):
         np.testing.assert_array_equal(d.boxes, r.boxes)
         np.testing.assert_array_equal(d.scores, r.scores)
+        np.testing.assert_array_equal(d.landmarks, r.landmarks)
     np.testing.assert_array_equal(alone.boxes, ref[1].boxes)
-    with CenterFaceDetector(device="cpu", backend="torch", streams=2) as det:  # other runtimes run one stream
+
+
+def test_streams_on_torch_run_one_and_a_bad_count_is_refused(scene):
+    with CenterFaceDetector(device="cpu", backend="torch", streams=2) as det:  # torch runs one stream
         assert det.settings()["streams"] == 1
     with pytest.raises(ValueError, match="streams must be an integer >= 1"):
         CenterFaceDetector(streams=0)
+
+
+def test_a_failing_stream_raises_on_the_calling_thread():
+    """An error in a helper thread's part reaches the caller (no pass silently half-done)."""
+    from surgbox_ext.torch_detect import ParallelOrtSession
+
+    class Session:
+        def run(self, names, feeds):
+            if feeds["input"][0, 0] == 1:
+                raise RuntimeError("part failed")
+            return [feeds["input"] * 2]
+
+    x = np.array([[0.0], [0.0], [1.0], [1.0]], np.float32)
+    with pytest.raises(RuntimeError, match="part failed"):
+        ParallelOrtSession(Session(), 2).run(None, {"input": x})
+    np.testing.assert_array_equal(ParallelOrtSession(Session(), 2).run(None, {"input": x[:2]})[0], x[:2] * 2)
 
 
 def test_bf16_is_openvino_where_the_cpu_has_it_and_finds_the_same_faces(detector, scene):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -114,10 +115,11 @@ def onnx_export(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence
 
 
 def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,
-                device: torch.device, threads: int | None, what: str) -> Any:
+                device: torch.device, threads: int | None, what: str, streams: int = 1) -> Any:
     """An onnxruntime session running ``model`` (:func:`onnx_export`), on CUDA when ``device``
     is CUDA and onnxruntime has it, with ``threads`` intra-op threads (``None``: onnxruntime's
-    choice). Called as ``session.run(None, {"input": x})`` -> one array per output."""
+    choice); on the CPU with ``streams`` > 1, a :class:`ParallelOrtSession` that runs that many
+    parts of a pass at once. Called as ``session.run(None, {"input": x})`` -> one array per output."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -131,7 +133,10 @@ def ort_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(onnx, opts, providers=providers)
+    session = ort.InferenceSession(onnx, opts, providers=providers)
+    if streams > 1 and session.get_providers()[0] == "CPUExecutionProvider":
+        return ParallelOrtSession(session, streams)
+    return session
 
 
 def onnxruntime_available() -> bool:
@@ -168,6 +173,60 @@ def _cpu_computes_bf16() -> bool:
         return False
 
 
+def split_pass(x: np.ndarray, streams: int) -> list[np.ndarray]:
+    """A pass of images ``x`` (first axis: images) in ``min(len(x), streams)`` consecutive,
+    contiguous parts of near-equal size (one part: ``[x]``), for parallel infer requests."""
+    if streams <= 1 or len(x) <= 1:
+        return [x]
+    return [np.ascontiguousarray(p) for p in np.array_split(x, min(streams, len(x)))]
+
+
+def join_parts(parts: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per output, the parts' results joined along the first axis in order (always copies:
+    a runtime may reuse its output buffers)."""
+    if len(parts) == 1:
+        return [np.array(o) for o in parts[0]]
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+@attrs.define(eq=False)
+class ParallelOrtSession:
+    """An onnxruntime session called from ``streams`` threads at once (onnxruntime's ``run`` is
+    thread-safe and releases the GIL): a pass of B >= 2 images is split like
+    :class:`OpenVINOSession`'s, the first part on the calling thread, the others on short-lived
+    threads; same interface as the session (``run(None, {"input": x})``). ``session``: the
+    wrapped ``InferenceSession`` (one intra-op thread per call is the intended use)."""
+
+    session: Any
+    streams: int
+
+    def get_session_options(self) -> Any:
+        return self.session.get_session_options()
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        parts = split_pass(feeds["input"], self.streams)
+        if len(parts) == 1:
+            return self.session.run(names, feeds)
+        results: list[Any] = [None] * len(parts)
+
+        def work(k: int) -> None:
+            try:
+                results[k] = self.session.run(names, {"input": parts[k]})
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread below
+                results[k] = exc
+
+        helpers = [threading.Thread(target=work, args=(k,), name=f"ort-stream-{k}", daemon=True) for k in range(1, len(parts))]
+        for t in helpers:
+            t.start()
+        work(0)
+        for t in helpers:
+            t.join()
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return join_parts(results)
+
+
 @attrs.define(eq=False)
 class OpenVINOSession:
     """An OpenVINO model compiled for the CPU, called like an onnxruntime session:
@@ -188,17 +247,16 @@ class OpenVINOSession:
     def run(self, _names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         x = feeds["input"]
         outputs = range(len(self.compiled.outputs))
-        parts = np.array_split(x, min(len(self._requests), len(x))) if len(x) > 1 else [x]
-        if len(parts) == 1:
-            req = self._requests[0]
-            req.infer({0: x})
-            return [req.get_output_tensor(i).data.copy() for i in outputs]
+        parts = split_pass(x, len(self._requests))
         used = self._requests[: len(parts)]
-        for req, part in zip(used, parts):
-            req.start_async({0: np.ascontiguousarray(part)})
-        for req in used:
-            req.wait()
-        return [np.concatenate([req.get_output_tensor(i).data for req in used]) for i in outputs]
+        if len(parts) == 1:
+            used[0].infer({0: x})
+        else:
+            for req, part in zip(used, parts):
+                req.start_async({0: part})
+            for req in used:
+                req.wait()
+        return join_parts([[req.get_output_tensor(i).data for i in outputs] for req in used])
 
 
 def openvino_session(model: torch.nn.Module, example: torch.Tensor, outputs: Sequence[str], output_axes: dict[int, str], *,

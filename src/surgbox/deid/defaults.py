@@ -50,11 +50,11 @@ DETECTOR_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     # reports candidates from a low ``threshold`` and is confident from ``confirm``; the
     # temporal stage hides a track once one of its detections is confident or it has
     # CONFIRM_HITS detections, and then over its whole length. ``streams`` 2: each CenterFace
-    # pass of several images is split between two OpenVINO infer requests of one thread each,
-    # so detection (the pipeline's critical path) uses the core that decoding, blurring and
-    # encoding leave idle: the same detections, about 15 % less wall time on 2 cores
-    # (docs/deid.md "Two inference streams"). The surgbox_ext ensemble also
-    # uses these members when it is built without any.
+    # pass of several images is split between two infer requests (OpenVINO) or threads
+    # (onnxruntime) of one thread each, so detection (the pipeline's critical path) uses the
+    # core that decoding, blurring and encoding leave idle: the same detections, 15 % (bf16)
+    # to 31 % (f32) less wall time on 2 cores (docs/deid.md "Two inference streams").
+    # The surgbox_ext ensemble also uses these members when it is built without any.
     "ensemble": {
         "members": [
             {"name": "centerface", "scale": "auto", "min_face": 12, "pixel_budget": 250_000, "every": 1, "threshold": 0.1,

@@ -135,8 +135,8 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
     * ``threads``: CPU math threads (``None``: the library's setting). torch's count is
       process-wide: set at ``open()``, restored at ``close()``; onnxruntime's is per session;
       OpenVINO's is per stream.
-    * ``streams``: OpenVINO only (other runtimes run one): infer requests run in parallel,
-      each on ``threads`` threads; a pass of several images is split between them
+    * ``streams``: on the CPU (OpenVINO, onnxruntime; torch runs one), parts of a pass run in
+      parallel, each on ``threads`` threads: a pass of several images is split between them
       (data-parallel, the same detections as one stream; docs/detectors.md). Default 1.
 
     ``stage_seconds``: cumulative seconds per stage (``preprocessing``, ``inference``, ``score
@@ -210,7 +210,8 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
         runtime = self._runtime(self._torch_device)
         heads = (torch.zeros(1, 3, 64, 64), ["heat", "size", "offset", "landmarks"], {0: "batch", 2: "h", 3: "w"})
         if runtime == "onnxruntime":
-            self._session = ort_session(model, *heads, device=self._torch_device, threads=self.threads, what="CenterFace")
+            self._session = ort_session(model, *heads, device=self._torch_device, threads=self.threads, what="CenterFace",
+                                        streams=self.streams)
             return
         if runtime == "openvino":
             self._session = openvino_session(model, *heads, threads=self.threads, precision=self.precision, what="CenterFace",
@@ -262,7 +263,7 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
             "precision": precision,
             "fp16": self._half,
             "threads": self.threads,
-            "streams": self._session.streams if isinstance(self._session, OpenVINOSession) else 1 if self.is_open else self.streams,
+            "streams": getattr(self._session, "streams", 1) if self.is_open else self.streams,
         }
 
     # -- inference -------------------------------------------------------------------------
