@@ -51,10 +51,12 @@ RESULTS: dict[str, dict] = {}
 
 
 def settings() -> dict[str, list[str]]:
-    """Setting name -> extra ``surgbox deid`` arguments: the defaults, each default member alone."""
+    """Setting name -> extra ``surgbox deid`` arguments: the defaults, the privacy-first operating
+    point (every member from 0.05, every candidate track hidden), each default member alone."""
     from surgbox.deid import defaults
 
-    out: dict[str, list[str]] = {"defaults": []}
+    out: dict[str, list[str]] = {"defaults": [], "privacy first (--threshold 0.05 --confirm-hits 1)":
+                                 ["--threshold", "0.05", "--confirm-hits", "1"]}
     if defaults.DETECTOR == "ensemble":
         opts = defaults.detector_options("ensemble")
         for m in opts["members"]:

@@ -181,7 +181,7 @@ HOSTILE = [
     ["--threshold", "nan"], ["--threshold", "1.5"], ["--threshold", "-1"], ["--detect-scale", "nan"], ["--detect-scale", "0"],
     ["--expand", "inf"], ["--expand", "nan"], ["--feather", "nan"], ["--cut-threshold", "nan"], ["--cut-threshold", "inf"],
     ["--batch", "99999999999"], ["--batch", "-1"], ["--queue-size", "-5"], ["--every", "0"], ["--carry", "99999"],
-    ["--max-gap", "-2"], ["--detector-threads", "-3"], ["--region", "0,0,0,0"], ["--region", "99999999,0,10,10"],
+    ["--max-gap", "-2"], ["--confirm-hits", "0"], ["--confirm-hits", "x"], ["--detector-threads", "-3"], ["--region", "0,0,0,0"], ["--region", "99999999,0,10,10"],
     ["--region", "a,b,c,d"], ["--detector", "no-such-detector"], ["--encoder", "no-such-encoder"],
     ["--encoder-option", "crf=nan"], ["--encoder-option", "nokey"], ["--detector-option", "threshold=nan"],
     ["--detector-option", "bogus=1"], ["--report", "{missing}/r.json"], ["--audit", "{missing}/a.jsonl"],

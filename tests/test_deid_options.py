@@ -46,9 +46,25 @@ def test_options_are_frozen_and_validated():
                        ({"extra_streams": "copy"}, "extra_streams"), ({"region": "1,2,3"}, "region"),
                        ({"expand": 0.5}, "expand"), ({"anonymizer": "smudge"}, "unknown anonymizer"),
                        ({"anonymizer_options": {"strength": -1}}, "strength"), ({"carry": True}, "carry"),
-                       ({"queue_memory": 0}, "queue_memory")]:
+                       ({"queue_memory": 0}, "queue_memory"), ({"confirm_hits": 0}, "confirm_hits must be an integer in"),
+                       ({"confirm_hits": 2.5}, "confirm_hits")]:
         with pytest.raises(ConfigError, match=match):
             DeidOptions(**bad)
+
+
+def test_confirm_hits_reaches_the_temporal_stage_and_the_settings():
+    """``confirm_hits`` (default CONFIRM_HITS) is the temporal stage's, offline and live, and is
+    recorded with the run's settings."""
+    from surgbox.recording.live_settings import LiveDeidSettings
+
+    assert DeidOptions().make_temporal().confirm_hits == defaults.CONFIRM_HITS
+    o = DeidOptions(confirm_hits=1)
+    assert o.make_temporal(bounds=((0, 0, 640, 360),)).confirm_hits == 1 and o.settings()["confirm_hits"] == 1
+    live = LiveDeidSettings.from_mapping({"confirm_hits": 2})
+    assert live.temporal(640, 360).confirm_hits == 2 and live.to_dict()["confirm_hits"] == 2
+    assert LiveDeidSettings.from_mapping({}).temporal(640, 360).confirm_hits == defaults.CONFIRM_HITS
+    with pytest.raises(ConfigError, match="confirm_hits"):
+        LiveDeidSettings.from_mapping({"confirm_hits": 0})
 
 
 def test_declared_detector_option_rule():

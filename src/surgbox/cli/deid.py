@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"frames a face stays hidden before/after its detections (default {D.CARRY})")
     p.add_argument("--max-gap", type=int, default=D.MAX_GAP, metavar="G",
                    help=f"longest detector gap bridged by interpolation (default {D.MAX_GAP})")
+    p.add_argument("--confirm-hits", type=int, default=D.CONFIRM_HITS, metavar="H",
+                   help="with the ensemble's hysteresis: a track that never scores confident is hidden once it has H "
+                        f"detections; 1 hides every candidate (more faces, more blur; default {D.CONFIRM_HITS})")
     p.add_argument("--cut-threshold", type=float, default=D.CUT_THRESHOLD, metavar="T",
                    help="mean luma change (0-255) that marks a scene cut in a region, across which nothing is carried; "
                         f"0 disables (default {D.CUT_THRESHOLD:g})")
@@ -244,7 +247,8 @@ def deid_options(args: argparse.Namespace) -> Any:
         region=args.region, detector=args.detector, detector_options=det_opts,
         detector_threads=args.detector_threads or None, encoder=args.encoder,
         encoder_options=_options(args.encoder_option, "encoder"), batch=args.batch, detect_scale=args.detect_scale,
-        queue_size=args.queue_size, carry=args.carry, max_gap=args.max_gap, every=args.every, expand=args.expand,
+        queue_size=args.queue_size, carry=args.carry, max_gap=args.max_gap, confirm_hits=args.confirm_hits,
+        every=args.every, expand=args.expand,
         feather=args.feather, cut_threshold=args.cut_threshold or None, anonymizer=args.anonymizer,
         on_detector_error=args.on_detector_error, extra_streams=args.extra_streams, strict=args.strict,
         decoder=getattr(args, "decoder", D.DECODER),

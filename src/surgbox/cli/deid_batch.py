@@ -22,8 +22,8 @@ from ._auth import add_auth_options, login, terminal_safe
 
 # the options of `surgbox deid` that deid-batch shares (same meaning, same defaults)
 SHARED = ("overwrite", "region", "detector", "threshold", "detector_option", "detector_threads", "on_detector_error",
-          "encoder", "encoder_option", "batch", "detect_scale", "every", "carry", "max_gap", "cut_threshold", "expand",
-          "feather", "anonymizer", "queue_size", "extra_streams", "strict", "out_of_body")
+          "encoder", "encoder_option", "batch", "detect_scale", "every", "carry", "max_gap", "confirm_hits", "cut_threshold",
+          "expand", "feather", "anonymizer", "queue_size", "extra_streams", "strict", "out_of_body")
 QUERY_FIELDS = {"from": "date_from", "to": "date_to", "place": "place", "procedure": "procedure",
                 "physician": "physician", "patient": "patient", "mrn": "medical_record", "text": "text",
                 "status": "status"}

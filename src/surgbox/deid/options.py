@@ -102,7 +102,9 @@ class DeidOptions:
     ``queue_memory``). ``detect_scale``: regions are resized by
     this factor (0 < s <= 1) for the detector. ``queue_size`` / ``queue_memory``: decoded frames
     buffered, capped so the pictures held fit in ``queue_memory`` bytes. ``carry`` /
-    ``max_gap`` / ``every``: the temporal stage. ``expand`` / ``feather``: the mask.
+    ``max_gap`` / ``every``: the temporal stage; ``confirm_hits``: with a detector that declares
+    ``confirm_score``, a track none of whose detections is confident is hidden once it has this
+    many detections (1: every candidate track is hidden; docs/deid.md "Temporal stage"). ``expand`` / ``feather``: the mask.
     ``anonymizer`` (``blur``, ``pixelate``, ``fill`` or an instance) with
     ``anonymizer_options``. ``cut_threshold``: mean luma change (0-255) of a region's 16x16-block
     averages that marks a scene cut in that region (``None``: never). ``on_detector_error``:
@@ -131,6 +133,7 @@ class DeidOptions:
     queue_memory: int = attrs.field(default=defaults.QUEUE_MEMORY, validator=_int_in(1, None))
     carry: int = attrs.field(default=defaults.CARRY, validator=_int_in(0, MAX_WINDOW))
     max_gap: int = attrs.field(default=defaults.MAX_GAP, validator=_int_in(0, MAX_WINDOW))
+    confirm_hits: int = attrs.field(default=defaults.CONFIRM_HITS, validator=_int_in(1, MAX_WINDOW))
     every: int = attrs.field(default=defaults.EVERY, validator=_int_in(1, MAX_EVERY))
     expand: float = attrs.field(default=defaults.EXPAND, validator=_check_number)
     feather: float = attrs.field(default=defaults.FEATHER, validator=_check_number)
@@ -162,7 +165,8 @@ class DeidOptions:
         """A fresh temporal stage for scan regions ``bounds`` (frame pixels ``x1, y1, x2, y2``),
         drawing track ids from ``track_ids`` (default: its own 0, 1, 2, ...)."""
         extra = {} if track_ids is None else {"track_ids": track_ids}
-        return TemporalFilter(carry=self.carry, max_gap=self.max_gap, every=self.every, bounds=bounds, **extra)
+        return TemporalFilter(carry=self.carry, max_gap=self.max_gap, every=self.every, bounds=bounds,
+                              confirm_hits=self.confirm_hits, **extra)
 
     def detector_factory_options(self) -> dict[str, Any]:
         """The options a detector built by name gets: its de-identification defaults
@@ -192,6 +196,7 @@ class DeidOptions:
     def settings(self) -> dict[str, Any]:
         """The JSON-ready settings that change the result (for the report and audit header)."""
         return {"batch": self.batch, "detect_scale": self.detect_scale, "queue_size": self.queue_size,
-                "carry": self.carry, "max_gap": self.max_gap, "every": self.every, "cut_threshold": self.cut_threshold,
+                "carry": self.carry, "max_gap": self.max_gap, "confirm_hits": self.confirm_hits, "every": self.every,
+                "cut_threshold": self.cut_threshold,
                 "detector_threads": self.detector_threads, "on_detector_error": self.on_detector_error,
                 "extra_streams": self.extra_streams, "strict": self.strict, "out_of_body": self.out_of_body}

@@ -44,6 +44,7 @@ def deidentify(
     queue_memory: int = defaults.QUEUE_MEMORY,
     carry: int = defaults.CARRY,
     max_gap: int = defaults.MAX_GAP,
+    confirm_hits: int = defaults.CONFIRM_HITS,
     every: int = defaults.EVERY,
     expand: float = defaults.EXPAND,
     feather: float = defaults.FEATHER,
@@ -91,8 +92,8 @@ def deidentify(
         options = DeidOptions(
             region=region, detector=detector, detector_options=detector_options, threshold=threshold, encoder=encoder,
             encoder_options=encoder_options, batch=batch, detect_scale=detect_scale, queue_size=queue_size,
-            queue_memory=queue_memory, carry=carry, max_gap=max_gap, every=every, expand=expand, feather=feather,
-            anonymizer=anonymizer, anonymizer_options=anonymizer_options, cut_threshold=cut_threshold,
+            queue_memory=queue_memory, carry=carry, max_gap=max_gap, confirm_hits=confirm_hits, every=every, expand=expand,
+            feather=feather, anonymizer=anonymizer, anonymizer_options=anonymizer_options, cut_threshold=cut_threshold,
             detector_threads=detector_threads, on_detector_error=on_detector_error, extra_streams=extra_streams,
             decoder=decoder, strict=strict, out_of_body=out_of_body, overwrite=overwrite)
     run = DeidRun(src, dst, options, audit_path=audit, report_path=report, chart_path=chart, progress=progress,

@@ -32,7 +32,7 @@ SLOT_HIDE = ("blur", "fill")
 # ``surgbox deid`` option names a [deid] table may use for live hiding (the others, region,
 # encoder, queue sizes, are about files); plus the live-only names below.
 DEID_NAMES = ("detector", "detector_options", "threshold", "detector_threads", "detect_scale", "every", "carry", "max_gap",
-              "expand", "feather", "anonymizer", "anonymizer_options")
+              "confirm_hits", "expand", "feather", "anonymizer", "anonymizer_options")
 LIVE_NAMES = ("latency_s", "slot", "edge_carry", "max_every", "light", "semitones")
 
 
@@ -111,7 +111,7 @@ class LiveDeidSettings:
         """A fresh temporal stage for a ``width x height`` picture (its edges are the scan region's)."""
         d = self.deid
         return TemporalFilter(carry=d.carry, max_gap=d.max_gap, every=self.slowest, bounds=((0, 0, width, height),),
-                              edge_carry=self.edge_carry)
+                              edge_carry=self.edge_carry, confirm_hits=d.confirm_hits)
 
     @property
     def slowest(self) -> int:
@@ -129,7 +129,8 @@ class LiveDeidSettings:
         detector = d.detector if isinstance(d.detector, str) else detector_label(d.detector)
         anonymizer = d.anonymizer if isinstance(d.anonymizer, str) else getattr(d.anonymizer, "name", "anonymizer")
         return {"detector": detector, "detector_options": dict(d.detector_factory_options()), "detect_scale": d.detect_scale,
-                "every": d.every, "max_every": self.slowest, "carry": d.carry, "max_gap": d.max_gap, "edge_carry": self.edge_carry, "expand": d.expand,
+                "every": d.every, "max_every": self.slowest, "carry": d.carry, "max_gap": d.max_gap, "confirm_hits": d.confirm_hits, "edge_carry": self.edge_carry,
+                "expand": d.expand,
                 "feather": d.feather, "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
 
 
