@@ -80,6 +80,8 @@ MODES: dict[str, dict[str, Any] | None] = {
     "live 2 threads": {"detector_threads": 2},
     # the cadence allowed to reach every 2nd frame (15 detections/s at 30 fps) where the detector keeps up
     "live every 2": {"every": 2},
+    # the privacy-first operating point (docs/deid.md): every member from 0.05, every candidate hidden
+    "live privacy first": {"threshold": 0.05, "confirm_hits": 1},
     # thread or process worker: a plain recording with the default detector working beside it at the
     # live cadence (10 calls/s on the room video's frames) on a thread of the recorder's process, or
     # in a child process: the difference in tick jitter is what the GIL costs the recorder's clock

@@ -77,6 +77,22 @@ def test_a_forced_gstreamer_decoder_that_cannot_run_is_one_clear_error():
     assert set(DECODERS) >= {"auto", "pyav", "gstreamer"}
 
 
+def test_gstreamer_decoding_is_a_plugin_and_without_it_the_choice_says_so(monkeypatch, hermetic_plugins):
+    """``--decoder gstreamer`` builds the ``decoder`` plugin ``gstreamer`` (surgbox_ext's by
+    default); where no package registers it, ``auto`` decodes with PyAV and a forced GStreamer
+    decoder is one line naming the missing plugin."""
+    import surgbox.plugins
+
+    from surgbox.deid.decoders import gst_check
+
+    assert surgbox.plugins.get_plugins().entry("decoder", "gstreamer").package == "surgbox"
+    monkeypatch.setattr(surgbox.plugins, "_default", hermetic_plugins)
+    assert "no decoder plugin 'gstreamer' is installed" in gst_check("cpu")
+    with pytest.raises(ConfigError, match=r"--decoder gstreamer:cpu cannot run here: no decoder plugin 'gstreamer'"):
+        choose("gstreamer:cpu", path="x.mp4")
+    assert choose("auto", path="x.mp4", gpu=nvidia.GpuInfo((), reason="no GPU"), jetson=True).label == "pyav software"
+
+
 def test_nvdec_that_does_not_start_falls_back_to_software_for_real(clip):
     if nvidia.probe().present:
         pytest.skip("an NVIDIA GPU is here: NVDEC starts, there is nothing to fall back from")

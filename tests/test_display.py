@@ -109,6 +109,59 @@ def test_bad_display_settings_are_one_clear_error_before_recording(tmp_path):
     with pytest.raises(ConfigError, match="the display \\(nosuchvideosink, .*lacks nosuchvideosink"):
         cfg.build_recorder(output=tmp_path / "x.mp4", duration=1)
     assert not (tmp_path / "x.mp4").exists()
+    cfg = config(tmp_path, {"plugin": "acme-hdmi"})
+    with pytest.raises(ConfigError, match="no display plugin 'acme-hdmi' is installed"):
+        cfg.build_recorder(output=tmp_path / "x.mp4", duration=1)
+    with pytest.raises(ConfigError, match="display plugin must be the name"):
+        config(tmp_path, {"plugin": ""})
+
+
+def test_a_vendors_display_plugin_replaces_gstreamers(tmp_path, monkeypatch):
+    """The display is a plugin (kind ``display``): a vendor's ``gstreamer`` (priority 0) wins over
+    surgbox's, is built with the profile and sink, and gets every composite the recorder shows."""
+    import types
+
+    import surgbox.plugins
+    import surgbox_ext.plugin
+    from surgbox import hookimpl
+    from surgbox.plugins import Plugins
+
+    shown: list[tuple[int, int, int]] = []
+
+    class Sink:
+        description = "acme hdmi"
+        rendered = 0
+
+        def show(self, frame, time_ns):
+            shown.append((frame.width, frame.height, time_ns))
+            self.rendered += 1
+            return True
+
+        def close(self):
+            pass
+
+    class AcmeDisplay:
+        def __init__(self, profile, sink):
+            self.options = (profile, sink)
+
+        def check(self):
+            return None
+
+        def open(self, width, height, fps):
+            assert (width, height, fps) == (320, 180, 30) and self.options == ("cpu", "hdmi-1")
+            return Sink()
+
+    @hookimpl
+    def register_displays(register):
+        register("gstreamer", AcmeDisplay)
+
+    pm = Plugins.build(entry_points=False, plugins=[(surgbox_ext.plugin, "surgbox"),
+                                                    (types.SimpleNamespace(register_displays=register_displays), "acme")])
+    monkeypatch.setattr(surgbox.plugins, "_default", pm)
+    stats = record(tmp_path, 1.0, sink="hdmi-1", queue_frames=8)
+    d = stats["display"]
+    assert d["error"] is None and d["pipeline"] == "acme hdmi" and d["rendered"] == d["shown"] == len(shown) >= 25
+    assert {s[:2] for s in shown} == {(320, 180)} and [s[2] for s in shown] == sorted(s[2] for s in shown)
 
 
 def test_fanout_detaches_a_failing_tap_and_keeps_the_others():

@@ -64,6 +64,26 @@ def register_stores(register: Register) -> None:
 
 
 @hookspec
+def register_decoders(register: Register) -> None:
+    """Register video decoders for de-identification input (``gstreamer`` ...; PyAV is built in).
+    A factory takes the decoder's options (``profile``) and returns an object with
+    ``check() -> str | None`` (``None``: it can decode here, else why not) and
+    ``open(path, time_base, name) -> reader``: the reader yields the file's first video track as
+    ``yuv420p`` ``av.VideoFrame`` s from ``frames()`` with the pts PyAV gives (in ``time_base``),
+    counts them in ``frames_out`` and is released by ``close()``."""
+
+
+@hookspec
+def register_displays(register: Register) -> None:
+    """Register local displays for the recorder's monitor (``gstreamer`` ...). A factory takes
+    the display's options (``profile``, ``sink``) and returns an object with ``check() -> str |
+    None`` and ``open(width, height, fps) -> sink``; the sink's ``show(frame, time_ns) -> bool``
+    takes a ``yuv420p`` ``av.VideoFrame`` (``False``: dropped, the sink is behind), ``rendered``
+    counts the pictures that reached the screen, ``description`` names the pipeline, ``close()``
+    stops it."""
+
+
+@hookspec
 def recording_started(recording: RecordingInfo) -> None:
     """A recording has opened its output and is about to write its first frame."""
 
@@ -89,5 +109,7 @@ REGISTRATION_HOOKS: Mapping[str, str] = {
     "encoder": "register_encoders",
     "detector": "register_detectors",
     "store": "register_stores",
+    "decoder": "register_decoders",
+    "display": "register_displays",
 }
 LIFECYCLE_HOOKS = ("recording_started", "segment_finalized", "recording_stopped", "deid_finished")

@@ -198,6 +198,21 @@ class Plugins:
         except (TypeError, ValueError) as exc:
             raise ConfigError(option_error(kind, name, options, exc)) from exc
 
+    def create_checked(self, kind: str, name: str, /, **options: Any) -> tuple[Any, str | None]:
+        """``(component, None)`` when ``kind``/``name`` is installed, can run here and its
+        ``check()`` (a component that has one: decoders, displays) says ``None``; else
+        ``(component or None, why)`` in one line -- for the optional backends the core picks
+        between (a missing or unavailable plugin is a reason, not an error). Bad options still
+        raise :class:`~surgbox.errors.ConfigError`."""
+        try:
+            component = self.create(kind, name, **options)
+        except PluginNotFoundError:
+            return None, f"no {kind} plugin {name!r} is installed (surgbox's default plugins, surgbox_ext, provide it)"
+        except PluginUnavailableError as exc:
+            return None, exc.reason
+        check = getattr(component, "check", None)
+        return component, check() if callable(check) else None
+
     def selected(self, entry: PluginEntry) -> bool:
         """True when selecting ``entry.name`` by its bare name gets ``entry`` (it is the only one,
         or it wins on priority); False when another registration of the name wins, or when two

@@ -97,6 +97,20 @@ def register_detectors(register: Register) -> None:
 
 
 @hookimpl
+def register_decoders(register: Register) -> None:
+    register("gstreamer", lazy("surgbox_ext.gst.decoder:GstDecoder"), priority=P, check=lazy("surgbox_ext.gst.checks:gstreamer"),
+             description="de-identification input through GStreamer: profile cpu (avdec_h264), jetson (nvv4l2decoder) "
+                         "or nvidia (nvh264dec); --decoder gstreamer[:PROFILE]")
+
+
+@hookimpl
+def register_displays(register: Register) -> None:
+    register("gstreamer", lazy("surgbox_ext.gst.display:GstDisplay"), priority=P, check=lazy("surgbox_ext.gst.checks:gstreamer"),
+             description="the recorder's local monitor through GStreamer: autovideosink, kmssink, nveglglessink or "
+                         "any sink launch fragment ([display] profile / sink)")
+
+
+@hookimpl
 def register_stores(register: Register) -> None:
     register("local", lazy("surgbox_ext.store.local:LocalStore"), priority=P,
              description="encrypted store (Tink AES256-GCM-HKDF streams, SHA-256 sidecars) under one root directory")

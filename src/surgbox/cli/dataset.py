@@ -145,13 +145,16 @@ def open_video_source(args: argparse.Namespace) -> Iterator[tuple[Any, bool]]:
     ``event:ID/NAME`` (decrypted while read, never to disk)."""
     spec = args.video
     if spec.startswith("store:"):
-        from surgbox_ext.store import open_store
+        from ..plugins import get_plugins
 
         roots = args.root or [Path(p) for p in os.environ.get("SURGBOX_STORE_ROOTS", "").split(os.pathsep) if p]
         keys = args.key_file or ([Path(os.environ["SURGBOX_KEY_FILE"])] if os.environ.get("SURGBOX_KEY_FILE") else [])
         if not roots or not keys:
             raise ConfigError(f"--video {spec}: pass --root DIR and --key-file KEY (or set SURGBOX_STORE_ROOTS, SURGBOX_KEY_FILE)")
-        with open_store(roots, key_file=keys) as store, store.reader(spec[len("store:"):]) as r:
+        # the store plugins by name, as `surgbox store` builds them: a vendor's local / mirror replaces surgbox's
+        name, where = ("local", {"root": str(roots[0])}) if len(roots) == 1 else ("mirror", {"roots": [str(r) for r in roots]})
+        store = get_plugins().create("store", name, key_file=[str(k) for k in keys], **where)
+        with store, store.reader(spec[len("store:"):]) as r:
             yield r, True
     elif spec.startswith("event:"):
         from ._auth import login

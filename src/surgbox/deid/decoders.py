@@ -14,8 +14,10 @@
 :func:`choose` decides from what the machine has (:mod:`surgbox.nvidia`, the GStreamer
 profiles) and returns a :class:`DecoderChoice` whose ``reason`` is the report line;
 :func:`open_container` opens the input with PyAV, on NVDEC when chosen, and falls back to
-software (saying why) when the hardware decoder does not start. The GStreamer reader itself is
-:class:`surgbox_ext.gst.decoder.GstVideoReader` (surgbox's default plugins package).
+software (saying why) when the hardware decoder does not start. GStreamer decoding is a plugin
+of kind ``decoder`` named ``gstreamer`` (:data:`GST_PLUGIN`; surgbox's default plugins register
+``surgbox_ext.gst.decoder.GstDecoder``), built with the profile and asked ``check()`` first, so
+a vendor's registration of the same name replaces it.
 
     >>> choose("pyav:software", path="in.mp4").label
     'pyav software'
@@ -29,13 +31,15 @@ from typing import Any
 import attrs
 
 from .. import nvidia
-from ..errors import ConfigError
+from ..errors import ConfigError, DeidError
+from ..plugins import get_plugins
 
 DECODERS = ("auto", "pyav", "pyav:software", "pyav:nvdec", "gstreamer", "gstreamer:cpu", "gstreamer:jetson",
             "gstreamer:nvidia")
 GST_ORDER = ("jetson", "nvidia", "cpu")  # "gstreamer": the first profile available here
 NVDEC_FORMATS = ("nv12", "p010le", "p016le", "yuv444p16le", "cuda")  # what frames downloaded from NVDEC look like
 JETSON_MARKER = "/etc/nv_tegra_release"  # present on every JetPack (L4T) system
+GST_PLUGIN = "gstreamer"  # the decoder plugin (kind "decoder") behind --decoder gstreamer[:PROFILE]
 
 
 def check_decoder(instance: Any, attribute: Any, value: Any) -> None:
@@ -74,12 +78,9 @@ class DecoderChoice:
 
 
 def gst_check(profile: str) -> str | None:
-    """``None`` when GStreamer's ``profile`` can decode here, else why not (elements, packages)."""
-    try:
-        from surgbox_ext.gst import decoder as gst_decoder
-    except ImportError:  # pragma: no cover - surgbox installed without its default plugins
-        return "the GStreamer decoder is in surgbox_ext (surgbox's default plugins), which is not installed"
-    return gst_decoder.check(profile)
+    """``None`` when GStreamer's ``profile`` can decode here, else why not (elements, packages,
+    or no ``gstreamer`` decoder plugin installed)."""
+    return get_plugins().create_checked("decoder", GST_PLUGIN, profile=profile)[1]
 
 
 def nvdec_absence(gpu: nvidia.GpuInfo) -> str | None:
@@ -162,7 +163,9 @@ def confirm(choice: DecoderChoice, frame: Any) -> DecoderChoice:
 
 
 def gst_reader(path: str, time_base: Any, profile: str, name: str) -> Any:
-    """An opened :class:`surgbox_ext.gst.decoder.GstVideoReader` for ``path``."""
-    from surgbox_ext.gst.decoder import GstVideoReader
-
-    return GstVideoReader(path, time_base, profile, name).open()
+    """An opened reader of ``path`` from the ``gstreamer`` decoder plugin's ``profile``
+    (:class:`~surgbox.errors.DeidError` naming what is missing when it cannot run)."""
+    decoder, why = get_plugins().create_checked("decoder", GST_PLUGIN, profile=profile)
+    if decoder is None or why is not None:
+        raise DeidError(f"input {name!r} (GStreamer decoder, profile {profile!r}) cannot run: {why}; use --decoder pyav")
+    return decoder.open(path, time_base, name)

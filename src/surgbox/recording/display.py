@@ -34,11 +34,12 @@ import attrs
 import numpy as np
 
 from ..errors import ConfigError
+from ..plugins import get_plugins
 
 log = logging.getLogger(__name__)
 
 PROFILES = ("cpu", "jetson", "nvidia")
-KEYS = ("enabled", "profile", "sink", "queue_frames", "max_fps")
+KEYS = ("enabled", "profile", "sink", "queue_frames", "max_fps", "plugin")
 
 
 def _queue_frames(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -61,11 +62,18 @@ def _profile(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ConfigError(f"display profile must be one of {', '.join(PROFILES)}, got {value!r}")
 
 
+def _plugin(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"display plugin must be the name of a display plugin such as \"gstreamer\", got {value!r}")
+
+
 @attrs.define(eq=False)
 class DisplayOutput:
-    """Shows every composite it is offered on a GStreamer video sink, dropping at the display.
+    """Shows every composite it is offered on a display plugin's sink, dropping at the display.
 
-    ``profile``: the GStreamer profile (``cpu``, ``jetson``, ``nvidia``) whose display sink is
+    ``plugin``: the display plugin (kind ``display``, default ``gstreamer``: surgbox's
+    ``surgbox_ext.gst.display.GstDisplay``; a vendor's of the same name replaces it), built
+    with ``profile`` and ``sink``. ``profile``: the GStreamer profile (``cpu``, ``jetson``, ``nvidia``) whose display sink is
     used; ``sink``: a sink launch fragment instead (``"kmssink"``, ``"fakesink"``);
     ``queue_frames``: pictures waiting for the display (1-8; beyond, the oldest is dropped);
     ``max_fps``: show at most this many pictures per second (``None``: every tick). Thread-safe:
@@ -74,6 +82,7 @@ class DisplayOutput:
 
     profile: str = attrs.field(default="cpu", validator=_profile)
     sink: str | None = attrs.field(default=None, validator=_sink)
+    plugin: str = attrs.field(default="gstreamer", validator=_plugin)
     queue_frames: int = attrs.field(default=2, validator=_queue_frames)
     max_fps: float | None = attrs.field(default=None, validator=_max_fps)
     offered: int = attrs.field(default=0, init=False)
@@ -106,11 +115,13 @@ class DisplayOutput:
     def check(self) -> None:
         """Raise :class:`ConfigError` when this display cannot run here (GStreamer or its sink
         element missing, with the package that provides it) -- before a recording starts."""
-        from surgbox_ext.gst import display as gst_display
-
-        why = gst_display.check(self.profile, self.sink)
+        why = self._backend()[1]
         if why is not None:
             raise ConfigError(f"{why}; install it, choose another sink ([display] sink = \"...\"), or record without a display")
+
+    def _backend(self) -> tuple[Any, str | None]:
+        """The display plugin built with this profile and sink, and why it cannot run (``None``: it can)."""
+        return get_plugins().create_checked("display", self.plugin, profile=self.profile, sink=self.sink)
 
     # -- recorder side --------------------------------------------------------------------------
     def start(self, width: int, height: int, fps: Fraction) -> None:
@@ -159,14 +170,14 @@ class DisplayOutput:
 
     # -- display thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        from surgbox_ext.gst.display import GstDisplaySink
-
         assert self._size is not None
         width, height, fps = self._size
         holding = False  # a picture taken from the queue and not yet counted
         try:
-            self._gst = GstDisplaySink(width, height, fps, self.profile, self.sink)
-            self._gst.open()
+            backend, why = self._backend()
+            if backend is None or why is not None:
+                raise ConfigError(f"display plugin {self.plugin!r} cannot run: {why}")
+            self._gst = backend.open(width, height, fps)
             while True:
                 with self._cond:
                     while not self._pending and not self._closing:

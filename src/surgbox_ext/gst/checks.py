@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import glob
 
+from . import runtime
 from .profiles import check
+
+
+def gstreamer() -> str | None:
+    """The ``gstreamer`` decoder and display: GStreamer and PyGObject load (each profile's
+    elements are checked by the plugin object's own ``check()``)."""
+    return runtime.reason()
 
 
 def encoder_cpu() -> str | None:

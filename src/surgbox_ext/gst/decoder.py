@@ -35,6 +35,28 @@ def check(profile: str) -> str | None:
     return profiles.check(profile, "decoder")
 
 
+@attrs.frozen
+class GstDecoder:
+    """The ``gstreamer`` decoder plugin (kind ``decoder``): GStreamer's ``profile`` (``cpu``,
+    ``jetson``, ``nvidia``). :meth:`check` says whether it can decode here; :meth:`open` starts
+    a :class:`GstVideoReader` on a file.
+
+    >>> from surgbox.plugins import get_plugins
+    >>> dec = get_plugins().create("decoder", "gstreamer", profile="cpu")   # doctest: +SKIP
+    >>> dec.check() or [f.pts for f in dec.open("in.mp4", Fraction(1, 15360)).frames()]   # doctest: +SKIP
+    """
+
+    profile: str = attrs.field(default="cpu", validator=attrs.validators.in_(profiles.PROFILES))
+
+    def check(self) -> str | None:
+        """``None`` when this profile can decode here, else what is missing."""
+        return check(self.profile)
+
+    def open(self, path: str, time_base: Any, name: str = "") -> GstVideoReader:
+        """An opened :class:`GstVideoReader` of ``path`` (pts in ``time_base``; ``name`` labels errors)."""
+        return GstVideoReader(path, time_base, self.profile, name).open()
+
+
 @attrs.define(eq=False)
 class GstVideoReader:
     """Decodes the video track of ``path`` (MP4/MOV, H.264) with GStreamer's ``profile``

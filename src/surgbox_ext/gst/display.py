@@ -38,6 +38,31 @@ def check(profile: str = "cpu", sink: str | None = None) -> str | None:
     return f"the display ({element}, GStreamer profile {profile!r}) lacks {profiles.explain_missing(lacking)}"
 
 
+@attrs.frozen
+class GstDisplay:
+    """The ``gstreamer`` display plugin (kind ``display``): the ``profile``'s display sink, or
+    ``sink`` (a launch fragment such as ``kmssink`` or ``fakesink``). :meth:`check` says whether
+    it can be built here; :meth:`open` starts a :class:`GstDisplaySink` of a picture size.
+
+    >>> from surgbox.plugins import get_plugins
+    >>> disp = get_plugins().create("display", "gstreamer", profile="cpu", sink="fakesink")   # doctest: +SKIP
+    >>> disp.check() or disp.open(1920, 1080, 30).close()                                      # doctest: +SKIP
+    """
+
+    profile: str = attrs.field(default="cpu", validator=attrs.validators.in_(profiles.PROFILES))
+    sink: str | None = None
+
+    def check(self) -> str | None:
+        """``None`` when the pipeline can be built here, else what is missing (and its package)."""
+        return check(self.profile, self.sink)
+
+    def open(self, width: int, height: int, fps: Any) -> GstDisplaySink:
+        """An opened :class:`GstDisplaySink` for ``width`` x ``height`` pictures at ``fps``."""
+        sink = GstDisplaySink(width, height, fps, self.profile, self.sink)
+        sink.open()
+        return sink
+
+
 @attrs.define(eq=False)
 class GstDisplaySink:
     """Shows ``width`` x ``height`` ``yuv420p`` pictures at nominal ``fps`` on the ``profile``'s
