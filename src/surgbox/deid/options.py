@@ -104,7 +104,8 @@ class DeidOptions:
     buffered, capped so the pictures held fit in ``queue_memory`` bytes. ``carry`` /
     ``max_gap`` / ``every``: the temporal stage; ``confirm_hits``: with a detector that declares
     ``confirm_score``, a track none of whose detections is confident is hidden once it has this
-    many detections (1: every candidate track is hidden; docs/deid.md "Temporal stage"). ``expand`` / ``feather``: the mask.
+    many detections (1: every candidate track is hidden; docs/deid.md "Temporal stage").
+    ``expand`` / ``feather``: the mask.
     ``anonymizer`` (``blur``, ``pixelate``, ``fill`` or an instance) with
     ``anonymizer_options``. ``cut_threshold``: mean luma change (0-255) of a region's 16x16-block
     averages that marks a scene cut in that region (``None``: never). ``on_detector_error``:

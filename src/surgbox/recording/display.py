@@ -73,8 +73,8 @@ class DisplayOutput:
 
     ``plugin``: the display plugin (kind ``display``, default ``gstreamer``: surgbox's
     ``surgbox_ext.gst.display.GstDisplay``; a vendor's of the same name replaces it), built
-    with ``profile`` and ``sink``. ``profile``: the GStreamer profile (``cpu``, ``jetson``, ``nvidia``) whose display sink is
-    used; ``sink``: a sink launch fragment instead (``"kmssink"``, ``"fakesink"``);
+    with ``profile`` and ``sink``. ``profile``: the GStreamer profile (``cpu``, ``jetson``,
+    ``nvidia``) whose display sink is used; ``sink``: a sink launch fragment instead (``"kmssink"``, ``"fakesink"``);
     ``queue_frames``: pictures waiting for the display (1-8; beyond, the oldest is dropped);
     ``max_fps``: show at most this many pictures per second (``None``: every tick). Thread-safe:
     ``offer`` from the pipeline thread, ``stats`` from any.

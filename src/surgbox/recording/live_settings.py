@@ -129,9 +129,9 @@ class LiveDeidSettings:
         detector = d.detector if isinstance(d.detector, str) else detector_label(d.detector)
         anonymizer = d.anonymizer if isinstance(d.anonymizer, str) else getattr(d.anonymizer, "name", "anonymizer")
         return {"detector": detector, "detector_options": dict(d.detector_factory_options()), "detect_scale": d.detect_scale,
-                "every": d.every, "max_every": self.slowest, "carry": d.carry, "max_gap": d.max_gap, "confirm_hits": d.confirm_hits, "edge_carry": self.edge_carry,
-                "expand": d.expand,
-                "feather": d.feather, "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
+                "every": d.every, "max_every": self.slowest, "carry": d.carry, "max_gap": d.max_gap,
+                "confirm_hits": d.confirm_hits, "edge_carry": self.edge_carry, "expand": d.expand, "feather": d.feather,
+                "anonymizer": anonymizer, "latency_s": self.latency_s, "slot": self.slot}
 
 
 def light_members() -> list[dict[str, Any]]:
