@@ -10,7 +10,7 @@ import sys
 import surgbox
 from surgbox.cli import main
 
-KINDS = {"source", "compositor", "encoder", "detector", "store"}
+KINDS = {"source", "compositor", "encoder", "detector", "store", "decoder", "display"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ HOOKS = sorted(n for n, f in vars(hookspecs).items() if callable(f) and hasattr(
 
 def test_hookspecs_found():
     assert set(HOOKS) == set(hookspecs.REGISTRATION_HOOKS.values()) | set(hookspecs.LIFECYCLE_HOOKS)
-    assert len(HOOKS) == 9
+    assert len(HOOKS) == 11
 
 
 def _signature(name: str) -> str:
@@ -92,6 +92,16 @@ class Spy:
         register("spy-local", lazy("surgbox_ext.store.local:LocalStore"))
 
     @hookimpl
+    def register_decoders(self, register):
+        self._note("register_decoders", register=register)
+        register("spy-gst", lazy("surgbox_ext.gst.decoder:GstDecoder"))
+
+    @hookimpl
+    def register_displays(self, register):
+        self._note("register_displays", register=register)
+        register("spy-display", lazy("surgbox_ext.gst.display:GstDisplay"))
+
+    @hookimpl
     def recording_started(self, recording):
         self._note("recording_started", recording=recording)
 
@@ -140,7 +150,27 @@ def exercised(tmp_path_factory):
             stored = r.read()
     result = deidentify(out, tmp / "rec.deid.mp4", detector="spy-detector", threshold=None, detector_threads=None,
                         region="full", plugins=plugins)
-    return {"spy": spy, "rec": rec, "stored": stored, "result": result, "plugins": plugins}
+    decoded = shown = None  # the spy's decoder and display, built by name and used where GStreamer runs
+    decoder, why = plugins.create_checked("decoder", "spy-gst", profile="cpu")
+    if why is None:
+        import av
+
+        with av.open(str(out)) as c:
+            time_base = c.streams.video[0].time_base
+        reader = decoder.open(str(out), time_base, "rec.mp4")
+        try:
+            pictures = list(reader.frames())
+        finally:
+            reader.close()
+        decoded = len(pictures)
+        display, why = plugins.create_checked("display", "spy-display", profile="cpu", sink="fakesink")
+        if why is None:
+            sink = display.open(pictures[0].width, pictures[0].height, 30)
+            sink.show(pictures[0], 0)
+            sink.close()
+            shown = sink.rendered
+    return {"spy": spy, "rec": rec, "stored": stored, "result": result, "plugins": plugins, "decoded": decoded,
+            "shown": shown}
 
 
 EXPECTED_TYPES: Mapping[str, Mapping[str, type]] = {
@@ -170,7 +200,8 @@ def test_hook_calls_match_the_specification(exercised, name):
 
 
 @pytest.mark.parametrize(("kind", "name"), [("source", "spy-testsrc"), ("compositor", "spy-compositor"), ("encoder", "spy-x264"),
-                                            ("detector", "spy-detector"), ("store", "spy-local")])
+                                            ("detector", "spy-detector"), ("store", "spy-local"), ("decoder", "spy-gst"),
+                                            ("display", "spy-display")])
 def test_registration_hooks_put_components_in_the_registry(exercised, kind, name):
     entry = exercised["plugins"].entry(kind, name)
     assert entry.package == "spy" and entry.unavailable_reason() is None
@@ -189,3 +220,11 @@ def test_lifecycle_hooks_saw_the_recording_and_the_deid_run(exercised):
     assert exercised["stored"] == b"hook-checked"
     finished = next(kw["result"] for n, kw in calls if n == "deid_finished")
     assert finished is result and finished.frames == 45 and finished.faces > 0
+
+
+def test_the_registered_decoder_and_display_are_built_by_name_and_used(exercised):
+    """The spy's decoder decodes every frame of the recording, its display shows one (where
+    GStreamer runs; .ci/run requires its cpu profile)."""
+    if exercised["decoded"] is None:
+        pytest.skip("GStreamer's cpu decoder cannot run here")
+    assert exercised["decoded"] == 45 and exercised["shown"] == 1
