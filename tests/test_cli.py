@@ -48,6 +48,9 @@ def test_plugins_table_has_header_and_rows():
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["KIND", "NAME", "PACKAGE", "STATUS"]
     assert all(line.startswith("detector") for line in lines[1:])
+    for kind in ("decoder", "display"):  # every registration kind can be asked for
+        rows = run_cli("plugins", "--kind", kind).stdout.splitlines()[1:]
+        assert rows and all(r.split()[:3] == [kind, "gstreamer", "surgbox"] for r in rows)
 
 
 def test_no_command_prints_help(capsys):

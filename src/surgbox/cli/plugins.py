@@ -13,6 +13,8 @@ import argparse
 import json
 from typing import Any
 
+from ..hookspecs import REGISTRATION_HOOKS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of objects (kind, name, package, available, reason, selected, broken, ...)")
-    p.add_argument("--kind", choices=["source", "compositor", "encoder", "detector", "store"], help="only this kind")
+    p.add_argument("--kind", choices=list(REGISTRATION_HOOKS), help="only this kind")
     p.set_defaults(func=run)
 
 
