@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -31,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_privacy  # noqa: E402  (also puts ../shared/eval on sys.path)
 from privacy_misses import centre_in, read_audit  # noqa: E402
+
+from surgbox.cli._parser import number  # noqa: E402  (the CLI's range-checked argparse type)
 
 CONFIDENT = 0.5  # the ensemble's calibrated confident level
 
@@ -82,24 +83,11 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((p[:, None] > n[None, :]).mean() + 0.5 * (p[:, None] == n[None, :]).mean())
 
 
-def in_range(name: str, lo: float, hi: float):
-    """An argparse type: a finite float in ``[lo, hi]``."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if not (lo <= v <= hi):  # also NaN
-            raise argparse.ArgumentTypeError(f"{name} must be a number from {lo:g} to {hi:g}, got {text!r}")
-        return v
-    return parse
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("audit", type=Path, help="the audit sidecar of a --quick scene run (bench_privacy --keep DIR: DIR/out1.jsonl)")
-    ap.add_argument("--face", type=in_range("--face", 8, 512), default=64.0, help="box side after resizing, pixels (default 64)")
-    ap.add_argument("--context", type=in_range("--context", 1, 8), default=3.0, help="crop side / box side (default 3)")
+    ap.add_argument("--face", type=number(float, minimum=8, maximum=512), default=64.0, help="box side after resizing, pixels (default 64)")
+    ap.add_argument("--context", type=number(float, minimum=1, maximum=8), default=3.0, help="crop side / box side (default 3)")
     a = ap.parse_args()
     if not a.audit.is_file():
         sys.exit(f"privacy_verify: no audit sidecar at {a.audit}; run bench_privacy.py --quick --keep DIR first")
