@@ -49,6 +49,7 @@ from .postprocess import PostprocessConfig, postprocess
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+MAX_STREAMS = 64  # parallel parts of a pass (each an infer request or a thread holding its buffers)
 # Smallest face (short side, network-input pixels) CenterFace finds reliably: where its
 # single-frame recall reaches 70 % of its 48-pixel value (measured, docs/detectors.md).
 MIN_FACE = 12
@@ -176,8 +177,9 @@ class CenterFaceDetector(TorchDetectorParts, Detector):
 
     def __attrs_post_init__(self) -> None:
         self._check_shared_options(MULTIPLE, 0.3, 0.3)
-        if self.streams < 1:
-            raise ValueError(f"streams must be an integer >= 1, got {self.streams} (e.g. 2 on a 2-core machine)")
+        if not 1 <= self.streams <= MAX_STREAMS:
+            raise ValueError(f"streams must be an integer from 1 to {MAX_STREAMS}, got {self.streams} "
+                             "(e.g. 2 on a 2-core machine)")
         self._post = PostprocessConfig(self.threshold, self.nms_iou, self.pre_nms_top_k, self.max_detections)
 
     # -- lifecycle -------------------------------------------------------------------------
