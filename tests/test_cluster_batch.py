@@ -222,6 +222,27 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("surgbox: error: ") and message in lines[0], r.stderr
 
 
+def test_the_audit_sidecar_never_replaces_an_input_or_an_existing_file(tmp_path, private_tmp):
+    """--audit '{name}.mp4' named the input itself: the joined audit was written over the
+    recording after the run. Now refused (as an existing sidecar without --overwrite) up front."""
+    src = face_video(tmp_path / "case.mp4", frames=10, fps=10, gop=10, visible=((2, 6),))
+    original = src.read_bytes()
+    kept = tmp_path / "case.a.jsonl"
+    kept.write_text("kept")
+    out = tmp_path / "out"
+    out.mkdir()
+    base = ["deid-batch", str(src), "--out-dir", str(out), "--cluster", "local", "--workers", "1", *FAST]
+    for audit, msg in [(str(tmp_path / "{name}.mp4"), "is the input file"),
+                       (str(out / "{name}.deid.mp4"), "is the output video"),
+                       (str(tmp_path / "{name}.a.jsonl"), "exists; pass --overwrite")]:
+        r = surgbox(*base, "--audit", audit)
+        assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert src.read_bytes() == original and kept.read_text() == "kept" and list(out.iterdir()) == []
+    r = surgbox(*base, "--audit", str(tmp_path / "{name}.a.jsonl"), "--overwrite", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert read_audit(kept)[2]["frames"] == 10 and src.read_bytes() == original
+
+
 def test_without_ray_the_ray_modes_say_what_to_install(tmp_path):
     fake = tmp_path / "noray" / "ray"
     fake.mkdir(parents=True)

@@ -216,3 +216,28 @@ def _sub(arg: str, subs: dict[str, str]) -> str:
     for k, v in subs.items():
         arg = arg.replace(k, v)
     return arg
+
+
+def test_sidecars_never_replace_the_input_the_output_or_an_existing_file(tmp_path):
+    """``--report``/``--audit``/``--chart`` follow the output's rule: the input is never replaced
+    (it was: ``--report in.mp4`` wrote JSON over the recording), nor the output or another sidecar,
+    and an existing file only with --overwrite; all refused before anything runs."""
+    src = make_video(tmp_path / "in.mp4", frames=3, audio=False)
+    original = src.read_bytes()
+    kept = tmp_path / "r.json"
+    kept.write_text("kept")
+    (tmp_path / "link.mp4").symlink_to(src)
+    for args, msg in [(["--report", str(src)], "is the input file"),
+                      (["--audit", str(tmp_path / "link.mp4")], "is the input file"),
+                      (["--chart", str(tmp_path / "o.mp4")], "is the output video"),
+                      (["--report", str(tmp_path / "a.json"), "--audit", str(tmp_path / "." / "a.json")], "both"),
+                      (["--report", str(kept)], "exists; pass --overwrite"),
+                      (["--report", str(src), "--overwrite"], "is the input file")]:
+        proc = cli(str(src), str(tmp_path / "o.mp4"), "--region", "full", "--quiet", *args)
+        assert proc.returncode == 1 and msg in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert src.read_bytes() == original and kept.read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "link.mp4", "r.json"]
+    proc = cli(str(src), str(tmp_path / "o.mp4"), "--region", "full", "--quiet", "--report", str(kept), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(kept.read_text())["frames"] == 3

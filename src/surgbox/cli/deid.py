@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "beside SRC; a folder: NAME.deid.mp4 in it); with --out-dir, every PATH is an input")
     p.add_argument("-o", "--out-dir", metavar="DIR",
                    help="de-identify every PATH into DIR/NAME.deid.mp4 (DIR must exist)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input itself)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output and --report/--audit/--chart files (never the input itself)")
     p.add_argument("--region", default="auto", metavar="SPEC",
                    help="auto | full | X,Y,W,H[;X,Y,W,H...] in pixels (default auto: the layout's room_camera slot)")
     p.add_argument("--detector", default=D.DETECTOR, metavar="NAME", help=f"detector plugin (default {D.DETECTOR})")

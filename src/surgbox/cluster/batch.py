@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import SurgboxError
+from ..errors import ConfigError, SurgboxError
 from ..types import DeidResult
 from . import segments as S
 from .backends import Job
@@ -181,6 +181,7 @@ class Batch:
                 output = None
                 if isinstance(inp, PathInput):
                     output = Output.prepare(inp.dst, inp.src, overwrite=self.overwrite, src_name=str(inp.src))
+                    self._check_audit(inp, inputs)
                 with self._source(inp) as src:
                     plan = S.plan(src, seconds=self.segment_seconds, context=context)
                     options = self._resolved_options(plan, src, inp)
@@ -193,6 +194,20 @@ class Batch:
                 self._state.begin(inp.event_id, inp.file_id, [s.frames for s in plan.segments])
             recs.append(rec)
         return recs
+
+    def _check_audit(self, inp: PathInput, inputs: list[PathInput | EventInput]) -> None:
+        """The joined audit sidecar of ``inp`` follows the output's rule (no input, not the output,
+        an existing one only with ``overwrite``): refused before any segment runs."""
+        from ..deid.output import check_sidecars, same_file
+
+        if not self.audit_template:
+            return
+        path = self.audit_template.replace("{name}", inp.src.stem)
+        for other in inputs:
+            if isinstance(other, PathInput) and same_file(path, other.src):
+                raise ConfigError(f"audit sidecar {path!r} is the input file {str(other.src)!r}; the original is never "
+                                  f"overwritten: choose another --audit")
+        check_sidecars(((path, "audit sidecar"),), inp.src, inp.dst, overwrite=self.overwrite, src_name=str(inp.src))
 
     def _skip(self, inp: PathInput | EventInput) -> str | None:
         if isinstance(inp, PathInput):

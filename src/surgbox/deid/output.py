@@ -9,6 +9,8 @@ The path must end in an MP4-family extension (:data:`MP4_EXTENSIONS`: the encode
 must not be the input itself (compared by device and inode, so hard links and symbolic links
 count) and must not exist unless ``overwrite``. Without ``overwrite`` the commit is a hard
 link, which fails if a file of that name appeared meanwhile, rather than a rename over it.
+The sidecars (report, audit, chart: :func:`check_sidecars`) follow the same rule: never the
+input, the output or one another, and an existing one only with ``overwrite``.
 
 A **writable binary file object** (an encrypted store's writer, a pipe, a socket) is streamed
 to as fragmented MP4: nothing touches the disk, and on an error what was already written
@@ -70,6 +72,34 @@ def check_sidecar(path: str | os.PathLike | None, what: str) -> None:
         raise ConfigError(f"{what} folder {str(parent)!r} does not exist; create it or choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} folder {str(parent)!r} is not writable; choose another path")
+
+
+def _one_path(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode, or (not there yet) the same resolved path."""
+    if not isinstance(a, (str, os.PathLike)) or not isinstance(b, (str, os.PathLike)):
+        return same_file(a, b)
+    return same_file(a, b) or Path(a).resolve() == Path(b).resolve()
+
+
+def check_sidecars(sidecars: Any, src: Any, dst: Any, *, overwrite: bool = False, src_name: str = "") -> None:
+    """Refuse, before the run, sidecars (``(path, what)`` pairs; ``None`` paths skipped) that
+    cannot be written (:func:`check_sidecar`), that are the input (never replaced), the output
+    or one another, or that exist without ``overwrite`` (the output's rule)."""
+    given = [(path, what) for path, what in sidecars if path is not None]
+    for i, (path, what) in enumerate(given):
+        check_sidecar(path, what)
+        label = str(path)
+        if same_file(path, src):
+            raise ConfigError(f"{what} {label!r} is the input file {src_name or label!r}; the original is never "
+                              f"overwritten: choose another path for the {what}")
+        if _one_path(path, dst):
+            raise ConfigError(f"{what} {label!r} is the output video; choose another path for the {what}")
+        for other, other_what in given[:i]:
+            if _one_path(path, other):
+                raise ConfigError(f"the {other_what} and the {what} are both {label!r}; give each its own file")
+        if os.path.lexists(path) and not overwrite:
+            raise ConfigError(f"{what} {label!r} exists; pass --overwrite (overwrite=True) to replace it, "
+                              f"or choose another path")
 
 
 def default_output(src: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:

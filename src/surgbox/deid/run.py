@@ -39,7 +39,7 @@ from .handoff import Workers
 from .hide import HideStage
 from .options import DeidOptions
 from .outofbody import out_of_body_check
-from .output import Output, check_sidecar
+from .output import Output, check_sidecars
 from .regions import resolve_regions
 from .result import Progress, RunStats, build_report, write_json
 from .timing import StageTimes
@@ -87,8 +87,8 @@ class DeidRun:
         opts = self.options
         name = source_name(self.src)
         out = Output.prepare(self.dst, self.src, overwrite=opts.overwrite, src_name=name)
-        for path, what in ((self.audit_path, "audit sidecar"), (self.report_path, "report"), (self.chart_path, "chart")):
-            check_sidecar(path, what)
+        check_sidecars(((self.audit_path, "audit sidecar"), (self.report_path, "report"), (self.chart_path, "chart")),
+                       self.src, self.dst, overwrite=opts.overwrite, src_name=name)
         plugins = self.plugins if self.plugins is not None else get_plugins()
         t_start = time.perf_counter()
         workers = Workers(self.stop)
