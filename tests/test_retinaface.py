@@ -539,6 +539,25 @@ def test_cli_threshold_out_dir_and_text(scene_files, tmp_path, capsys):
     assert red.sum() > 100  # box outlines were drawn
 
 
+def test_cli_out_dir_never_draws_over_a_file(tmp_path, capsys):
+    """``detect a.png --out-dir .`` drew over the input a.png, and a rerun over the drawings:
+    refused before the model loads, nothing changed; repeated stems get names no input takes."""
+    from surgbox.cli import main
+    from surgbox.cli.detect import _out_names as out_names
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(image)
+    original = image.read_bytes()
+    (tmp_path / "drawn").mkdir()
+    (tmp_path / "drawn" / "a.png").write_bytes(b"an earlier drawing")
+    for out, what in [(tmp_path, "the input image"), (tmp_path / "drawn", "an existing file")]:
+        assert main(["detect", "--detector", "nope", "--out-dir", str(out), str(image)]) == 1
+        err = capsys.readouterr().err
+        assert f"would replace {what}" in err and len(err.strip().splitlines()) == 1, err
+    assert image.read_bytes() == original and (tmp_path / "drawn" / "a.png").read_bytes() == b"an earlier drawing"
+    assert out_names(["x/a.png", "y/a.png", "a-2.png"]) == ["a.png", "a-2.png", "a-2-2.png"]
+
+
 def test_cli_errors(tmp_path, capsys):
     from surgbox.cli import main
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ..deid import defaults
@@ -30,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="minimum face score in [0, 1) (default: the detector's de-identification options; "
                         "for the ensemble, each member's own)")
     p.add_argument("--nms-iou", type=float, default=None, metavar="IOU", help="NMS overlap threshold (default: the detector's)")
-    p.add_argument("--out-dir", type=Path, metavar="DIR", help="write <name>.png with boxes drawn for each image")
+    p.add_argument("--out-dir", type=Path, metavar="DIR",
+                   help="write <name>.png with boxes drawn for each image (DIR is made if missing; an existing file "
+                        "is never replaced)")
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda, cuda:N (default: the detector's, auto)")
     p.add_argument("--weights", metavar="PATH",
                    help="RetinaFace checkpoint, e.g. a run of surgbox train (implies --detector retinaface unless "
@@ -74,15 +77,34 @@ def _check_image(path: str) -> None:
 
 
 def _out_names(paths: list[str]) -> list[str]:
-    """``<stem>.png`` per input, made unique with ``-2``, ``-3``... when stems repeat."""
-    seen: dict[str, int] = {}
+    """``<stem>.png`` per input, made unique with ``-2``, ``-3``... when stems repeat (also
+    against a stem that already ends so: ``a.png a.png a-2.png``)."""
+    taken: set[str] = set()
     names = []
     for p in paths:
         stem = Path(p).stem or "image"
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        names.append(f"{stem}.png" if n == 1 else f"{stem}-{n}.png")
+        name, n = f"{stem}.png", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.png"
+        taken.add(name)
+        names.append(name)
     return names
+
+
+def _check_out(out_dir: Path, names: list[str], images: list[str]) -> None:
+    """Refuse, before the model loads, drawings that would replace a file (an input among them:
+    ``detect a.png --out-dir .`` would draw over a.png)."""
+    from ..deid.output import same_file
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out-dir {str(out_dir)!r} is a file; give a folder (it is made if missing)")
+    for name, image in zip(names, images):
+        path = out_dir / name
+        if os.path.lexists(path):
+            what = "the input image" if same_file(path, image) else "an existing file"
+            raise ConfigError(f"--out-dir: the drawing of {image!r} would replace {what} {str(path)!r}; "
+                              f"choose another (or an empty) --out-dir")
 
 
 def draw(image, detections, path: Path) -> None:
@@ -98,7 +120,8 @@ def draw(image, detections, path: Path) -> None:
         d.text((x1, max(0, y1 - 12)), f"{det.score:.2f}", fill=(255, 40, 40))
         for x, y in det.landmarks or ():
             d.ellipse([x - width, y - width, x + width, y + width], fill=(40, 255, 40))
-    im.save(path, format="PNG")
+    with open(path, "xb") as f:  # never over a file that appeared meanwhile
+        im.save(f, format="PNG")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.images:  # a wrong path or a file that is no image fails now, before the model loads
         _check_image(path)
     names = _out_names(args.images)
+    if args.out_dir:
+        _check_out(args.out_dir, names, args.images)
     detector = get_plugins().create("detector", args.detector, **options)
     if args.out_dir:
         args.out_dir.mkdir(parents=True, exist_ok=True)
