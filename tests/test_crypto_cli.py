@@ -129,7 +129,41 @@ def test_salvage_of_killed_writer_output(tmp_path):
     assert len(got) == 3 * (1 << 20) - 56 - 2 * 16 and got == data[: len(got)]  # 3 full segments
     w.close()
     f.close()
+    assert main(["crypt", "salvage", *args]) == 1 and (tmp_path / "o").read_bytes() == got  # OUT is never replaced
+    (tmp_path / "o").unlink()
     assert main(["crypt", "salvage", *args]) == 0 and (tmp_path / "o").read_bytes() == data
+
+
+@pytest.mark.parametrize("action", ["encrypt", "decrypt", "salvage", "store get"])
+def test_out_is_never_an_existing_file(tmp_path, capsys, action):
+    """OUT that exists is refused before any work, with one line: the input (encrypt IN IN made
+    IN ciphertext), the key file (encrypt KEY KEY / store get OBJ KEY destroyed the key and with it
+    every file it encrypts) or any earlier file; nothing there changes."""
+    key = tmp_path / "k"
+    assert main(["crypt", "keygen", str(key)]) == 0
+    plain, enc = tmp_path / "plain", tmp_path / "enc"
+    plain.write_bytes(b"minutes of surgery")
+    assert main(["crypt", "encrypt", "--key-file", str(key), str(plain), str(enc)]) == 0
+    earlier = tmp_path / "earlier"
+    earlier.write_bytes(b"an earlier file")
+    roots = ["--root", str(tmp_path / "store"), "--key-file", str(key)]
+    if action == "store get":
+        (tmp_path / "store").mkdir()
+        assert main(["store", "init", *roots]) == 0 and main(["store", "put", *roots, str(plain), "m"]) == 0
+    source = plain if action == "encrypt" else enc
+    cases = [(source, "is the input file"), (key, "is the key file"), (earlier, "exists; existing files are never replaced")]
+    if action == "store get":
+        cases = cases[1:]
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in (plain, enc, key, earlier)}
+    for out, message in cases:
+        argv = (["store", "get", *roots, "m", str(out)] if action == "store get"
+                else ["crypt", action, "--key-file", str(key), str(source), str(out)])
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (out, err)
+    assert {p: p.read_bytes() for p in before} == before
+    assert load_key(key)  # still a key
 
 
 def test_console_script_exit_status(files):

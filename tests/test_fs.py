@@ -126,6 +126,39 @@ def test_atomic_file_renames_only_after_a_clean_exit(tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["out.mp4"]
 
 
+def test_exclusive_atomic_file_never_replaces_a_file(tmp_path, monkeypatch):
+    """``exclusive=True`` commits by a hard link: a file that exists, or appears while the data is
+    written, is kept and FileExistsError names it; on a file system without hard links (FAT)
+    it falls back to a check and a rename."""
+    import errno
+
+    import surgbox._fs as fs
+
+    p = tmp_path / "out"
+    with AtomicFile(p, exclusive=True) as f:
+        f.write(b"new")
+    assert p.read_bytes() == b"new" and sorted(q.name for q in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(FileExistsError) as exc:
+        atomic_write(p, b"again", exclusive=True)
+    assert exc.value.filename == str(p) and p.read_bytes() == b"new"
+    late = tmp_path / "late"
+    with pytest.raises(FileExistsError):
+        with AtomicFile(late, exclusive=True) as f:
+            f.write(b"mine")
+            late.write_bytes(b"appeared meanwhile")
+    assert late.read_bytes() == b"appeared meanwhile" and sorted(q.name for q in tmp_path.iterdir()) == ["late", "out"]
+
+    def no_links(*a, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fs.os, "link", no_links)
+    with pytest.raises(FileExistsError):
+        atomic_write(p, b"again", exclusive=True)
+    atomic_write(tmp_path / "fat", b"on FAT", exclusive=True)
+    assert p.read_bytes() == b"new" and (tmp_path / "fat").read_bytes() == b"on FAT"
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["fat", "late", "out"]
+
+
 def test_atomic_file_never_writes_through_a_planted_link(tmp_path, monkeypatch):
     """Someone who can guess the temporary name and plants a link there gets an error, not the plaintext."""
     import surgbox._fs as fs

@@ -168,6 +168,26 @@ def remove_stale_partials(path: str | os.PathLike[str], tmp_dir: str | os.PathLi
     return removed
 
 
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path``, which must not exist (:class:`FileExistsError` naming
+    ``path``): a hard link (then ``tmp`` is unlinked), or where the file system has none (FAT on
+    a USB stick) a check and a rename."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except OSError as exc:
+        linkless = exc.errno in _NO_HARD_LINKS
+        if isinstance(exc, FileExistsError) or (linkless and os.path.lexists(path)):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        if not linkless:
+            raise
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
 class AtomicFile:
     """Streaming atomic replacement of ``path`` (see the module doc): ``with AtomicFile(p) as f``
     gives a buffered binary file (``write``, ``fileno``, ``tell``...) on a new temporary file with
@@ -179,12 +199,17 @@ class AtomicFile:
     ``open()``/``commit()``/``abort()`` do the same without ``with``. Creating the object does no
     I/O; ``open()`` first removes stale partial files of ``path`` (:func:`remove_stale_partials`).
     Errors are :class:`OSError` (``ENOSPC``...), raised after the temporary file was removed.
+
+    ``exclusive=True``: never replace a file: the commit is a hard link to ``path`` (then the
+    temporary name is removed), which fails with :class:`FileExistsError` if ``path`` exists,
+    also when it appeared while the data was written. For outputs that must not replace anything.
     """
 
     def __init__(self, path: str | os.PathLike[str], mode: int = 0o600, *,
-                 tmp_dir: str | os.PathLike[str] | None = None):
+                 tmp_dir: str | os.PathLike[str] | None = None, exclusive: bool = False):
         self.path = Path(path)
         self.mode = mode
+        self.exclusive = exclusive
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
         self.tmp: Path | None = None
         self.file: IO[bytes] | None = None
@@ -218,7 +243,10 @@ class AtomicFile:
         try:
             f.flush()
             os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            if self.exclusive:
+                _link_new(tmp, self.path)
+            else:
+                os.replace(tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -250,11 +278,12 @@ class AtomicFile:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
-                 tmp_dir: str | os.PathLike[str] | None = None) -> Path:
+                 tmp_dir: str | os.PathLike[str] | None = None, exclusive: bool = False) -> Path:
     """Replace ``path`` with ``data`` atomically and durably (see the module doc); returns the path.
 
     The new file gets ``mode`` (less the process umask; default ``0o600``: owner only). The folder
-    must exist. Raises :class:`OSError` (``ENOSPC``, ``EACCES`` ...) with the old file intact."""
-    with AtomicFile(path, mode, tmp_dir=tmp_dir) as f:
+    must exist. Raises :class:`OSError` (``ENOSPC``, ``EACCES`` ...) with the old file intact.
+    ``exclusive``: as :class:`AtomicFile`'s (:class:`FileExistsError` if ``path`` exists)."""
+    with AtomicFile(path, mode, tmp_dir=tmp_dir, exclusive=exclusive) as f:
         write_all(f, data)
     return Path(path)

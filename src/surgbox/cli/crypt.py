@@ -8,8 +8,9 @@
 * ``salvage --key-file KEY [--aad TEXT] IN OUT``: recover the authentic prefix of a file whose
   writer was killed (exit 0 complete, 2 prefix only, 1 nothing).
 
-OUT is written through a 0600 temporary file beside it (``.OUT.XXXXXXXX.partial``), renamed only
-on success. SIGTERM, SIGHUP and Ctrl-C remove it (exit 128 + signal); one left by a killed run
+OUT is written through a 0600 temporary file beside it (``.OUT.XXXXXXXX.partial``), named only
+on success, and must be a new file: an existing one (the input, a key file, an earlier output)
+is refused before any work and never replaced. SIGTERM, SIGHUP and Ctrl-C remove it (exit 128 + signal); one left by a killed run
 (``kill -9``) is removed by the next run writing the same OUT. A full disk gives one line.
 """
 
@@ -54,11 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=guarded(run_keyid))
 
     for name, func, text, out_help in (
-        ("encrypt", run_encrypt, "encrypt IN to OUT", "encrypted file to write (0600)"),
+        ("encrypt", run_encrypt, "encrypt IN to OUT", "encrypted file to write (0600; a new file)"),
         ("decrypt", run_decrypt, "decrypt IN to OUT; OUT is written only if all of IN authenticates",
-         "plaintext file to write (0600; only if all of IN authenticates)"),
+         "plaintext file to write (0600; a new file, only if all of IN authenticates)"),
         ("salvage", run_salvage, "recover the authentic prefix of a file whose writer was killed",
-         "plaintext file to write (0600) with the authentic prefix"),
+         "plaintext file to write (0600; a new file) with the authentic prefix"),
     ):
         c = csub.add_parser(name, help=text, description=text)
         _key_args(c, multiple=name != "encrypt")
@@ -140,13 +141,39 @@ def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return run
 
 
+def check_new_output(output: Path, inputs: Any = (), keys: Any = ()) -> None:
+    """Refuse, before any work, an OUT that exists: OUT is never replaced (not the input, not a
+    key file, not an earlier output), so nothing already there is lost."""
+    output = Path(output)
+    if not os.path.lexists(output):
+        return
+    def same_file(a: Any, b: Any) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    if output.is_dir():
+        raise ConfigError(f"output {str(output)!r} is a folder; give the name of a new file in it")
+    for key in keys or ():
+        if same_file(output, key):
+            raise ConfigError(f"output {str(output)!r} is the key file {str(key)!r}: writing it would destroy the "
+                              f"key; write to another (new) file")
+    for given in inputs:
+        if same_file(output, given):
+            raise ConfigError(f"output {str(output)!r} is the input file; write to another (new) file")
+    raise ConfigError(f"output {str(output)!r} exists; existing files are never replaced: remove it first or "
+                      f"choose another OUT")
+
+
 class _AtomicOutput:
-    """OUT written through :class:`surgbox._fs.AtomicFile` (0600 temporary file beside it, renamed on
-    a clean exit; removed on an exception, SIGTERM included), with errors as one line."""
+    """OUT written through :class:`surgbox._fs.AtomicFile` (0600 temporary file beside it, linked
+    into place on a clean exit, never over an existing file; removed on an exception, SIGTERM
+    included), with errors as one line."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.file = AtomicFile(self.path)
+        self.file = AtomicFile(self.path, exclusive=True)
 
     def __enter__(self) -> Any:
         try:
@@ -184,6 +211,11 @@ def passphrase_from(args: argparse.Namespace, *, confirm: bool = False) -> str |
     if confirm and getpass.getpass("again: ") != pw:
         raise ConfigError("the passphrases differ; run the command again")
     return pw
+
+
+def _key_paths(args: argparse.Namespace) -> list:
+    key_file = getattr(args, "key_file", None)
+    return [p for p in (key_file if isinstance(key_file, list) else [key_file]) if p is not None]
 
 
 def load_keys(args: argparse.Namespace) -> list:
@@ -252,6 +284,7 @@ def run_encrypt(args: argparse.Namespace) -> int:
     from ..crypto.bulk import encrypt_file
 
     seg, aad = _segment(args), _aad(args)
+    check_new_output(args.output, [args.input], _key_paths(args))
     key = load_keys(args)[0]
     with _open_input(args.input) as src, _AtomicOutput(args.output) as out:
         n = encrypt_file(src, out, key.material, aad, segment_size=seg)
@@ -264,6 +297,7 @@ def run_decrypt(args: argparse.Namespace) -> int:
     from ..crypto.reader import DecryptingReader
 
     seg, aad = _segment(args), _aad(args)
+    check_new_output(args.output, [args.input], _key_paths(args))
     keys = load_keys(args)
     errors = []
     with _open_input(args.input) as src:
@@ -288,6 +322,7 @@ def run_salvage(args: argparse.Namespace) -> int:
     from ..crypto.salvage import salvage
 
     seg, aad = _segment(args), _aad(args)
+    check_new_output(args.output, [args.input], _key_paths(args))
     keys = load_keys(args)
     best = None
     for key in keys:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError, SurgboxError
 from ._parser import plain
-from .crypt import _AtomicOutput, guarded, passphrase_from
+from .crypt import _AtomicOutput, _key_paths, check_new_output, guarded, passphrase_from
 
 _ROOTS_ENV, _KEY_ENV = "SURGBOX_STORE_ROOTS", "SURGBOX_KEY_FILE"
 
@@ -63,8 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("key", metavar="KEY", help="object key, a relative path such as 2026/11/ev-1/rec.mp4")
     c = cmd("get", run_get, "decrypt an object to a file (written only if it authenticates)", keys=True)
     c.add_argument("key", metavar="KEY", help="object key (see `surgbox store ls`)")
-    c.add_argument("output", type=Path, metavar="OUT", help="plaintext file to write (0600; only if every segment "
-                                                           "authenticates)")
+    c.add_argument("output", type=Path, metavar="OUT", help="plaintext file to write (0600; a new file, only if "
+                                                           "every segment authenticates)")
 
 
 def _home(args: argparse.Namespace) -> Any:
@@ -261,6 +261,7 @@ def run_put(args: argparse.Namespace) -> int:
 def run_get(args: argparse.Namespace) -> int:
     from ..crypto.keys import WrongKeyError
 
+    check_new_output(args.output, keys=_key_paths(args))
     with open_from_args(args) as store:
         try:
             reader = store.reader(args.key)
