@@ -89,6 +89,30 @@ def test_eval_by_hand_and_errors(tmp_path, capsys):
     assert "--detector" in capsys.readouterr().err
 
 
+def test_eval_outputs_never_replace_a_file(tmp_path, capsys):
+    """``--pr-curve d.json`` drew the PNG over the detections it scored and ``--save-detections
+    faces.xml`` wrote JSON over the ground truth; an existing file was replaced too. Refused up
+    front with one line; the files are as they were."""
+    xml = photo_set(tmp_path, n=2)
+    dets = tmp_path / "d.json"
+    dets.write_text(json.dumps([{"path": "p0.png", "detections": []}, {"path": "p1.png", "detections": []}]))
+    earlier = tmp_path / "earlier.png"
+    earlier.write_bytes(b"an earlier curve")
+    before = {p: p.read_bytes() for p in (xml, dets, earlier)}
+    for argv, message in [([str(dets), str(xml), "--pr-curve", str(dets)], "is an input of this run"),
+                          ([str(dets), str(xml), "--pr-curve", str(earlier)], "exists; existing files are never replaced"),
+                          ([str(dets), str(xml), "--pr-curve", str(tmp_path / "no" / "pr.png")], "does not exist"),
+                          ([str(xml), "--detector", "retinaface", "--save-detections", str(xml)], "is an input of this run"),
+                          ([str(xml), "--detector", "retinaface", "--save-detections", str(tmp_path / "s.json"),
+                            "--pr-curve", str(tmp_path / "." / "s.json")], "give each its own file")]:
+        assert main(["eval", *argv]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "s.json").exists()
+    assert main(["eval", str(dets), str(xml), "--pr-curve", str(tmp_path / "pr.png")]) == 0
+    assert Image.open(tmp_path / "pr.png").size == (560, 460)
+
+
 def test_train_cli_small_run(tmp_path, capsys):
     xml = photo_set(tmp_path, n=2)
     assert main(["dataset", "import", str(xml), "--out", str(tmp_path / "ds")]) == 0

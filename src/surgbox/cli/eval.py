@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.3, metavar="T",
                    help="score above which a detection counts for recall/precision and the tables (default 0.3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--pr-curve", type=Path, metavar="FILE.png", help="write the precision-recall curve as PNG")
+    p.add_argument("--pr-curve", type=Path, metavar="FILE.png", help="write the precision-recall curve as PNG (a new file)")
     p.add_argument("--label", action="append", default=[], metavar="NAME", help="only faces with this label (repeatable, patterns)")
     p.add_argument("--subset", choices=["train", "val", "test"], help="only this set of the dataset's split.json")
     p.add_argument("--images", type=Path, metavar="DIR", help="images of an annotation file (default: beside it)")
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="detector option (repeatable; e.g. weights=run/best.pt)")
     g.add_argument("--det-threshold", type=float, default=0.02, metavar="T",
                    help="detector score threshold (default 0.02: low, so the whole PR curve is seen)")
-    g.add_argument("--save-detections", type=Path, metavar="FILE.json", help="also write the detections (detect --json format)")
+    g.add_argument("--save-detections", type=Path, metavar="FILE.json", help="also write the detections (detect --json format; a new file)")
     p.set_defaults(func=run)
 
 
@@ -165,20 +165,42 @@ def draw_pr_curve(recall, precision, ap: float, path: Path, title: str = "") -> 
     d.text((x0 + (x1 - x0) // 2 - 20, h - 25), "recall", fill="black")
     d.text((8, y0 - 20), "precision", fill="black")
     d.text((x0 + 10, y0 + 8), f"{title}  AP@0.5 = {ap:.4f}".strip(), fill=(200, 30, 30))
-    im.save(path, format="PNG")
+    with open(path, "xb") as f:  # never over a file (see _check_outputs)
+        im.save(f, format="PNG")
 
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``--pr-curve`` and ``--save-detections`` are new files: refused before any scoring when one
+    exists (the detections or the ground truth given as one were written over), when both are one
+    file, or when the folder is missing."""
+    given = [(opt, path) for opt, path in (("--pr-curve", args.pr_curve), ("--save-detections", args.save_detections))
+             if path is not None]
+    if len(given) == 2 and given[0][1].resolve() == given[1][1].resolve():
+        raise ConfigError(f"--pr-curve and --save-detections are both {str(given[0][1])!r}; give each its own file")
+    inputs = [Path(p).resolve() for p in args.inputs]
+    for opt, path in given:
+        if path.resolve() in inputs:
+            raise ConfigError(f"{opt} {str(path)!r} is an input of this run; write to another (new) file")
+        if os.path.lexists(path):
+            raise ConfigError(f"{opt} {str(path)!r} exists; existing files are never replaced: remove it first "
+                              f"or choose another name")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{opt}: folder {str(path.parent)!r} does not exist; create it or choose another place")
+
+
 def run(args: argparse.Namespace) -> int:
+    from .._fs import atomic_write
     from ..crypto import load_key
     from ..datasets import pr_curve, score
     from ..datasets.annotations import read_json
 
     if not 0.0 < args.iou <= 1.0:
         raise ConfigError(f"--iou {args.iou} must be in (0, 1], e.g. --iou 0.5")
+    _check_outputs(args)
     if args.detector:
         if len(args.inputs) != 1:
             raise ConfigError("with --detector give only GROUND_TRUTH (the detector makes the detections)")
@@ -200,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         dets = _run_detector(args, ds, key)
         if args.save_detections:
-            args.save_detections.write_text(json.dumps(
+            atomic_write(args.save_detections, json.dumps(
                 [{"path": str(ds.path_of(s)), "frame": s.item.frame, "video": s.item.video, "detections": d.to_list()}
-                 for s, d in zip(ds, dets)], indent=1))
+                 for s, d in zip(ds, dets)], indent=1).encode("utf-8"), mode=0o666, exclusive=True)
     items = [s.item for s in ds]
     report = score(dets, items, iou=args.iou, threshold=args.threshold)
     report["missing_entries"] = missing
