@@ -227,6 +227,32 @@ def test_export_plaintext_and_reencrypted(admin, surgbox_home, tmp_path):
         admin.events.export(ev.id, surgbox_home.path / "leak")
 
 
+def test_copies_out_of_the_box_never_replace_a_file(admin, tmp_path):
+    """An export into a folder that holds one of its names (an earlier export: another event's
+    event.json and SHA256SUMS were replaced) and report --out onto a file (it wrote the PDF over
+    a recording) are refused before anything is written; the files are as they were."""
+    a, b = make_event(admin), make_event(admin, patient="Other Patient")
+    admin.events.write_file(a.id, "segment", "segment-0001.mp4", b"recording a" * 100)
+    admin.events.write_file(b.id, "segment", "segment-0002.mp4", b"recording b" * 100)
+    usb = tmp_path / "usb"
+    admin.events.export(a.id, usb)
+    before = {p.name: p.read_bytes() for p in usb.iterdir()}
+    with pytest.raises(CatalogError, match=r"already holds 'event.json' \(and 1 more.*new or empty folder"):
+        admin.events.export(b.id, usb)
+    with pytest.raises(CatalogError, match="already holds 'segment-0001.mp4'"):
+        admin.events.export(a.id, usb, names=["segment-0001.mp4"])
+    assert {p.name: p.read_bytes() for p in usb.iterdir()} == before
+    recording = tmp_path / "case.mp4"
+    recording.write_bytes(b"a recording")
+    reports = len([f for f in admin.events.get(a.id).files if f.kind == "report"])
+    with pytest.raises(CatalogError, match="exists; existing files are never replaced"):
+        admin.events.save_report(a.id, recording)
+    assert recording.read_bytes() == b"a recording"
+    assert len([f for f in admin.events.get(a.id).files if f.kind == "report"]) == reports  # refused before storing
+    admin.events.save_report(a.id, tmp_path / "r.pdf")
+    assert (tmp_path / "r.pdf").read_bytes()[:5] == b"%PDF-"
+
+
 def test_export_refuses_data_that_does_not_match_the_catalog_checksum(catalog, admin, tmp_path):
     ev = make_event(admin)
     admin.events.write_file(ev.id, "segment", "segment-0001.mp4", b"recording" * 1000)
@@ -445,6 +471,7 @@ def test_cli_bad_input_gives_one_line_errors(surgbox_home, admin, tmp_path, monk
         (["events", "retention", "--keep-days", "1e300"], "--keep-days must be a number of days from 0 to"),
         (["report", eid, "--out", str(tmp_path)], f"{tmp_path} is a folder; give the report's file name"),
         (["report", eid, "--out", str(tmp_path / "no" / "r.pdf")], f"folder {tmp_path / 'no'} does not exist"),
+        (["report", eid, "--out", str(a_file)], f"{a_file} exists; existing files are never replaced"),
         (["audit", "show", "--limit", "-1"], "--limit must be a whole number from 1"),
         (["events", "list", "--home", str(tmp_path / "nohome")], "is not a surgbox home"),
         (["events", "list", "--user", "ghost"], "login failed for 'ghost'"),
@@ -458,6 +485,7 @@ def test_cli_bad_input_gives_one_line_errors(surgbox_home, admin, tmp_path, monk
         assert rc == 1, (args, err)
         assert err.startswith("surgbox: error: ") and err.count("\n") == 1 and want in err, (args, err)
     assert not (tmp_path / "h2").exists()  # a refused init creates nothing
+    assert a_file.read_text() == "x"  # report --out wrote the PDF over it
     assert not (tmp_path / "no").exists()
 
 

@@ -24,6 +24,7 @@ The pieces, for code that needs them separately:
 * :func:`fsync_dir` -- make a folder's entries durable;
 * :func:`make_dirs` -- create missing folders durably;
 * :func:`replace` -- rename into place and make the rename durable;
+* :func:`rename_new` -- rename into place, never over a file (``exclusive`` commits use it);
 * :func:`create_new` -- write a new file that must not exist yet (key files), durably.
 
 Example::
@@ -47,8 +48,8 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["AtomicFile", "atomic_write", "create_new", "fsync_dir", "make_dirs", "remove_stale_partials", "replace",
-           "write_all"]
+__all__ = ["AtomicFile", "atomic_write", "create_new", "fsync_dir", "make_dirs", "remove_stale_partials", "rename_new",
+           "replace", "write_all"]
 
 PARTIAL_SUFFIX = ".partial"
 _NAME_ROOM = 200  # bytes of the final name kept in a temporary name (NAME_MAX is 255)
@@ -171,8 +172,8 @@ def remove_stale_partials(path: str | os.PathLike[str], tmp_dir: str | os.PathLi
 _NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 
 
-def _link_new(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the name ``path``, which must not exist (:class:`FileExistsError` naming
+def rename_new(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Give the (already fsynced) file ``tmp`` the name ``path``, which must not exist (:class:`FileExistsError` naming
     ``path``): a hard link (then ``tmp`` is unlinked), or where the file system has none (FAT on
     a USB stick) a check and a rename."""
     try:
@@ -244,7 +245,7 @@ class AtomicFile:
             f.flush()
             os.fsync(f.fileno())
             if self.exclusive:
-                _link_new(tmp, self.path)
+                rename_new(tmp, self.path)
             else:
                 os.replace(tmp, self.path)
         except BaseException:

@@ -468,17 +468,13 @@ class EventManager:
 
     def save_report(self, event_id: str, out: str | os.PathLike[str]) -> FileRecord:
         """Store a fresh report (``record``) and also write it to ``out`` (plaintext outside the
-        box: ``export``), atomically with mode 0600."""
+        box: ``export``), atomically with mode 0600; ``out`` must not exist."""
         ev = self._authorized("export", event_id, "report.export")
         self.session.authorize("record", ev, operation="report.create")
-        out = self._outside_home(out, "report")
-        if out.is_dir():
-            raise CatalogError(f"{out} is a folder; give the report's file name, e.g. {out / 'report.pdf'}")
-        if not out.parent.is_dir():
-            raise CatalogError(f"folder {out.parent} does not exist; create it or choose another place for the report")
+        out = _export.check_new_file(self._outside_home(out, "report"), "report", "report.pdf")
         rec, pdf = self._store_report(ev)
-        try:
-            _export.atomic_write(out, pdf, mode=0o600)  # PHI: owner only; complete or absent even after a crash
+        try:  # PHI: owner only; complete or absent even after a crash; never over a file that appeared meanwhile
+            _export.atomic_write(out, pdf, mode=0o600, exclusive=True)
         except OSError as exc:
             raise CatalogError(f"cannot write the report to {out}: {exc.strerror or exc}; free space or "
                                f"choose another place (the report is stored in the box as {rec.name})") from None

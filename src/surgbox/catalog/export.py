@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._fs import atomic_write, fsync_dir
+from .._fs import atomic_write, fsync_dir, rename_new
 from ..crypto.keys import load_key
 from ..crypto.streaming import DecryptingReader, EncryptingWriter
 from ..errors import IntegrityError
@@ -44,11 +44,24 @@ def check_file_mode(mode: Any) -> int:
     return mode
 
 
+def check_new_file(out: Path, what: str, example: str) -> Path:
+    """``out``, once it is known to be a new file in an existing folder (a copy out of the box
+    never replaces a file); else :class:`CatalogError` naming it and the fix."""
+    if out.is_dir():
+        raise CatalogError(f"{out} is a folder; give the {what}'s file name, e.g. {out / example}")
+    if not out.parent.is_dir():
+        raise CatalogError(f"folder {out.parent} does not exist; create it or choose another place for the {what}")
+    if os.path.lexists(out):
+        raise CatalogError(f"{out} exists; existing files are never replaced: remove it first or choose another "
+                           f"name for the {what}")
+    return out
+
+
 def write_verified(path: Path, key: bytes | None, name: str, produce: Callable[[Callable[[bytes], Any]], Any],
                    sha256: str, mode: int = FILE_MODE) -> None:
     """Write plaintext (``key`` None) or a re-encrypted stream to ``path`` via a temporary file
     created with ``mode``, check the plaintext SHA-256 (decrypting the written file back when
-    encrypted), then rename it into place and fsync the folder."""
+    encrypted), then rename it into place (never over an existing file) and fsync the folder."""
     tmp = path.with_name(f".{path.name}.part")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -71,11 +84,14 @@ def write_verified(path: Path, key: bytes | None, name: str, produce: Callable[[
         if digest != sha256:
             raise IntegrityError(f"{path.name}: the written copy does not match SHA-256 {sha256[:16]}...; "
                                  f"check the destination disk and export again")
-        os.replace(tmp, path)
+        rename_new(tmp, path)  # never over a file, also one that appeared meanwhile
         fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, FileExistsError):
+            raise CatalogError(f"{path} exists; existing files are never replaced: export into a new or empty "
+                               f"folder") from None
         if isinstance(exc, OSError):
             raise CatalogError(f"cannot write {path}: {exc.strerror or exc}; free space on that disk or "
                                f"choose another folder") from exc
@@ -121,6 +137,13 @@ def export_files(ev: Event, files: EventFiles, dest: Path, *, key_file: str | os
     except OSError as exc:
         raise CatalogError(f"cannot create the export folder {dest}: {exc.strerror or exc}; "
                            f"choose a writable folder (--to DIR)") from None
+    meta_name = "event.json" + (".enc" if key else "")
+    names_out = [rec.name + (".enc" if key else "") for rec in chosen] + [meta_name, "SHA256SUMS"]
+    there = [n for n in names_out if os.path.lexists(dest / n)]
+    if there:  # before anything is written: an earlier export (another event's event.json) stays whole
+        more = f" (and {len(there) - 1} more of the export's names)" if len(there) > 1 else ""
+        raise CatalogError(f"export folder {dest} already holds {there[0]!r}{more}; existing files are never "
+                           f"replaced: export into a new or empty folder (--to DIR)")
     written, total, sums = [], 0, []
     meta = json.dumps(ev.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
     for rec in chosen:
@@ -129,10 +152,9 @@ def export_files(ev: Event, files: EventFiles, dest: Path, *, key_file: str | os
         written.append(out.name)
         sums.append(f"{rec.sha256}  {rec.name}\n")
         total += rec.size
-    meta_name = "event.json" + (".enc" if key else "")
     write_verified(dest / meta_name, key, "event.json", lambda sink: sink(meta), hashlib.sha256(meta).hexdigest(), mode)
     try:
-        atomic_write(dest / "SHA256SUMS", "".join(sums).encode(), mode=mode)
+        atomic_write(dest / "SHA256SUMS", "".join(sums).encode(), mode=mode, exclusive=True)
     except OSError as exc:
         raise CatalogError(f"cannot write {dest / 'SHA256SUMS'}: {exc.strerror or exc}; free space on that "
                            f"disk or choose another folder") from exc
@@ -190,5 +212,5 @@ def stream_to_player(files: EventFiles, recs: Sequence[FileRecord], player: Sequ
     return rc
 
 
-__all__ = ["CHUNK", "DEFAULT_PLAYERS", "FILE_MODE", "check_file_mode", "choose_player", "export_files", "playable",
+__all__ = ["CHUNK", "DEFAULT_PLAYERS", "FILE_MODE", "check_file_mode", "check_new_file", "choose_player", "export_files", "playable",
            "select_files", "stream_to_player", "vetted_players", "write_verified"]
