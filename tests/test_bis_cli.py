@@ -50,6 +50,20 @@ def test_parse_table_real_capture(shared_dir, capsys):
     assert len(out) == 8
 
 
+def test_parse_table_of_a_channel_the_capture_lacks_is_refused(shared_dir, capsys):
+    """--channel 99 (or a typo) printed channel 12's values under the same headings: now one line
+    naming the channels there are; a channel that is there is shown."""
+    capture = str(shared_dir / "data" / "bis" / "COM1_02.07.2015_10.11.41.txt")
+    for channel in ("99", "abc", "-1"):
+        assert main(["bis", "parse", capture, "--channel", channel]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and f"--channel {channel} is not in" in err and "(its channels: 1, 2, 12)" in err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["bis", "parse", capture, "--channel", "1"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 8
+    assert main(["bis", "parse", capture, "--channel", "99", "--json"]) == 0  # JSON has every channel
+
+
 def test_parse_missing_file(tmp_path, capsys):
     assert main(["bis", "parse", str(tmp_path / "nope.txt")]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -51,6 +51,10 @@ def run_parse(args: argparse.Namespace) -> int:
     if not records:
         raise SurgboxError(f"bis parse: no BIS records in {args.file} ({s.skipped_bytes} bytes skipped); give a raw "
                            f"BIS Vista serial capture or a HISTORY export")
+    present = sorted({ch for r in records for ch in r.channels}, key=lambda c: (len(c), c))
+    if not args.json and present and args.channel not in present:  # the table would show another channel
+        raise SurgboxError(f"bis parse: --channel {args.channel} is not in {args.file} (its channels: "
+                           f"{', '.join(present)}); give one of those")
     out = sys.stdout
     if args.json:
         for r in records:
