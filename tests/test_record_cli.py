@@ -85,6 +85,27 @@ def test_overwrite_replaces_an_earlier_recording_and_a_tiny_duration_records_one
     assert json.loads((work / "tiny.mp4.json").read_text())["frames"] == 1
 
 
+def test_the_output_is_never_a_file_a_source_reads_even_with_overwrite(work):
+    """``record --out clip.mp4 --overwrite`` with a ``file`` source reading clip.mp4 truncated the
+    clip, then failed to read it, and removed it: the input was gone. Refused (also through a
+    link, also for the sidecar's name) before anything opens."""
+    from test_deid_pipeline import make_video
+
+    clip = make_video(work / "clip.mp4", frames=10, audio=False)
+    original = clip.read_bytes()
+    (work / "link.mp4").symlink_to(clip)
+    (work / "file.toml").write_text(CONFIG.replace('plugin = "testsrc"', 'plugin = "file"\npath = "clip.mp4"')
+                                    .replace("width = 320\nheight = 180\n", ""))
+    for out in ("clip.mp4", "link.mp4"):
+        r = surgbox("record", "--config", "file.toml", "--out", out, "--duration", "1", "--overwrite", cwd=work)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
+        assert "is the file that source 'cam' (path) reads" in lines[0] and "not even with --overwrite" in lines[0]
+    assert clip.read_bytes() == original and not (work / "clip.mp4.json").exists()
+    r = surgbox("record", "--config", "file.toml", "--out", "copy.mp4", "--duration", "0.3", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+
+
 def test_every_path_in_a_config_is_relative_to_the_config_file(tmp_path, default_plugins):
     sub = tmp_path / "cases"
     sub.mkdir()

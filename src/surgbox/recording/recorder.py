@@ -45,7 +45,7 @@ from .display import fanout
 from .metadata import container_tags, describe_source, sidecar_meta
 from .options import FALLBACK_ITEM_RATE, RecorderOptions
 from .pipeline import TickLoop, first_tick, make_aligner, make_selectors
-from .sinks import FileSink, RecordingSink
+from .sinks import FileSink, RecordingSink, source_paths
 from .snapshots import SnapshotRequest, SnapshotService
 from .writer import OutputWriter
 
@@ -126,7 +126,8 @@ class Recorder:
                 raise ConfigError("sidecar=/snapshots= apply to a path or file output; a RecordingSink names its own files")
             self._sink = output
         else:
-            self._sink = FileSink(output, opts.sidecar, opts.snapshots, overwrite=opts.overwrite)
+            self._sink = FileSink(output, opts.sidecar, opts.snapshots, overwrite=opts.overwrite,
+                                  inputs=source_paths(self.sources))
 
     def __getattr__(self, name: str) -> Any:
         if name in RecorderOptions.names():

@@ -136,6 +136,29 @@ class RecordingSink(abc.ABC):
         """The recording did not start: discard what was begun."""
 
 
+def source_paths(sources: Any) -> dict[str, str]:
+    """``{path: "source 'NAME' (option)"}`` for the files the sources read: each source's
+    ``path_options`` (a ``file`` source's ``path``, a serial ``port``...), wrappers (live
+    de-identification) unwrapped through ``inner``; URLs (``://``) left out."""
+    out: dict[str, str] = {}
+    for src in sources:
+        name = getattr(src, "name", "?")
+        while src is not None:
+            for option in getattr(type(src), "path_options", ()):
+                value = getattr(src, option, None)
+                if isinstance(value, (str, os.PathLike)) and value and "://" not in os.fspath(value):
+                    out.setdefault(os.fspath(value), f"source {name!r} ({option})")
+            src = getattr(src, "inner", None)
+    return out
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or cannot be read): not the same file
+        return False
+
+
 @attrs.define(eq=False)
 class FileSink(RecordingSink):
     """Plain files: the video at ``video`` (a path, or a binary file object such as a pipe),
@@ -144,7 +167,8 @@ class FileSink(RecordingSink):
     ``case.mp4.snapshots/`` and ``case.mp4.data.jsonl`` beside it).
 
     :meth:`open` refuses a missing folder and, unless ``overwrite``, an existing video, sidecar
-    or data track (``overwrite=True`` replaces them and removes the old recording's snapshots).
+    or data track (``overwrite=True`` replaces them and removes the old recording's snapshots);
+    a file the sources read (``inputs``: :func:`source_paths`) is refused even then.
     The video file is fsynced at every :meth:`sync` (writer thread), so each reported fragment
     is on disk."""
 
@@ -153,6 +177,7 @@ class FileSink(RecordingSink):
     snapshots: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     data_track: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     overwrite: bool = False
+    inputs: Mapping[str, str] = attrs.field(factory=dict)  # path -> what reads it (never written)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
     _file: Any = attrs.field(default=None, init=False, alias="_file")  # the video file this sink opened
     _created: list[Path] = attrs.field(factory=list, init=False, alias="_created")
@@ -189,6 +214,11 @@ class FileSink(RecordingSink):
             if p.is_dir():
                 raise ConfigError(f"output {p} is a folder; give a file name such as {p / 'case.mp4'}")
         existing = [p for p in self._paths() if p.exists()]
+        for p in existing:
+            reader = next((what for path, what in self.inputs.items() if _same_file(p, path)), None)
+            if reader is not None:
+                raise ConfigError(f"output {p} is the file that {reader} reads; a recording never replaces its own input "
+                                  f"(not even with --overwrite): choose another output path")
         if existing and not self.overwrite:
             raise ConfigError(f"{existing[0]} already exists; choose a new output name, or pass --overwrite "
                               "(library: overwrite=True) to replace that recording")
