@@ -11,8 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def face_video(path: Path, frames: int = 60, fps: int = 10, gop: int = 10, size=(320, 180), audio: bool = True,
-               visible=((8, 26), (33, 52))) -> Path:
-    """An H.264 MP4 of ``frames`` pictures; the face shows in the frame ranges ``visible``."""
+               visible=((8, 26), (33, 52)), fragmented: bool = False) -> Path:
+    """An H.264 MP4 of ``frames`` pictures; the face shows in the frame ranges ``visible``;
+    ``fragmented``: a fragment per keyframe, as the recorder writes."""
     import av
     import numpy as np
     from PIL import Image
@@ -21,7 +22,8 @@ def face_video(path: Path, frames: int = 60, fps: int = 10, gop: int = 10, size=
 
     w, h = size
     plain = np.array(Image.new("RGB", size, (70, 90, 110)))
-    with av.open(str(path), "w", format="mp4") as c:
+    with av.open(str(path), "w", format="mp4",
+                 options={"movflags": "frag_keyframe+empty_moov"} if fragmented else None) as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.codec_context.gop_size = gop
@@ -56,3 +58,18 @@ def face_video(path: Path, frames: int = 60, fps: int = 10, gop: int = 10, size=
             for p in a.encode():
                 c.mux(p)
     return path
+
+
+def cut_off(path: Path, keep: float = 0.5) -> int:
+    """Cut the file ``path`` (a fragmented MP4) inside its last video packet, as a crash
+    (``kill -9``, power loss) leaves a recording: ``keep`` of the packet stays (a fraction, or
+    ``int`` bytes: 5 keeps a NAL unit's 4-byte length and 1 byte of it, which cannot decode);
+    returns the frames that are still whole."""
+    import av
+
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(video=0) if p.size]
+    pos, size = packets[-1]
+    with open(path, "r+b") as f:
+        f.truncate(pos + (keep if isinstance(keep, int) else int(size * keep)))
+    return len(packets) - 1

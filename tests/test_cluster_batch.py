@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_fixtures import face_video
+from cluster_fixtures import cut_off, face_video
 from surgbox.deid.audit import read_audit
 
 FAST = ["--detector", "retinaface", "--detector-option", "scale=1.0", "--region", "full", "--carry", "2",
@@ -278,6 +278,70 @@ def test_cli_events_query_stores_the_copy_and_status_lists_the_tasks(surgbox_hom
         s = cat.login("admin", "admin-password")
         assert sorted(f.kind for f in s.events.get(eid).files) == ["data", "deid", "segment"]
     assert plaintext_files(private_tmp, surgbox_home.path) == []
+
+
+@pytest.mark.parametrize("keep", [5, 0.5], ids=["undecodable", "half"])
+def test_a_recording_cut_off_by_a_crash_is_joined_as_a_single_pass_writes_it(tmp_path, private_tmp, keep):
+    """A recording whose last packet is cut off (kill -9, then ``events recover``) failed the
+    join ("segment 1 holds 39 frames, not its 40"): the batch now writes the frames that decode,
+    with surgbox deid's warning and hiding the same regions, and --strict refuses it."""
+    src = face_video(tmp_path / "case.mp4", frames=40, fps=10, gop=10, visible=((5, 18), (24, 36)), fragmented=True)
+    whole = cut_off(src, keep)
+    single = tmp_path / "single.deid.mp4"
+    r = surgbox("deid", str(src), str(single), *FAST, "--quiet", "--audit", str(tmp_path / "single.jsonl"))
+    assert r.returncode == 0 and "is incomplete" in r.stderr, r.stderr
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["deid-batch", str(src), "--out-dir", str(out), "--cluster", "local", "--workers", "2",
+            "--segment-seconds", "2", "--audit", str(out / "{name}.audit.jsonl"), *FAST]
+    r = surgbox(*args)
+    assert r.returncode == 0, r.stderr
+    assert "1 done, 0 skipped, 0 failed" in r.stdout
+    dst = out / "case.deid.mp4"
+    frames = len(frame_times(str(single)))  # half a packet may decode (to a damaged picture); 5 bytes never do
+    assert f"is incomplete (1 video packet(s) at its end are cut off or corrupt); the {frames} frames" in r.stderr
+    assert frames == whole if keep == 5 else frames in (whole, whole + 1)
+    assert frame_times(str(dst)) == frame_times(str(single))
+    _, want, _ = read_audit(tmp_path / "single.jsonl")
+    _, got, _ = read_audit(out / "case.audit.jsonl")
+    assert sum(bool(f["regions"]) for f in want) >= 15 and hidden(got) == hidden(want)
+    r = surgbox(*args, "--strict", "--overwrite")
+    assert r.returncode == 1 and "is incomplete: its last 1 video packet(s) are cut off" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_join_that_fails_marks_every_task_failed_so_a_rerun_redoes_it(surgbox_home, tmp_path, private_tmp,
+                                                                         monkeypatch):
+    """Every segment was done and the join failed: --status said "2 done, 0 failed" and a
+    rerun skipped the recording as "finished by this batch"."""
+    from surgbox.catalog import Catalog
+    from surgbox.cluster import segments
+    from surgbox.cluster.backends import LocalPool
+    from surgbox.cluster.batch import Batch, EventInput
+    from surgbox.cluster.state import TaskState, all_batches
+    from surgbox.errors import DeidError
+
+    data = face_video(tmp_path / "v.mp4", frames=30, fps=10, gop=10, visible=((3, 25),)).read_bytes()
+    real_join = segments.join
+
+    def failing_join(*a, **kw):
+        raise DeidError("segment 1 holds 9 frames, not its 10")
+
+    with Catalog(surgbox_home) as cat:
+        s = cat.login("admin", "admin-password")
+        eid = _event_with(s, data)
+        inputs = [EventInput(eid, "segment-0001.mp4", s.events.get(eid).file("segment-0001.mp4").id)]
+        monkeypatch.setattr(segments, "join", failing_join)
+        summary = Batch(fast_options(), LocalPool(1), segment_seconds=1.5, session=s).run(inputs)
+        assert summary["failed"] == [f"{eid}/segment-0001.mp4"]
+        rows = TaskState(cat.db, summary["batch"]).rows()
+        assert len(rows) == 2 and {(r.state, r.error) for r in rows} == {("failed", "segment 1 holds 9 frames, not its 10")}
+        [listed] = all_batches(cat.db)
+        assert (listed["done"], listed["failed"]) == (0, 2)
+        monkeypatch.setattr(segments, "join", real_join)
+        again = Batch(fast_options(), LocalPool(1), segment_seconds=1.5, session=s).run(inputs)
+        assert again["done"] == [f"{eid}/segment-0001.mp4"] and again["skipped"] == []
+        assert {r.state for r in TaskState(cat.db, again["batch"]).rows()} == {"done"}
 
 
 def test_sigterm_stops_the_batch_at_once_and_leaves_nothing(tmp_path, private_tmp):

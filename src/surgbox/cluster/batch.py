@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import ConfigError, SurgboxError
+from ..errors import ConfigError, DeidError, SurgboxError
 from ..types import DeidResult
 from . import segments as S
 from .backends import Job
@@ -185,6 +185,10 @@ class Batch:
                 with self._source(inp) as src:
                     plan = S.plan(src, seconds=self.segment_seconds, context=context)
                     options = self._resolved_options(plan, src, inp)
+                if plan.cut_tail and self.options.strict:  # as surgbox deid --strict: an input cut off at its end is refused
+                    raise DeidError(f"input {inp.label!r} is incomplete: its last {plan.cut_tail} video packet(s) are "
+                                    f"cut off or corrupt; re-copy it, or run without --strict to de-identify the "
+                                    f"frames that can be read")
             except SurgboxError as exc:
                 results[inp.label] = {"state": "failed"}
                 self._tracker.recording(inp.label, "failed", error=str(exc))
@@ -326,7 +330,9 @@ class Batch:
         if isinstance(rec.input, EventInput):
             if segment is not None:
                 self._state.mark(rec.input.file_id, segment, "failed", error=error, attempts=attempts)
-            self._state.mark(rec.input.file_id, None, "failed", error=error if segment is None else "abandoned")
+                self._state.mark(rec.input.file_id, None, "failed", error="abandoned")
+            else:  # the recording failed as a whole (split, join): its segments' outputs are dropped too
+                self._state.mark(rec.input.file_id, None, "failed", error=error, every=True)
             self._audit("deid_batch.recording", "failed", {"batch": self.batch, "source_file_id": rec.input.file_id,
                                                             "error": error}, target=rec.input.event_id)
         self._tracker.recording(rec.input.label, "failed", error=error)
@@ -358,10 +364,19 @@ class Batch:
         t0 = time.perf_counter()
         reports = [rec.done[i]["report"] for i in sorted(rec.done)]
         faces = sum(r.get("tracks") or 0 for r in reports)
+        warnings = list(dict.fromkeys(w for r in reports for w in r.get("warnings") or ()))  # an incomplete input, ...
         try:
             if isinstance(rec.input, PathInput):
-                return self._finish_path(rec, spool, faces)
-            return self._finish_event(rec, spool, faces, t0)
+                detail = self._finish_path(rec, spool, faces)
+            else:
+                detail = self._finish_event(rec, spool, faces, t0)
+            if rec.plan.cut_tail:  # a cut-off end (it may or may not have decoded), as surgbox deid warns
+                warnings.insert(0, f"input {rec.input.label!r} is incomplete ({rec.plan.cut_tail} video packet(s) "
+                                   f"at its end are cut off or corrupt); the {detail['frames']} frames "
+                                   f"that could be read were de-identified (--strict makes this an error)")
+            if warnings:
+                detail["warning"] = "; ".join(warnings + ([detail["warning"]] if detail.get("warning") else []))
+            return detail
         finally:
             for seg in rec.plan.segments:
                 spool.drop(f"{rec.n}-{seg.index}")
@@ -391,8 +406,10 @@ class Batch:
         inp = rec.input
         events = self.session.events
 
+        joined = {}
+
         def join_runner(src: Any, dst: Any, progress: Any = None, plugins: Any = None, **_: Any) -> DeidResult:
-            frames = S.join(rec.plan, self._parts(rec, spool), dst, fragmented=True, audio_src=src)
+            frames = joined["frames"] = S.join(rec.plan, self._parts(rec, spool), dst, fragmented=True, audio_src=src)
             report = {"frames": frames, "segments": len(rec.plan.segments), "batch": self.batch,
                       "duration_s": rec.plan.duration_s}
             return DeidResult(src=inp.label, dst=str(getattr(dst, "name", "") or "<store>"), frames=frames, faces=faces,
@@ -400,7 +417,7 @@ class Batch:
 
         [new] = events.deidentify(inp.event_id, [inp.name], replace=self.replace, runner=join_runner)
         self._state.mark(inp.file_id, None, "done", result_file_id=new.id)
-        detail: dict[str, Any] = {"dst": f"{inp.event_id}/{new.name}", "file_id": new.id, "frames": rec.plan.frames,
+        detail: dict[str, Any] = {"dst": f"{inp.event_id}/{new.name}", "file_id": new.id, "frames": joined["frames"],
                                   "faces": faces, "sha256": new.sha256}
         blob, with_regions = self._audit_bytes(rec, spool, new.name)
         audit_name = new.name[: -len(".mp4")] + ".audit.jsonl"

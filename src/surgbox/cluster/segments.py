@@ -52,7 +52,10 @@ class Plan:
     """What :func:`plan` learned: every frame's ``pts`` in presentation order (``time_base``
     units), the frame numbers of the keyframes that start closed groups (``keyframes``), the
     ``segments``, the nominal ``fps``, the first picture's display ``rotation``, the container
-    ``metadata``, the picture size and the duration of the last frame (``last_duration``)."""
+    ``metadata``, the picture size, the duration of the last frame (``last_duration``) and
+    ``cut_tail``: the frames at the end whose packets are cut off or corrupt (a recording that
+    ended in a crash), which may not decode — de-identification then writes the frames before
+    them, as ``surgbox deid`` does (with a warning; ``--strict`` refuses such an input)."""
 
     pts: tuple[int, ...]
     time_base: Fraction
@@ -65,6 +68,7 @@ class Plan:
     last_duration: int
     width: int = 0
     height: int = 0
+    cut_tail: int = 0
 
     @property
     def frames(self) -> int:
@@ -124,6 +128,7 @@ def plan(src: Source, *, seconds: float, context: int) -> Plan:
         has_audio = bool(c.streams.audio)
         width, height = vs.codec_context.width, vs.codec_context.height
         packets: list[tuple[int, bool, int]] = []  # (pts, keyframe, duration) in decode order
+        corrupt_tail = 0  # packets flagged corrupt at the end (decode order): the cut-off end of a crash
         for p in c.demux(vs):
             if p.size == 0:
                 continue
@@ -131,6 +136,7 @@ def plan(src: Source, *, seconds: float, context: int) -> Plan:
                 raise DeidError(f"input {name!r} has video packets without timestamps; it cannot be split: "
                                 f"use --segment-seconds 0 (one task per recording)")
             packets.append((int(p.pts), bool(p.is_keyframe), int(p.duration or 0)))
+            corrupt_tail = corrupt_tail + 1 if p.is_corrupt else 0
         rotation = _first_rotation(src)
     if not packets:
         raise DeidError(f"input {name!r} has no video packet; check it with ffprobe")
@@ -152,8 +158,11 @@ def plan(src: Source, *, seconds: float, context: int) -> Plan:
     n = len(pts_sorted)
     segs = _cut(pts_sorted, tb, keys, seconds, context)
     last_dur = packets[max(range(len(packets)), key=lambda i: packets[i][0])][2] or max(1, round(1 / (fps * tb)))
+    # only a cut-off end that is also the last in presentation order can be left out at the end
+    tail = {p for p, _, _ in packets[len(packets) - corrupt_tail:]}
+    cut_tail = corrupt_tail if tail == set(pts_sorted[n - corrupt_tail:]) else 0
     return Plan(tuple(pts_sorted), tb, Fraction(fps), tuple(keys), tuple(segs), rotation, metadata, has_audio,
-                int(last_dur), width, height)
+                int(last_dur), width, height, cut_tail)
 
 
 def _cut(pts: list[int], tb: Fraction, keys: list[int], seconds: float, context: int) -> list[Segment]:
@@ -224,7 +233,8 @@ def join(plan_: Plan, parts: Iterable[tuple[Segment, Callable[[], IO[bytes]]]], 
     """Stream-copy the de-identified ``parts`` (``(segment, open)`` in segment order; ``open()``
     gives a readable MP4 of exactly the segment's frames) into ``dst`` (a path, or a writable
     file object with ``fragmented``), each frame at the recording's presentation time, with
-    the audio of ``audio_src`` copied once. Returns the frames written."""
+    the audio of ``audio_src`` copied once. Returns the frames written: all of the plan's, or
+    up to ``plan_.cut_tail`` fewer when the last segment's cut-off end did not decode."""
     from ..mux import Mp4Muxer
     from ..packets import Packet, StreamSpec
 
@@ -272,7 +282,8 @@ def join(plan_: Plan, parts: Iterable[tuple[Segment, Callable[[], IO[bytes]]]], 
                             pending_audio = next(audio, None)
                         muxer.mux([Packet("video", bytes(p), pts, pts, dur, tb, bool(p.is_keyframe))])
                         count += 1
-                    if count != seg.frames:
+                    short = plan_.cut_tail if seg.stop == plan_.frames else 0  # the cut-off end may not decode
+                    if not seg.frames - short <= count <= seg.frames:
                         raise DeidError(f"segment {seg.index} holds {count} frames, not its {seg.frames}")
                     written += count
             if muxer is None:
@@ -288,7 +299,7 @@ def join(plan_: Plan, parts: Iterable[tuple[Segment, Callable[[], IO[bytes]]]], 
                 except Exception:
                     pass
             raise
-        if written != plan_.frames:
+        if not plan_.frames - plan_.cut_tail <= written <= plan_.frames:
             raise DeidError(f"the joined segments hold {written} frames, the recording {plan_.frames}")
         return written
     finally:

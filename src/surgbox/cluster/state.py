@@ -66,9 +66,10 @@ class TaskState:
                           (self.batch, event_id, source_file_id, i, int(n), now))
 
     def mark(self, source_file_id: int, segment: int | None, state: str, *, attempts: int | None = None,
-             error: str | None = None, seconds: float | None = None, result_file_id: int | None = None) -> None:
+             error: str | None = None, seconds: float | None = None, result_file_id: int | None = None,
+             every: bool = False) -> None:
         """Set the state of one segment (``segment=None``: every segment not ``done``, or all
-        of them with ``state='done'``)."""
+        of them with ``state='done'`` or ``every``)."""
         assert state in STATES, state
         sets = ["state = ?", "updated_at = ?", "error = ?"]
         params: list[Any] = [state, to_text(utcnow()), error]
@@ -81,7 +82,7 @@ class TaskState:
         if segment is not None:
             where += " AND segment = ?"
             params.append(segment)
-        elif state != "done":
+        elif state != "done" and not every:
             where += " AND state != 'done'"
         with self.db.transaction() as c:
             c.execute(f"UPDATE deid_tasks SET {', '.join(sets)} WHERE {where}", params)
