@@ -138,7 +138,10 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     rows = [("NAME", "KIND", "USER", "URL", "TLS", "BANDWIDTH")]
     for r in remotes:
-        tls = "NOT VERIFIED" if r.insecure else ("ca-file" if r.ca_file else "system CAs")
+        if not r.url.lower().startswith("https://"):
+            tls = "none (http)"  # a plain-HTTP remote has no certificate to verify
+        else:
+            tls = "NOT VERIFIED" if r.insecure else ("ca-file" if r.ca_file else "system CAs")
         rows.append((r.name, r.kind, terminal_safe(r.user), terminal_safe(r.url), tls,
                      f"{r.bandwidth:g} MB/s" if r.bandwidth else "-"))
     print_table(rows)
