@@ -171,8 +171,38 @@ def test_split_cli_writes_and_train_reads(tmp_path, capsys):
     assert data["keys"] == ["team", "face_scale"] and data["seed"] == 1
     bad = tmp_path / "bad.csv"
     bad.write_text("video,team\nsnip00,1\n")
-    assert main(["dataset", "split", str(ds.root), "--keys", str(bad)]) == 1
+    assert main(["dataset", "split", str(ds.root), "--keys", str(bad), "--out", str(tmp_path / "other.json")]) == 1
     assert "no row for video" in capsys.readouterr().err
+
+
+def test_split_and_import_never_replace_a_file(tmp_path, capsys):
+    """``split --out DATASET/dataset.json`` wrote the split over the manifest (the dataset was
+    gone), ``--out faces.xml`` over the annotations, a rerun over split.json; ``import --out``
+    into a dataset replaced its manifest (extracted videos dropped); ``--ratios nan,1,1`` was an
+    internal error. Each is one line now, and nothing changes."""
+    ds = _video_dataset(tmp_path / "d", n_videos=10)
+    ds.save()
+    manifest = (ds.root / "dataset.json").read_bytes()
+    xml = tmp_path / "faces.xml"
+    xml.write_text("<dataset><images><image file='p.png'><box top='1' left='1' width='2' height='3'/></image>"
+                   "</images></dataset>")
+    (tmp_path / "p.png").write_bytes(b"")
+    assert main(["dataset", "split", str(ds.root), "--ratios", "6,2,2"]) == 0
+    split = (ds.root / "split.json").read_bytes()
+    capsys.readouterr()
+    for argv, words in [(["split", str(ds.root), "--out", str(ds.root / "dataset.json")], "exists; existing files"),
+                        (["split", str(ds.root), "--out", str(xml)], "exists; existing files"),
+                        (["split", str(ds.root), "--ratios", "2,1,1"], "remove it first (an earlier split)"),
+                        (["split", str(ds.root), "--ratios", "nan,1,1", "--out", str(tmp_path / "s.json")],
+                         "must be three non-negative numbers"),
+                        (["split", str(ds.root), "--ratios", "1e400,1,1", "--out", str(tmp_path / "s.json")],
+                         "must be three non-negative numbers"),
+                        (["import", str(xml), "--out", str(ds.root)], "is already a dataset folder")]:
+        assert main(["dataset", *argv]) == 1
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1 and "internal error" not in err, (argv, err)
+    assert (ds.root / "dataset.json").read_bytes() == manifest and (ds.root / "split.json").read_bytes() == split
+    assert xml.read_text().startswith("<dataset>") and not (tmp_path / "s.json").exists()
 
 
 def test_split_videos_exact_counts():

@@ -102,10 +102,43 @@ def test_dlib_and_coco(tmp_path):
     ("<annotations><meta><task><frame_filter>every=2</frame_filter></task></meta><track id='0'/></annotations>", "frame_filter"),
     ("<annotations", "not well-formed"),
     ("hello", "not a CVAT"),
+    # values of the wrong type or out of range (each was a ValueError/KeyError/TypeError: an internal error)
+    ("<annotations><meta><task><start_frame>abc</start_frame></task></meta><track id='1' label='f'>"
+     "<box frame='0' xtl='1' ytl='1' xbr='2' ybr='2'/></track></annotations>", "malformed cvat annotations"),
+    ("<annotations><track id='x' label='f'><box frame='0' xtl='1' ytl='1' xbr='2' ybr='2'/></track></annotations>",
+     "malformed cvat annotations"),
+    ("<annotations><track id='1' label='f'><box xtl='1' ytl='1' xbr='2' ybr='2'/></track></annotations>",
+     "missing attribute 'frame'"),
+    ("<annotations><image id='0' name='a.png' width='abc' height='5'/></annotations>", "malformed cvat annotations"),
+    ("<annotations><track id='1' label='f'><box frame='0' xtl='nan' ytl='1' xbr='2' ybr='2'/></track></annotations>",
+     "must be finite numbers"),
+    ("<annotations><image id='0' name='a.png'><box label='f' xtl='inf' ytl='1' xbr='2' ybr='2'/></image></annotations>",
+     "must be finite numbers"),
+    ("<dataset><images><image file='a.png'><box top='1' left='1' width='nan' height='3'/></image></images></dataset>",
+     "must be finite numbers"),
+    # one box on frame 10**14: every frame up to it was made (the import hung, memory growing)
+    ("<annotations><track id='1' label='f'><box frame='99999999999999' xtl='1' ytl='1' xbr='2' ybr='2'/></track>"
+     "</annotations>", "more than 10000000 frames after the start"),
+    ("<annotations><meta><task><size>99999999999</size></task></meta><track id='1' label='f'>"
+     "<box frame='0' xtl='1' ytl='1' xbr='2' ybr='2'/></track></annotations>", "stop_frame"),
 ])
 def test_bad_files_one_clear_error(tmp_path, text, words):
     p = tmp_path / "bad.xml"
     p.write_text(text)
+    with pytest.raises(DatasetError, match=words):
+        load_annotations(p)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"images": [{"id": 1, "file_name": "a.png", "width": "x"}], "annotations": []}, "malformed coco annotations"),
+    ({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [1, 2, 3, 4],
+                                                                   "category_id": [1]}]}, "malformed coco annotations"),
+    ({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [1, 2, float("nan"), 4]}]},
+     "must be finite numbers"),
+])
+def test_bad_coco_files_one_clear_error(tmp_path, data, words):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=words):
         load_annotations(p)
 

@@ -82,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--keys", type=Path, metavar="FILE", help="per-video keys: CSV with a 'video' column, or JSON {video: {key: value}}")
     c.add_argument("--stratify", metavar="K1,K2", help="which keys to balance (default: all in --keys)")
     c.add_argument("--no-face-scale", action="store_true", help="do not add the computed face-scale bucket")
-    c.add_argument("--out", type=Path, metavar="FILE", help="split file (default DATASET/split.json)")
+    c.add_argument("--out", type=Path, metavar="FILE", help="split file (default DATASET/split.json; a new file)")
     c.set_defaults(func=_split)
 
     c = ds.add_parser("show", help="summarize a dataset folder", description="Summarize a dataset folder.")
@@ -115,7 +115,11 @@ def _import(args: argparse.Namespace) -> int:
     import attrs
 
     from ..datasets import Dataset, Sample, load_annotations
+    from ..datasets.folder import MANIFEST
 
+    if (args.out / MANIFEST).exists():  # a new manifest would drop what was imported or extracted there
+        raise ConfigError(f"{args.out} is already a dataset folder ({MANIFEST}); import into a new folder "
+                          f"(`dataset extract` adds videos to an existing one)")
     dirs = args.images or []
     if len(dirs) not in (0, 1, len(args.annotations)):
         raise ConfigError(f"--images given {len(dirs)} times for {len(args.annotations)} annotation files; give it once or once per file")
@@ -215,8 +219,12 @@ def _split(args: argparse.Namespace) -> int:
         ratios = list(PRESETS[args.preset or "paper"])
     keys = read_keys(args.keys) if args.keys else None
     stratify = [k.strip() for k in args.stratify.split(",") if k.strip()] if args.stratify else None
+    out = args.out or ds.root / SPLIT
+    if os.path.lexists(out):  # an earlier split, the manifest, an annotation file: never replaced
+        raise ConfigError(f"{out} exists; existing files are never replaced: remove it first (an earlier split) "
+                          f"or give --out another file")
     split = make_split(ds, ratios=ratios, seed=args.seed, keys=keys, stratify=stratify, face_scale_key=not args.no_face_scale)
-    out = write_split(split, args.out or ds.root / SPLIT)
+    out = write_split(split, out, exclusive=True)
     sizes = {k: len(v) for k, v in split["sets"].items()}
     print(f"{out}: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} videos (seed {args.seed}; keys {', '.join(split['keys']) or 'none'})")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ def _box(value: Any) -> tuple[float, float, float, float]:
     box = tuple(float(v) for v in value)
     if len(box) != 4:
         raise ValueError(f"a box is [x1, y1, x2, y2], got {value!r}")
+    if not all(math.isfinite(v) for v in box):  # NaN/inf from a file would poison every score
+        raise ValueError(f"a box's coordinates must be finite numbers, got {list(box)!r}")
     return box  # type: ignore[return-value]
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from ..errors import DatasetError
 from .annotations import Annotations, Box, Item
 
+MAX_FRAMES = 10_000_000  # task frames (over 90 hours at 30 fps): beyond, a frame number is an error, not a task
+
 
 def _flag(el: ET.Element, name: str) -> bool:
     return el.get(name, "0").strip().lower() in ("1", "true")
@@ -64,6 +66,14 @@ def _step(task: ET.Element | None, where: str) -> int:
     if key.strip() != "step" or not value.strip().isdigit() or int(value) < 1:
         raise DatasetError(f"{where}: frame_filter {text!r} is not understood; CVAT writes 'step=N' (N >= 1)")
     return int(value)
+
+
+def _check_frame(frame: int | None, start: int, step: int, where: str, what: str) -> None:
+    """Refuse a frame number more than :data:`MAX_FRAMES` task frames after ``start`` (every frame
+    up to it would be made: a typo would hang the import)."""
+    if frame is not None and (frame - start) // step > MAX_FRAMES:
+        raise DatasetError(f"{where}: {what} {frame} is more than {MAX_FRAMES} frames after the start ({start}); "
+                           "fix the number or export the task again")
 
 
 def _labels(root: ET.Element, task: ET.Element | None) -> list[str]:
@@ -107,6 +117,7 @@ def _parse_video(root: ET.Element, path: Path) -> Annotations:
     size = _int(task, "size")
     if stop is None and size:
         stop = start + (size - 1) * step
+    _check_frame(stop, start, step, where, "stop_frame")
     width = _int(task, "original_size/width", 0) or 0
     height = _int(task, "original_size/height", 0) or 0
     source = (root.findtext("meta/source") or "").strip()
@@ -121,6 +132,7 @@ def _parse_video(root: ET.Element, path: Path) -> Annotations:
             f = int(b.attrib["frame"])
             if f < start or (f - start) % step:
                 continue  # not a task frame
+            _check_frame(f, start, step, where, f"track {tid}: box frame")
             shapes.append((f, _corners(b, f"{where}: track {tid}"), _flag(b, "outside"), _flag(b, "occluded")))
         shapes.sort(key=lambda s: s[0])
         for k, (f0, box0, outside0, occl0) in enumerate(shapes):

@@ -109,7 +109,13 @@ def load_annotations(path: str | Path, *, labels: Sequence[str] | None = None, f
     if not path.is_file():
         raise DatasetError(f"annotation file {str(path)!r} does not exist; check the path")
     fmt = sniff_format(path) if format == "auto" else format
-    ann = {"cvat": parse_cvat, "coco": parse_coco, "dlib": parse_dlib}[fmt](path)
+    try:
+        ann = {"cvat": parse_cvat, "coco": parse_coco, "dlib": parse_dlib}[fmt](path)
+    except DatasetError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:  # a value of the wrong type or out of range
+        what = f"missing attribute {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise DatasetError(f"{path}: malformed {fmt} annotations ({what}); fix the file or export it again") from None
     default = ann.source or path.stem
     ann = attrs.evolve(ann, items=[it if it.video else attrs.evolve(it, video=default if it.image is None else it.image)
                                    for it in ann.items])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -82,7 +83,7 @@ def _counts(n: int, ratios: Sequence[float]) -> list[int]:
 
 def split_videos(strata: Mapping[str, str], ratios: Sequence[float], seed: int = 0) -> dict[str, list[str]]:
     """Assign each video (``strata``: video -> stratum label) to train/val/test; see the module doc."""
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+    if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
         raise DatasetError(f"split ratios {list(ratios)} must be three non-negative numbers (train, val, test), e.g. 31,12,14")
     videos = sorted(strata)
     rng = random.Random(seed)
@@ -129,9 +130,11 @@ def make_split(dataset: Dataset, *, ratios: Sequence[float] = PRESETS["paper"], 
             "keys": names + (["face_scale"] if face_scale_key else []), "strata": strata, "sets": sets}
 
 
-def write_split(split: Mapping[str, Any], path: str | Path) -> Path:
+def write_split(split: Mapping[str, Any], path: str | Path, *, exclusive: bool = False) -> Path:
+    """Write ``split`` to ``path`` atomically; ``exclusive``: never over an existing file
+    (:class:`FileExistsError`)."""
     path = Path(path)
-    atomic_write(path, (json.dumps(split, indent=1) + "\n").encode(), mode=0o644)
+    atomic_write(path, (json.dumps(split, indent=1) + "\n").encode(), mode=0o644, exclusive=exclusive)
     return path
 
 
