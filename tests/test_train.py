@@ -145,6 +145,30 @@ def test_early_stopping(tmp_path):
     assert res.stopped_early and res.epochs_run == 3  # epoch 1 sets the best, 2 and 3 do not improve
 
 
+def test_a_run_never_replaces_an_earlier_one_and_bad_settings_are_one_line(tmp_path):
+    """Training into a folder that holds a run replaced its last.pt, best.pt and log without a
+    word; a negative learning rate and an unknown device were torch's ValueError/RuntimeError
+    (internal errors); image size 1 hung. Each is a ConfigError now, raised before anything is
+    written."""
+    from surgbox.errors import ConfigError
+
+    ds = write_dataset(tmp_path / "data", overfit_scenes(2, seed=3))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"an earlier run")
+    opts = lambda out, **kw: TrainOptions(out, tiny_recipe(1), device=kw.pop("device", "cpu"), threads=1, **kw)  # noqa: E731
+    with pytest.raises(ConfigError, match=r"holds a training run \(last.pt\); pass --resume"):
+        Trainer(ds, opts(run)).run()
+    assert (run / "last.pt").read_bytes() == b"an earlier run" and sorted(p.name for p in run.iterdir()) == ["last.pt"]
+    fresh = tmp_path / "fresh"
+    for kw, words in [({"lr": -1.0}, "learning rate -1.0 must be a positive number"),
+                      ({"lr": float("nan")}, "learning rate nan"), ({"image_size": 1}, "at least 32 px"),
+                      ({"device": "banana"}, "'banana' is not a torch device")]:
+        with pytest.raises(ConfigError, match=words):
+            Trainer(ds, opts(fresh, **kw)).run()
+        assert not fresh.exists()
+
+
 def test_recipes():
     p = RECIPES["paper"]
     assert (p.lr, p.momentum, p.weight_decay) == (1e-3, 0.95, 0.05)

@@ -106,13 +106,30 @@ class TrainResult:
     history: tuple[dict[str, Any], ...]
 
 
+RUN_FILES = ("last.pt", "best.pt", "run.json", LOG)  # what a run writes in its folder: an existing one is not replaced
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
     return dev
+
+
+def _check_recipe(recipe: Recipe) -> None:
+    """Refuse values SGD or the priors cannot use (a negative learning rate was torch's ValueError)."""
+    if not (math.isfinite(recipe.lr) and recipe.lr > 0):
+        raise ConfigError(f"learning rate {recipe.lr} must be a positive number, e.g. --lr 1e-3")
+    if recipe.image_size < 32:
+        raise ConfigError(f"image size {recipe.image_size} must be at least 32 px (RetinaFace's coarsest stride), "
+                          f"e.g. --image-size 640")
+    if recipe.clip_grad is not None and not (math.isfinite(recipe.clip_grad) and recipe.clip_grad > 0):
+        raise ConfigError(f"gradient clipping norm {recipe.clip_grad} must be a positive number, e.g. --clip-grad 10")
 
 
 def _fixed(recipe: Any) -> Any:
@@ -173,11 +190,16 @@ class Trainer:
     def run(self) -> TrainResult:
         o = self.options
         recipe = o.resolved()
+        _check_recipe(recipe)
         if not len(self.train_set):
             raise ConfigError("the training set is empty; check the dataset folder and its split")
         out = o.out
-        out.mkdir(parents=True, exist_ok=True)
+        earlier = [name for name in RUN_FILES if (out / name).exists()]
+        if earlier and not o.resume:  # a new run would replace the earlier run's checkpoints and log
+            raise ConfigError(f"{out} holds a training run ({', '.join(earlier)}); pass --resume (resume=True) to "
+                              f"continue it, or choose a new --out")
         self._dev = dev = _device(o.device)
+        out.mkdir(parents=True, exist_ok=True)
         if o.threads:
             torch.set_num_threads(o.threads)
         torch.manual_seed(o.seed)
