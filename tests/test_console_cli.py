@@ -67,13 +67,12 @@ def test_serves_prints_the_kiosk_command_and_stops_on_sigterm(home):
             proc.kill()
 
 
-def test_https_sets_secure_cookies(home, tmp_path):
+def _self_signed(folder, stem: str = "") -> None:
+    """``c{stem}.pem`` and ``k{stem}.pem`` in ``folder``: a self-signed localhost certificate and its key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-
-    from surgbox.console import ConsoleServer
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -81,9 +80,37 @@ def test_https_sets_secure_cookies(home, tmp_path):
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
             .sign(key, hashes.SHA256()))
-    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
+    (folder / f"c{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"k{stem}.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                            serialization.NoEncryption()))
+
+
+def test_a_bad_certificate_or_key_is_named(home, tmp_path):
+    """A key that is not the certificate's, or a file that is no PEM, gave only "the console did
+    not start on https://..." (the server thread died on it): now one line naming both files."""
+    _self_signed(tmp_path)
+    _self_signed(tmp_path, "2")
+    (tmp_path / "not.pem").write_text("not a certificate")
+    for cert, key in (("c.pem", "k2.pem"), ("not.pem", "k.pem"), ("c.pem", "not.pem")):
+        r = surgbox("serve", "--port", "0", "--tls-cert", str(tmp_path / cert), "--tls-key", str(tmp_path / key),
+                    home=home.path)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"--tls-cert {tmp_path / cert} / --tls-key {tmp_path / key} are not a PEM certificate" in r.stderr
+
+
+def test_an_export_folder_inside_the_home_is_refused_at_start(home):
+    """The console started with --export-dir inside SURGBOX_HOME, and every export there failed
+    later (plaintext must not rest in the home): refused before serving."""
+    inside = home.path / "exports"
+    inside.mkdir(exist_ok=True)
+    r = surgbox("serve", "--port", "0", "--export-dir", str(inside), home=home.path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "lies inside SURGBOX_HOME" in r.stderr, r.stderr
+
+
+def test_https_sets_secure_cookies(home, tmp_path):
+    from surgbox.console import ConsoleServer
+
+    _self_signed(tmp_path)
     server = ConsoleServer.for_home(home.path, port=0, certfile=str(tmp_path / "c.pem"), keyfile=str(tmp_path / "k.pem")).start()
     try:
         assert server.url.startswith("https://")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from importlib import resources
@@ -148,6 +149,9 @@ class ConsoleServer:
                 raise ConfigError(f"export folder {d} does not exist; mount the disk or create the folder first")
         secure = bool(options.get("certfile"))
         catalog = Catalog.at(home, plugins=plugins)
+        inside = next((d for d in dirs if catalog.home.contains(d)), None)
+        if inside is not None:  # every export there would be refused (plaintext must not rest in the home)
+            raise ConfigError(f"export folder {inside} lies inside SURGBOX_HOME; give a folder outside it (a USB stick)")
         live, config_error = None, "no recording configuration: start the console with --config record.toml"
         if config is not None:
             live, config_error = LiveRecorder(RecordConfig.load(config), plugins=plugins), None
@@ -166,6 +170,13 @@ class ConsoleServer:
         for f in (self.certfile, self.keyfile):
             if f and not Path(f).is_file():
                 raise ConfigError(f"TLS file {f} does not exist; give the PEM certificate and key files")
+        if self.certfile:  # a bad pair made the server thread die: "did not start", no reason
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.certfile, self.keyfile)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"--tls-cert {self.certfile} / --tls-key {self.keyfile} are not a PEM certificate "
+                                  f"and its private key ({getattr(exc, 'reason', None) or exc}); give the "
+                                  f"certificate's PEM file and the key it was made with") from None
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
