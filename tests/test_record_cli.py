@@ -85,6 +85,28 @@ def test_overwrite_replaces_an_earlier_recording_and_a_tiny_duration_records_one
     assert json.loads((work / "tiny.mp4.json").read_text())["frames"] == 1
 
 
+def test_overwrite_keeps_the_old_recording_when_the_new_one_never_starts(work):
+    """``--overwrite`` truncated the old recording (and removed its sidecar and snapshots) before
+    the new one started: an encoder option typo left nothing at all. The old files are set aside
+    until the new video's first fragment is on disk, and put back when it never starts."""
+    (work / "earlier.mp4.json").write_text('{"earlier": true}')
+    (work / "earlier.mp4.snapshots").mkdir()
+    (work / "earlier.mp4.snapshots" / "snapshot-0001-composite.png").write_bytes(b"png")
+    (work / "typo.toml").write_text(CONFIG.replace('preset = "ultrafast"', 'preset = "ultrafastt"'))
+    r = surgbox("record", "--config", "typo.toml", "--out", "earlier.mp4", "--duration", "1", "--overwrite", cwd=work)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert (work / "earlier.mp4").read_bytes() == b"an earlier recording"
+    assert (work / "earlier.mp4.json").read_text() == '{"earlier": true}'
+    assert (work / "earlier.mp4.snapshots" / "snapshot-0001-composite.png").read_bytes() == b"png"
+    assert not [p.name for p in work.iterdir() if p.name.endswith(".replaced")]
+    r = surgbox("record", "--config", "ok.toml", "--out", "earlier.mp4", "--duration", "0.5", "--quiet", "--overwrite",
+                cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "earlier.mp4").read_bytes()[4:8] == b"ftyp" and json.loads((work / "earlier.mp4.json").read_text())["frames"]
+    assert not (work / "earlier.mp4.snapshots").exists()
+    assert not [p.name for p in work.iterdir() if p.name.endswith(".replaced")]
+
+
 def test_the_output_is_never_a_file_a_source_reads_even_with_overwrite(work):
     """``record --out clip.mp4 --overwrite`` with a ``file`` source reading clip.mp4 truncated the
     clip, then failed to read it, and removed it: the input was gone. Refused (also through a

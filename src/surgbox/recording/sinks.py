@@ -14,6 +14,7 @@ import abc
 import contextlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,6 +153,14 @@ def source_paths(sources: Any) -> dict[str, str]:
     return out
 
 
+def _remove(path: Path) -> None:
+    """Remove a file or a folder of files (snapshots); nothing if absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
 def _same_file(a: Any, b: Any) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -167,7 +176,9 @@ class FileSink(RecordingSink):
     ``case.mp4.snapshots/`` and ``case.mp4.data.jsonl`` beside it).
 
     :meth:`open` refuses a missing folder and, unless ``overwrite``, an existing video, sidecar
-    or data track (``overwrite=True`` replaces them and removes the old recording's snapshots);
+    or data track (``overwrite=True`` replaces them and the old recording's snapshots: set aside
+    as ``.NAME.replaced`` at :meth:`open`, removed once the new video's first fragment is on disk,
+    put back by :meth:`abort` when the new recording never started);
     a file the sources read (``inputs``: :func:`source_paths`) is refused even then.
     The video file is fsynced at every :meth:`sync` (writer thread), so each reported fragment
     is on disk."""
@@ -181,6 +192,7 @@ class FileSink(RecordingSink):
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, alias="_lock")
     _file: Any = attrs.field(default=None, init=False, alias="_file")  # the video file this sink opened
     _created: list[Path] = attrs.field(factory=list, init=False, alias="_created")
+    _replaced: list[tuple[Path, Path]] = attrs.field(factory=list, init=False, alias="_replaced")  # (aside, original)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.video, (str, os.PathLike)):
@@ -222,14 +234,13 @@ class FileSink(RecordingSink):
         if existing and not self.overwrite:
             raise ConfigError(f"{existing[0]} already exists; choose a new output name, or pass --overwrite "
                               "(library: overwrite=True) to replace that recording")
-        if self.overwrite:
-            video = Path(self.video) if isinstance(self.video, (str, os.PathLike)) else None
-            for p in existing:
-                if p != video:
-                    p.unlink()  # the old sidecar / data track: they described the replaced recording
-            if self.snapshots is not None and self.snapshots.is_dir():
-                for png in self.snapshots.glob("snapshot-*.png"):
-                    png.unlink()
+        if self.overwrite:  # set aside, not removed: the old recording stays until the new one has a fragment
+            olds = existing + ([self.snapshots] if self.snapshots is not None and self.snapshots.is_dir() else [])
+            for p in olds:
+                aside = p.with_name(f".{p.name}.replaced")
+                _remove(aside)  # one a crashed run left: the recording it replaced was already made
+                os.replace(p, aside)
+                self._replaced.append((aside, p))
         if isinstance(self.video, (str, os.PathLike)):
             path = Path(self.video)
             try:
@@ -248,6 +259,7 @@ class FileSink(RecordingSink):
         if f is not None and not f.closed:
             f.flush()
             os.fsync(f.fileno())
+            self._drop_replaced()
 
     def finish_video(self) -> None:
         f, self._file = self._file, None
@@ -257,6 +269,14 @@ class FileSink(RecordingSink):
                 os.fsync(f.fileno())
             finally:
                 f.close()
+        self._drop_replaced()
+
+    def _drop_replaced(self) -> None:
+        """The new recording is on disk: remove the one ``overwrite`` set aside."""
+        replaced, self._replaced = self._replaced, []
+        for aside, _ in replaced:
+            with contextlib.suppress(OSError):
+                _remove(aside)
 
     def write_sidecar(self, meta: Mapping[str, Any]) -> None:
         if self.sidecar is not None:
@@ -302,3 +322,7 @@ class FileSink(RecordingSink):
             with contextlib.suppress(OSError):
                 p.unlink()
         self._created = []
+        replaced, self._replaced = self._replaced, []
+        for aside, original in replaced:  # the new recording never started: the old one comes back
+            with contextlib.suppress(OSError):
+                os.replace(aside, original)
