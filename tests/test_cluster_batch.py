@@ -243,6 +243,16 @@ def test_the_audit_sidecar_never_replaces_an_input_or_an_existing_file(tmp_path,
     assert read_audit(kept)[2]["frames"] == 10 and src.read_bytes() == original
 
 
+def test_one_inputs_output_is_never_another_input_of_the_batch(tmp_path, private_tmp):
+    src = face_video(tmp_path / "case.mp4", frames=10, fps=10, gop=10, visible=((2, 6),))
+    other = face_video(tmp_path / "case.deid.mp4", frames=10, fps=10, gop=10, visible=((1, 4),))
+    before = other.read_bytes()
+    r = surgbox("deid-batch", str(src), str(other), "--out-dir", str(tmp_path), "--cluster", "local", "--workers", "1",
+                "--overwrite", *FAST)
+    assert r.returncode == 1 and "is the input" in r.stderr and "inputs are never overwritten" in r.stderr, r.stderr
+    assert other.read_bytes() == before
+
+
 def test_without_ray_the_ray_modes_say_what_to_install(tmp_path):
     fake = tmp_path / "noray" / "ray"
     fake.mkdir(parents=True)

@@ -241,3 +241,16 @@ def test_sidecars_never_replace_the_input_the_output_or_an_existing_file(tmp_pat
     proc = cli(str(src), str(tmp_path / "o.mp4"), "--region", "full", "--quiet", "--report", str(kept), "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(kept.read_text())["frames"] == 3
+
+
+def test_one_inputs_output_is_never_another_input(tmp_path):
+    """``deid a.mp4 a.deid.mp4 -o . --overwrite`` wrote a.mp4's output over the second input
+    before it was read. Refused up front; the inputs are as they were."""
+    a = make_video(tmp_path / "a.mp4", frames=3, audio=False)
+    b = make_video(tmp_path / "a.deid.mp4", frames=4, audio=False)
+    before = {p: p.read_bytes() for p in (a, b)}
+    proc = cli(str(a), str(b), "-o", str(tmp_path), "--overwrite", "--region", "full", "--quiet")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "which is the input" in proc.stderr and "inputs are never overwritten" in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.deid.mp4", "a.mp4"]
+

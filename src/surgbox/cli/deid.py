@@ -191,6 +191,13 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path]]:
     dup = sorted({o for o in outs if outs.count(o) > 1})
     if dup:
         raise ConfigError(f"several inputs would be written to {dup[0]!r} (same file name); give them distinct names")
+    from ..deid.output import same_file
+
+    for src, dst in jobs:  # one input's output over another input (a.mp4 a.deid.mp4 -o . --overwrite)
+        other = next((s for s, _ in jobs if s != src and same_file(dst, s)), None)
+        if other is not None:
+            raise ConfigError(f"the output of {src!r} would be {str(dst)!r}, which is the input {other!r} of this run; "
+                              f"inputs are never overwritten: de-identify into another --out-dir")
     if len(jobs) > 1:
         for flag in ("report", "audit", "chart"):
             value = getattr(args, flag)

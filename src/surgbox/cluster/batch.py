@@ -181,7 +181,7 @@ class Batch:
                 output = None
                 if isinstance(inp, PathInput):
                     output = Output.prepare(inp.dst, inp.src, overwrite=self.overwrite, src_name=str(inp.src))
-                    self._check_audit(inp, inputs)
+                    self._check_outputs(inp, inputs)
                 with self._source(inp) as src:
                     plan = S.plan(src, seconds=self.segment_seconds, context=context)
                     options = self._resolved_options(plan, src, inp)
@@ -199,11 +199,16 @@ class Batch:
             recs.append(rec)
         return recs
 
-    def _check_audit(self, inp: PathInput, inputs: list[PathInput | EventInput]) -> None:
-        """The joined audit sidecar of ``inp`` follows the output's rule (no input, not the output,
-        an existing one only with ``overwrite``): refused before any segment runs."""
+    def _check_outputs(self, inp: PathInput, inputs: list[PathInput | EventInput]) -> None:
+        """``inp``'s output is no other input of the batch (``a.mp4 a.deid.mp4 -o .``), and its joined
+        audit sidecar follows the output's rule (no input, not the output, an existing one only with
+        ``overwrite``): refused before any segment runs."""
         from ..deid.output import check_sidecars, same_file
 
+        other = next((o for o in inputs if isinstance(o, PathInput) and o is not inp and same_file(inp.dst, o.src)), None)
+        if other is not None:
+            raise ConfigError(f"the output {str(inp.dst)!r} is the input {str(other.src)!r} of this batch; inputs are "
+                              f"never overwritten: write into another --out-dir")
         if not self.audit_template:
             return
         path = self.audit_template.replace("{name}", inp.src.stem)
