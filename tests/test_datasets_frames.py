@@ -128,6 +128,38 @@ def test_extract_from_catalog_event(tmp_path, surgbox_home, monkeypatch, capsys)
     assert "event:EVENT_ID/FILE_NAME" in capsys.readouterr().err
 
 
+def test_extracting_an_events_frames_needs_export_and_is_audited(tmp_path, surgbox_home, monkeypatch, capsys):
+    """A viewer (no export permission) wrote every annotated frame of an event's recording in
+    clear with ``dataset extract --video event:ID/NAME --plaintext``: a copy out of the box past
+    the permission matrix. Now it needs ``export`` (refusals audited, as the extraction is), and
+    the frames never go inside SURGBOX_HOME."""
+    from surgbox.catalog import Catalog
+
+    video = make_video(tmp_path / "clip.mp4")
+    with Catalog.at(surgbox_home.path) as cat:
+        admin = cat.login("admin", "admin-password")
+        ev = admin.events.create(patient="P", medical_record="1", procedure="x")
+        admin.events.write_file(ev.id, "segment", "clip.mp4", video.read_bytes())
+        for role in ("viewer", "operator"):
+            admin.users.add(f"u{role}", role, "password-1")
+    args = ["dataset", "extract", str(annotation(tmp_path)), "--video", f"event:{ev.id}/clip.mp4", "--plaintext", "--quiet"]
+    for user in ("uviewer", "uoperator"):
+        monkeypatch.setenv("SURGBOX_USER", user)
+        monkeypatch.setenv("SURGBOX_PASSWORD", "password-1")
+        assert main([*args, "--out", str(tmp_path / user)]) == 1
+        err = capsys.readouterr().err
+        assert "may not export" in err and err.count("\n") == 1 and not (tmp_path / user).exists()
+    monkeypatch.setenv("SURGBOX_USER", "admin")
+    monkeypatch.setenv("SURGBOX_PASSWORD", "admin-password")
+    assert main([*args, "--out", str(surgbox_home.path / "frames")]) == 1
+    assert "lies inside SURGBOX_HOME" in capsys.readouterr().err and not (surgbox_home.path / "frames").exists()
+    assert main([*args, "--out", str(tmp_path / "ok")]) == 0 and len(Dataset.load(tmp_path / "ok")) == 9
+    with Catalog.at(surgbox_home.path) as cat:
+        rows = [(r.actor, r.result) for r in cat.login("admin", "admin-password").audit.records()
+                if r.action == "dataset.extract"]
+    assert rows == [("uviewer", "denied"), ("uoperator", "denied"), ("admin", "ok")]
+
+
 # -- split -------------------------------------------------------------------------------------
 
 def _video_dataset(tmp_path, n_videos=57, seed=0):

@@ -166,8 +166,17 @@ def open_video_source(args: argparse.Namespace) -> Iterator[tuple[Any, bool]]:
         event_id, sep, name = spec[len("event:"):].partition("/")
         if not sep or not name:
             raise ConfigError(f"--video {spec!r}: write event:EVENT_ID/FILE_NAME (`surgbox events show ID` lists the files)")
-        with login(args) as session, session.events.open_file(event_id, name) as f:
-            yield f, True
+        with login(args) as session:
+            # frames written out (plaintext, or encrypted for a key of the user's) are a copy that leaves
+            # the box, as `events export` is: the export permission, audited; never inside the home
+            session.authorize("export", event_id, operation="dataset.extract")
+            if session.catalog.home.contains(args.out):
+                raise ConfigError(f"dataset folder {args.out} lies inside SURGBOX_HOME; extract an event's frames "
+                                  f"outside it")
+            with session.events.open_file(event_id, name) as f:
+                session.record_action("dataset.extract", event_id, detail={
+                    "file": name, "encrypted_frames": bool(args.encrypt_key), "every": args.every})
+                yield f, True
     else:
         if not Path(spec).is_file():
             raise ConfigError(f"--video {spec!r} does not exist; give a video file, store:KEY or event:ID/NAME")
