@@ -106,6 +106,24 @@ def test_corrupt_passphrase_file(tmp_path):
         ScryptParams(b"salt", n=1000)
 
 
+@pytest.mark.parametrize("cost, words", [
+    ({"n": 1 << 40}, "would need 1073741824 MiB"),  # was a MemoryError (an internal error), or the machine's memory
+    ({"n": 1 << 20, "r": 16}, "at most 1024 MiB"),
+    ({"n": 1024, "p": 10 ** 8}, "p must be from 1 to 16"),  # CPU for hours at every login
+    ({"n": 1024, "r": 0}, "r must be >= 1"),
+])
+def test_a_passphrase_file_cannot_ask_scrypt_for_the_machine(tmp_path, cost, words):
+    import json
+
+    p = tmp_path / "k"
+    p.write_text(json.dumps({"kdf": "scrypt", "salt": "00", "n": 1024, "r": 8, "p": 1, **cost}))
+    with pytest.raises(KeyFileError, match=words):
+        load_key(p, "passphrase")
+    with pytest.raises(ValueError, match=words):
+        ScryptParams(b"salt", **{"n": 1024, "r": 8, "p": 1, **cost})
+    assert ScryptParams(b"salt", n=1 << 20).n == 1 << 20  # 1 GiB: the ceiling itself is allowed
+
+
 def test_keyring_rotation_and_lookup(tmp_path):
     old, new = MasterKey.generate(), MasterKey.generate()
     ring = KeyRing.of(old)

@@ -118,23 +118,42 @@ class MasterKey:
         return path
 
 
+SCRYPT_MAX_MEMORY = 1 << 30  # bytes scrypt may use (n=2**20 at r=8; the default n=2**17 uses 128 MiB)
+SCRYPT_MAX_P = 16
+
+
 @attrs.frozen
 class ScryptParams:
     """Stored parameters that turn a passphrase into a master key (scrypt, 32-byte output).
 
-    ``n`` is the CPU/memory cost (power of two; memory is ``128 * n * r`` bytes: 128 MiB by default).
+    ``n`` is the CPU/memory cost (power of two; memory is ``128 * n * r`` bytes: 128 MiB by default,
+    at most :data:`SCRYPT_MAX_MEMORY`, so a key file cannot make a login exhaust the machine);
+    ``r`` >= 1, ``p`` 1 to :data:`SCRYPT_MAX_P`.
     """
 
     salt: bytes = attrs.field(validator=attrs.validators.instance_of(bytes))
     n: int = attrs.field(default=1 << 17)
-    r: int = 8
-    p: int = 1
+    r: int = attrs.field(default=8)
+    p: int = attrs.field(default=1)
     key_id: str | None = attrs.field(default=None)
 
     @n.validator
     def _check_n(self, attr: object, value: int) -> None:
         if value < 2 or value & (value - 1):
             raise ValueError(f"scrypt n must be a power of two >= 2, got {value}")
+
+    @r.validator
+    def _check_r(self, attr: object, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"scrypt r must be >= 1, got {value}")
+        if 128 * self.n * value > SCRYPT_MAX_MEMORY:
+            raise ValueError(f"scrypt n={self.n}, r={value} would need {128 * self.n * value >> 20} MiB; at most "
+                             f"{SCRYPT_MAX_MEMORY >> 20} MiB (n up to {SCRYPT_MAX_MEMORY // (128 * value)} for r={value})")
+
+    @p.validator
+    def _check_p(self, attr: object, value: int) -> None:
+        if not 1 <= value <= SCRYPT_MAX_P:
+            raise ValueError(f"scrypt p must be from 1 to {SCRYPT_MAX_P}, got {value}")
 
     @key_id.validator
     def _check_key_id(self, attr: object, value: str | None) -> None:
