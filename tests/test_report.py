@@ -398,3 +398,15 @@ def test_real_face_photos_are_blurred_in_report_snapshots(surgbox_home, shared_d
             assert after.crop((0, 0, 30, 30)).tobytes() == im.crop((0, 0, 30, 30)).tobytes()
     finally:
         det.close()
+
+
+@pytest.mark.parametrize("value", ["5", '"room_camera"', "{ a = 1 }"])
+def test_report_deidentify_that_is_not_a_list_is_one_line(value):
+    from surgbox.catalog.snapshots import SnapshotPolicy
+    from surgbox.errors import ConfigError
+
+    import tomllib
+
+    settings = tomllib.loads(f"deidentify = {value}")
+    with pytest.raises(ConfigError, match=r"\[report\] deidentify must be a list"):  # 5 was a TypeError
+        SnapshotPolicy.from_settings(settings)

@@ -630,3 +630,29 @@ def test_changing_ones_own_password_checks_disabled_state_and_counts_towards_the
         u.users.set_password("u1", "new-password-2", current_password="u1-password")
     s.users.enable("u1")
     cat.login("u1", "u1-password")  # the password never changed
+
+
+@pytest.mark.parametrize("line, words", [
+    ('memory_kib = 99999999999', "'memory_kib' must be a whole number from 8 to 4194304"),  # argon2's OverflowError
+    ('max_failures = "x"', "'max_failures' must be a whole number"),  # was "'>=' not supported between ..."
+    ('max_failures = true', "'max_failures' must be a whole number"),
+    ('min_length = inf', "'min_length' must be a whole number from 1 to 1024"),  # every password refused
+    ('lockout_minutes = nan', "'lockout_minutes' must be a number of minutes"),
+])
+def test_bad_users_settings_in_config_toml_are_one_line(tmp_path, monkeypatch, capsys, line, words):
+    from surgbox.cli import main
+
+    import re
+
+    home = install_home(tmp_path / "home", "admin", "admin-password")
+    key = line.split(" = ")[0]
+    text = home.config_path.read_text()
+    text = (re.sub(rf"(?m)^{key} = .*$", line, text) if re.search(rf"(?m)^{key} = ", text)
+            else text.replace("min_length = 8", f"min_length = 8\n{line}"))
+    home.config_path.write_text(text)
+    monkeypatch.setenv("SURGBOX_HOME", str(home.path))
+    monkeypatch.setenv("SURGBOX_USER", "admin")
+    monkeypatch.setenv("SURGBOX_PASSWORD", "admin-password")
+    assert main(["events", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "bad [users] settings" in err and words in err and err.count("\n") == 1 and "internal error" not in err, err

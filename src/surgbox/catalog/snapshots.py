@@ -59,7 +59,7 @@ class SnapshotPolicy:
     def from_settings(cls, settings: Mapping[str, Any] | None) -> SnapshotPolicy:
         s = dict(settings or {})
         names = s.get("deidentify", cls.deidentify)
-        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):  # deidentify = 5 too
             raise ConfigError("config.toml [report] deidentify must be a list of source names or slot roles, "
                               "e.g. deidentify = [\"room_camera\"]")
         threshold = s.get("threshold")

@@ -122,17 +122,31 @@ def allowed(user: User, action: str, *, owns_event: bool | None = None) -> bool:
     return True
 
 
+def _whole(lo: int, hi: int) -> Any:
+    """attrs validator: a whole number from ``lo`` to ``hi`` (a config value of another type or out
+    of range is a ValueError naming the setting, never the hasher's TypeError/OverflowError)."""
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"{attr.name!r} must be a whole number from {lo} to {hi}, got {value!r}")
+    return check
+
+
+def _minutes(inst: Any, attr: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 525600:
+        raise ValueError(f"{attr.name!r} must be a number of minutes above 0 (at most 525600), got {value!r}")
+
+
 @attrs.frozen
 class PasswordPolicy:
     """Lockout and password rules: ``max_failures`` wrong passwords in a row lock an account for
     ``lockout_minutes``; passwords need ``min_length`` characters; the Argon2id cost parameters."""
 
-    max_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    lockout_minutes: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
-    min_length: int = attrs.field(default=8, validator=attrs.validators.ge(1))
-    time_cost: int = attrs.field(default=3, validator=attrs.validators.ge(1))
-    memory_kib: int = attrs.field(default=65536, validator=attrs.validators.ge(8))
-    parallelism: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    max_failures: int = attrs.field(default=5, validator=_whole(1, 1000))
+    lockout_minutes: float = attrs.field(default=15.0, validator=_minutes)
+    min_length: int = attrs.field(default=8, validator=_whole(1, 1024))
+    time_cost: int = attrs.field(default=3, validator=_whole(1, 100))
+    memory_kib: int = attrs.field(default=65536, validator=_whole(8, 1 << 22))  # up to 4 GiB per login
+    parallelism: int = attrs.field(default=4, validator=_whole(1, 255))
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> PasswordPolicy:
